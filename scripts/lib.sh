@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Shared helpers for the local-infra scripts. Source it; do not run it.
+# Callers already run under `set -euo pipefail`; we set it too so a helper used
+# on its own behaves the same way.
+set -euo pipefail
+
+# Repo root from this file's location, so scripts work from any cwd.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN_DIR="$ROOT/.run"      # runtime state: logs, pid files, data dirs (git-ignored)
+CACHE_DIR="$ROOT/.cache"  # downloaded artifacts, e.g. Kafka jars (git-ignored)
+mkdir -p "$RUN_DIR" "$CACHE_DIR"
+
+# One-line progress messages on stderr (stdout stays free for real output),
+# prefixed with the calling script's name so mixed logs stay readable.
+log() { printf '[%s] %s\n' "$(basename "${0:-lib}")" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# wait_until <deadline_seconds> <description> <command...>
+# Poll a command (quietly) every 0.5 s until it succeeds; fail loudly at the
+# deadline instead of sleeping a fixed time and hoping.
+wait_until() {
+  local deadline=$1 what=$2; shift 2
+  local end=$((SECONDS + deadline))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= end)); then
+      log "timed out after ${deadline}s waiting for: $what"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# pid_alive <pidfile>: true if the file names a live process.
+pid_alive() {
+  local f=$1 pid
+  [[ -s $f ]] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# stop_pidfile <pidfile> [grace_seconds=30]
+# SIGTERM for a clean shutdown (Kafka flushes logs, Postgres checkpoints),
+# SIGKILL only if it does not exit within the grace period. Removes the pidfile.
+stop_pidfile() {
+  local f=$1 grace=${2:-30} pid
+  if ! pid_alive "$f"; then
+    rm -f "$f"
+    return 0
+  fi
+  pid=$(<"$f")
+  kill -TERM "$pid" 2>/dev/null || true
+  if ! wait_until "$grace" "pid $pid to exit" bash -c "! kill -0 $pid"; then
+    log "pid $pid still alive after ${grace}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_until 10 "pid $pid to die after SIGKILL" bash -c "! kill -0 $pid" || true
+  fi
+  rm -f "$f"
+}
+
+# apt_install <package...>: `apt-get update` at most once per script run (it is
+# the slow part and a fresh box has no package lists), then install.
+_APT_UPDATED=0
+apt_install() {
+  local sudo=() aptlog="$RUN_DIR/apt.log"
+  ((EUID == 0)) || sudo=(sudo)
+  log "apt-get installing: $* (output in ${aptlog#$ROOT/})"
+  # apt/dpkg chatter goes to a log file; shown only if the install fails.
+  if ((_APT_UPDATED == 0)); then
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$aptlog" 2>&1 \
+      || { tail -n 20 "$aptlog" >&2; die "apt-get update failed"; }
+    _APT_UPDATED=1
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+    >>"$aptlog" 2>&1 || { tail -n 20 "$aptlog" >&2; die "apt-get install $* failed"; }
+  hash -r
+}
+
+# apt_install_if_missing <cmd> <package...>: install only if <cmd> is not on PATH.
+apt_install_if_missing() {
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  log "'$cmd' not found"
+  apt_install "$@"
+  command -v "$cmd" >/dev/null 2>&1 || die "installed $* but '$cmd' is still not on PATH"
+}

@@ -1,0 +1,89 @@
+//! Ingest: HTTP in, the `events` topic out. Validates every event with the
+//! shared parser, gives each an id, moves large ones to the claim-check store,
+//! and answers only when Kafka acknowledged them (`acks=all`, idempotent).
+
+mod publish;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use shared::claim_check::ClaimStore;
+use shared::config::{HttpConfig, Settings};
+use shared::http::Readiness;
+use tokio::net::TcpListener;
+use shared::shutdown::CancellationToken;
+
+pub use publish::{Ack, PublishError, Publisher};
+
+/// What request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub publisher: Arc<Publisher>,
+    pub claims: ClaimStore,
+}
+
+/// A built gateway, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+    settings: Settings,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects to Postgres (migrating) and Kafka, binds `http.addr` (port 0
+    /// picks a free one) and assembles the routes.
+    pub async fn build(settings: Settings, http: HttpConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let pool = shared::db::connect(&settings.database).await?;
+        let producer = shared::kafka::producer(&settings.kafka)?;
+        let claims = ClaimStore::new(pool.clone());
+        let publisher = Publisher::new(producer.clone(), claims.clone(), &settings);
+        let state = AppState {
+            publisher: Arc::new(publisher),
+            claims,
+        };
+        let readiness = Readiness::default()
+            .postgres(pool)
+            .kafka(producer, settings.kafka.events_topic.clone());
+        let routes = routes::router(state.clone(), settings.auth.admin_token.clone())
+            .layer(DefaultBodyLimit::max(http.body_limit_bytes));
+        let router = shared::http::finish("gateway", routes, readiness);
+        let listener = TcpListener::bind(http.addr)
+            .await
+            .with_context(|| format!("binding {}", http.addr))?;
+        Ok(Self {
+            listener,
+            router,
+            state,
+            settings,
+            shutdown,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until shutdown, sweeping uncommitted claim-check payloads meanwhile.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let cc = &self.settings.claim_check;
+        let sweeper = self.state.claims.clone().spawn_sweeper(
+            Duration::from_secs(cc.sweep_interval_secs),
+            Duration::from_secs(cc.grace_secs),
+            self.shutdown.clone(),
+        );
+        tracing::info!(addr = %self.addr(), topic = %self.settings.kafka.events_topic, "gateway listening");
+        shared::http::serve(self.listener, self.router, self.shutdown.clone()).await?;
+        self.shutdown.cancel();
+        let _ = sweeper.await;
+        self.state.publisher.flush(Duration::from_secs(10));
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}

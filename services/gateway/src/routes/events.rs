@@ -1,0 +1,48 @@
+//! `POST /events`: validate all, then publish all, then answer per event.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use shared::http::ApiError;
+
+use super::body::{is_single_json, parse_events};
+use crate::{AppState, PublishError};
+
+/// Bodies larger than this are parsed off the async workers.
+const INLINE_PARSE_LIMIT: usize = 64 * 1024;
+
+pub async fn post_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body?;
+    let single = is_single_json(&headers);
+    let events = if body.len() <= INLINE_PARSE_LIMIT {
+        parse_events(&body, single)?
+    } else {
+        tokio::task::spawn_blocking(move || parse_events(&body, single))
+            .await
+            .map_err(ApiError::internal)??
+    };
+    match state.publisher.publish(events).await {
+        Ok(acks) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"accepted": acks.len(), "events": acks})),
+        )),
+        Err(PublishError::Broker { acknowledged, failed, reason }) => Err(ApiError::unavailable(
+            "broker_unavailable",
+            format!("Kafka did not acknowledge {} event(s) in time ({reason}); retry them with the same ids", failed.len()),
+        )
+        .with("accepted", acknowledged.len())
+        .with("events", acknowledged)
+        .with("failed", failed)),
+        Err(PublishError::ClaimStore(error)) => Err(ApiError::unavailable(
+            error.code(),
+            format!("the claim-check store could not take a large event; nothing was produced ({error})"),
+        )),
+    }
+}

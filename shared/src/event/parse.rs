@@ -1,0 +1,199 @@
+//! Parsing: bytes -> typed [`Envelope`], with errors that say which field is
+//! wrong and what was expected.
+//!
+//! Two stages, on purpose: the envelope fields (`type`, `id`, `ts`,
+//! `claim_check`) are taken out of the JSON object first, then the rest is
+//! deserialized into the struct `type` names. That way an unknown type, a
+//! missing field and a wrong field type each get their own precise message
+//! (serde's internally tagged enums would blur them).
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::types::*;
+use super::{ClaimRef, ClaimedEvent, Envelope, Event};
+
+/// Why a message is not a valid event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("expected a JSON object, found {0}")]
+    NotAnObject(&'static str),
+    #[error("missing field `type`")]
+    MissingType,
+    #[error("unknown event type `{0}`; expected one of: interaction, user_updated, mail_requested, product_uploaded, asset_processed, asset_failed, product_created, product_failed, page_access")]
+    UnknownType(String),
+    #[error("missing field `{0}`")]
+    MissingField(String),
+    #[error("unknown field `{0}`")]
+    UnknownField(String),
+    #[error("field `{field}`: {message}")]
+    InvalidField { field: String, message: String },
+    #[error("a claim-check envelope where an inline event was expected")]
+    UnexpectedClaimCheck,
+}
+
+impl ParseError {
+    /// A stable machine-readable reason, for DLQ headers, metrics and HTTP errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseError::InvalidJson(_) => "invalid_json",
+            ParseError::NotAnObject(_) => "not_an_object",
+            ParseError::MissingType => "missing_type",
+            ParseError::UnknownType(_) => "unknown_type",
+            ParseError::MissingField(_) => "missing_field",
+            ParseError::UnknownField(_) => "unknown_field",
+            ParseError::InvalidField { .. } => "invalid_field",
+            ParseError::UnexpectedClaimCheck => "unexpected_claim_check",
+        }
+    }
+
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        ParseError::InvalidField {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one message into an inline event or a claim-check envelope.
+pub fn parse(bytes: &[u8]) -> Result<Envelope, ParseError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
+    let mut map = match value {
+        Value::Object(map) => map,
+        other => return Err(ParseError::NotAnObject(json_kind(&other))),
+    };
+    let event_type = match map.remove("type") {
+        None => return Err(ParseError::MissingType),
+        Some(Value::String(name)) => {
+            EventType::from_name(&name).ok_or(ParseError::UnknownType(name))?
+        }
+        Some(other) => {
+            return Err(ParseError::field(
+                "type",
+                format!("expected a string, found {}", json_kind(&other)),
+            ))
+        }
+    };
+    let id: Option<Uuid> = take(&mut map, "id")?;
+    let ts: Option<DateTime<Utc>> = take(&mut map, "ts")?;
+
+    if map.contains_key("claim_check") {
+        let claim_check: ClaimRef = take(&mut map, "claim_check")?.expect("checked above");
+        let key: String = take(&mut map, "key")?.ok_or(ParseError::MissingField("key".into()))?;
+        if let Some(extra) = map.keys().next() {
+            return Err(ParseError::UnknownField(extra.clone()));
+        }
+        return Ok(Envelope::Claimed(ClaimedEvent {
+            event_type,
+            id,
+            ts,
+            key,
+            claim_check,
+        }));
+    }
+
+    let rest = Value::Object(map);
+    let body = match event_type {
+        EventType::Interaction => EventBody::Interaction(typed(rest, "")?),
+        EventType::UserUpdated => EventBody::UserUpdated(typed(rest, "")?),
+        EventType::MailRequested => EventBody::MailRequested(typed(rest, "")?),
+        EventType::ProductUploaded => EventBody::ProductUploaded(typed(rest, "")?),
+        EventType::AssetProcessed => EventBody::AssetProcessed(typed(rest, "")?),
+        EventType::AssetFailed => EventBody::AssetFailed(typed(rest, "")?),
+        EventType::ProductCreated => EventBody::ProductCreated(typed(rest, "")?),
+        EventType::ProductFailed => EventBody::ProductFailed(typed(rest, "")?),
+        EventType::PageAccess => EventBody::PageAccess(typed(rest, "")?),
+    };
+    validate(&body)?;
+    Ok(Envelope::Inline(Event { id, ts, body }))
+}
+
+/// Rules the field types alone do not express.
+fn validate(body: &EventBody) -> Result<(), ParseError> {
+    if body.key().trim().is_empty() {
+        return Err(ParseError::field(key_field(body.event_type()), "must not be empty"));
+    }
+    match body {
+        EventBody::Interaction(i) => {
+            if i.product_id.trim().is_empty() {
+                return Err(ParseError::field("product_id", "must not be empty"));
+            }
+            if i.action == Action::Purchase && i.price_cents.is_none() {
+                return Err(ParseError::field("price_cents", "required when action is purchase"));
+            }
+        }
+        EventBody::UserUpdated(u) if !u.email.contains('@') => {
+            return Err(ParseError::field("email", "expected an email address"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The JSON field that holds the key of each type.
+fn key_field(event_type: EventType) -> &'static str {
+    match event_type {
+        EventType::Interaction | EventType::UserUpdated | EventType::MailRequested => "user_id",
+        EventType::PageAccess => "page",
+        _ => "product_id",
+    }
+}
+
+/// Removes an optional field and deserializes it; `null` counts as absent.
+fn take<T: DeserializeOwned>(map: &mut Map<String, Value>, name: &str) -> Result<Option<T>, ParseError> {
+    match map.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => typed(value, name).map(Some),
+    }
+}
+
+/// Deserializes a value, naming the path of the first offending field.
+/// `prefix` is the field the value came from ("" for the event body).
+fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ParseError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.inner().to_string();
+        let field = match (prefix, path.as_str()) {
+            (p, ".") => p.to_owned(),
+            ("", path) => path.to_owned(),
+            (p, path) => format!("{p}.{path}"),
+        };
+        if let Some(name) = quoted_after(&message, "missing field ") {
+            ParseError::MissingField(join(prefix, &name))
+        } else if let Some(name) = quoted_after(&message, "unknown field ") {
+            ParseError::UnknownField(join(prefix, &name))
+        } else {
+            ParseError::InvalidField { field, message }
+        }
+    })
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// `name` from serde messages such as "missing field `name`".
+fn quoted_after(message: &str, lead: &str) -> Option<String> {
+    let rest = message.strip_prefix(lead)?.strip_prefix('`')?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,111 @@
+use super::*;
+
+fn err(line: &str) -> ParseError {
+    parse(line.as_bytes()).expect_err(line)
+}
+
+#[test]
+fn parses_a_typed_interaction() {
+    let line = r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view","ts":"2026-11-26T10:00:00Z"}"#;
+    let event = Event::parse(line.as_bytes()).unwrap();
+    assert_eq!(event.key(), "u1");
+    assert_eq!(event.ts.unwrap().to_rfc3339(), "2026-11-26T10:00:00+00:00");
+    assert_eq!(
+        event.body,
+        EventBody::Interaction(Interaction {
+            user_id: "u1".into(),
+            product_id: "p7".into(),
+            action: Action::View,
+            price_cents: None,
+        })
+    );
+}
+
+#[test]
+fn serialization_round_trips() {
+    let line = r#"{"id":"0193a5c2-7f1e-7000-8000-000000000001","type":"interaction","user_id":"u1","product_id":"p7","action":"purchase","price_cents":1999}"#;
+    let event = Event::parse(line.as_bytes()).unwrap();
+    let again = Event::parse(&event.to_json()).unwrap();
+    assert_eq!(event, again);
+    assert_eq!(String::from_utf8(event.to_json()).unwrap(), line);
+}
+
+#[test]
+fn errors_name_the_field_and_expectation() {
+    assert_eq!(err("{not json").code(), "invalid_json");
+    assert_eq!(err("[1,2]"), ParseError::NotAnObject("an array"));
+    assert_eq!(err(r#"{"user_id":"u1"}"#), ParseError::MissingType);
+    assert_eq!(err(r#"{"type":"teleport"}"#), ParseError::UnknownType("teleport".into()));
+    assert_eq!(
+        err(r#"{"type":"interaction","product_id":"p1","action":"view"}"#),
+        ParseError::MissingField("user_id".into())
+    );
+    let wrong_type = err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"purchase","price_cents":"ten"}"#);
+    assert!(
+        matches!(&wrong_type, ParseError::InvalidField { field, message } if field == "price_cents" && message.contains("expected u64")),
+        "{wrong_type:?}"
+    );
+    let bad_action = err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"buy"}"#);
+    assert!(matches!(&bad_action, ParseError::InvalidField { field, .. } if field == "action"));
+    assert_eq!(
+        err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"view","colour":"red"}"#),
+        ParseError::UnknownField("colour".into())
+    );
+    assert!(matches!(err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"purchase"}"#),
+        ParseError::InvalidField { field, .. } if field == "price_cents"));
+    assert!(matches!(err(r#"{"type":"user_updated","user_id":"","email":"a@b"}"#),
+        ParseError::InvalidField { field, .. } if field == "user_id"));
+    assert!(matches!(err(r#"{"type":"page_access","page":"/","id":"nope"}"#),
+        ParseError::InvalidField { field, .. } if field == "id"));
+    assert!(matches!(err(r#"{"type":"page_access","page":"/","ts":"yesterday"}"#),
+        ParseError::InvalidField { field, .. } if field == "ts"));
+    assert!(matches!(err(r#"{"type":7}"#), ParseError::InvalidField { field, .. } if field == "type"));
+}
+
+#[test]
+fn every_type_parses_and_keys_by_its_entity() {
+    let lines = [
+        (r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"add_to_cart"}"#, "u1"),
+        (r#"{"type":"user_updated","user_id":"u2","email":"a@example.com","name":"Ann"}"#, "u2"),
+        (r#"{"type":"mail_requested","user_id":"u3","subject":"hi","body":"hello"}"#, "u3"),
+        (r#"{"type":"product_uploaded","product_id":"p1","seller_id":"s1","title":"Lamp","assets":[{"kind":"image","name":"a.png","content_type":"image/png","data":"AAAA"}]}"#, "p1"),
+        (r#"{"type":"asset_processed","product_id":"p2","kind":"video","result":{"seconds":3}}"#, "p2"),
+        (r#"{"type":"asset_failed","product_id":"p3","kind":"image","reason":"corrupt"}"#, "p3"),
+        (r#"{"type":"product_created","product_id":"p4","title":"Lamp","assets":{}}"#, "p4"),
+        (r#"{"type":"product_failed","product_id":"p5","reason":"timeout"}"#, "p5"),
+        (r#"{"type":"page_access","page":"/home","status":200}"#, "/home"),
+    ];
+    for (line, key) in lines {
+        let event = Event::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(event.key(), key);
+        assert_eq!(Event::parse(&event.to_json()).unwrap(), event);
+    }
+}
+
+#[test]
+fn claim_check_envelope_parses_without_the_body() {
+    let claimed = ClaimedEvent {
+        event_type: EventType::ProductUploaded,
+        id: Some(Uuid::nil()),
+        ts: None,
+        key: "p1".into(),
+        claim_check: ClaimRef {
+            token: Uuid::from_u128(7),
+            sha256: "00".repeat(32),
+            size: 1 << 20,
+            content_type: "application/json".into(),
+        },
+    };
+    let envelope = parse(&claimed.to_json()).unwrap();
+    assert_eq!(envelope, Envelope::Claimed(claimed));
+    assert_eq!(envelope.event_type(), EventType::ProductUploaded);
+    assert_eq!(envelope.key(), "p1");
+    assert_eq!(Event::parse(br#"{"type":"product_failed","key":"p1","claim_check":{"token":"00000000-0000-0000-0000-000000000007","sha256":"","size":1,"content_type":"x"}}"#),
+        Err(ParseError::UnexpectedClaimCheck));
+}
+
+#[test]
+fn derived_ids_are_stable() {
+    assert_eq!(derived_id("events", 3, 42), derived_id("events", 3, 42));
+    assert_ne!(derived_id("events", 3, 42), derived_id("events", 3, 43));
+}

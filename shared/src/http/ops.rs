@@ -1,0 +1,142 @@
+//! `/healthz` (the process answers), `/readyz` (its dependencies answer) and
+//! `/metrics` (Prometheus text), plus per-route request metrics.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rdkafka::producer::{FutureProducer, Producer};
+use serde_json::{json, Map, Value};
+use sqlx::PgPool;
+
+type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The dependency checks behind `/readyz`.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Check)>,
+}
+
+impl Readiness {
+    /// Adds a named check.
+    pub fn check<F>(mut self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static,
+    {
+        self.checks.push((name, Arc::new(check)));
+        self
+    }
+
+    /// Ready when Postgres answers a query.
+    pub fn postgres(self, pool: PgPool) -> Self {
+        self.check("postgres", move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+    }
+
+    /// Ready when the broker returns `topic`'s metadata to `producer`.
+    pub fn kafka(self, producer: FutureProducer, topic: String) -> Self {
+        self.check("kafka", move || {
+            let producer = producer.clone();
+            let topic = topic.clone();
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    let metadata = producer
+                        .client()
+                        .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                        .map_err(|e| e.to_string())?;
+                    match metadata.topics().first().and_then(|t| t.error()) {
+                        Some(err) => Err(format!("topic {topic}: {err:?}")),
+                        None => Ok(()),
+                    }
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            })
+        })
+    }
+}
+
+/// The ops routes.
+pub fn router(service: &'static str, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(move || async move { Json(json!({"status": "ok", "service": service})) }))
+        .route("/readyz", get(readyz).with_state(readiness))
+        .route("/metrics", get(render_metrics))
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    let results = futures::future::join_all(readiness.checks.iter().map(|(name, check)| async move {
+        let outcome = tokio::time::timeout(Duration::from_secs(3), check())
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+        (*name, outcome)
+    }))
+    .await;
+    let ready = results.iter().all(|(_, r)| r.is_ok());
+    let checks: Map<String, Value> = results
+        .into_iter()
+        .map(|(name, r)| (name.to_owned(), r.map_or_else(Value::from, |()| Value::from("ok"))))
+        .collect();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
+    (status, Json(body)).into_response()
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+            .expect("static buckets are valid")
+            .install_recorder()
+            .expect("no other metrics recorder is installed")
+    })
+}
+
+async fn render_metrics() -> impl IntoResponse {
+    let handle = metrics_handle();
+    handle.run_upkeep();
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+}
+
+/// Middleware: counts requests and times them per route and status.
+pub async fn track(request: Request, next: Next) -> Response {
+    metrics_handle();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let labels = [
+        ("route", route),
+        ("method", method),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("kappa_http_requests_total", &labels).increment(1);
+    metrics::histogram!("kappa_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

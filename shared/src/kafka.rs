@@ -1,0 +1,135 @@
+//! Kafka client construction, so every service talks to the broker the same way.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::{librdkafka_key, KafkaConfig};
+
+fn base(cfg: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &cfg.brokers)
+        // Loopback and single-node set-ups: do not wait seconds for a reconnect.
+        .set("reconnect.backoff.max.ms", "1000");
+    client
+}
+
+/// The producer settings that make writes safe: idempotence (no duplicates
+/// from retries, per-partition order kept), `acks=all`, and a bounded
+/// delivery time so callers get an answer when the broker is down.
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut client = base(cfg);
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", cfg.delivery_timeout_ms.to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576");
+    for (key, value) in &cfg.producer {
+        client.set(librdkafka_key(key), value);
+    }
+    client
+}
+
+/// An idempotent, `acks=all` producer.
+pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+    producer_config(cfg)
+        .create()
+        .context("creating Kafka producer")
+}
+
+/// A consumer in `group` that commits nothing by itself and reads only
+/// committed transactional data; callers decide when an offset is done.
+pub fn consumer_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut client = base(cfg);
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false");
+    for (key, value) in &cfg.consumer {
+        client.set(librdkafka_key(key), value);
+    }
+    client
+}
+
+/// A stream consumer with [`consumer_config`].
+pub fn consumer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<StreamConsumer> {
+    consumer_config(cfg, group)
+        .create()
+        .context("creating Kafka consumer")
+}
+
+/// An admin client for topic management.
+pub fn admin(cfg: &KafkaConfig) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    base(cfg).create().context("creating Kafka admin client")
+}
+
+/// Creates `topic` unless it exists; `retention_ms = -1` keeps it forever.
+pub async fn ensure_topic(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    retention_ms: i64,
+) -> anyhow::Result<()> {
+    let admin = admin(cfg)?;
+    let retention = retention_ms.to_string();
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+        .set("retention.ms", &retention);
+    let results = admin
+        .create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await
+        .context("creating topic")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("creating topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Asks the broker for `topic`'s metadata: the readiness probe of a Kafka user.
+pub async fn probe(cfg: &KafkaConfig, topic: &str, timeout: Duration) -> anyhow::Result<()> {
+    let cfg = cfg.clone();
+    let topic = topic.to_owned();
+    // fetch_metadata blocks; keep it off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = base(&cfg).create()?;
+        let metadata = client.fetch_metadata(Some(&topic), timeout)?;
+        match metadata.topics().first().and_then(|t| t.error()) {
+            Some(err) => anyhow::bail!("topic {topic}: {:?}", RDKafkaErrorCode::from(err)),
+            None => Ok(()),
+        }
+    })
+    .await?
+}
+
+/// Low and high watermarks of every partition of `topic`, in partition order.
+pub async fn watermarks(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<(i64, i64)>> {
+    let cfg = cfg.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = base(&cfg).create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = client.fetch_metadata(Some(&topic), timeout)?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        (0..partitions as i32)
+            .map(|p| Ok(client.fetch_watermarks(&topic, p, timeout)?))
+            .collect()
+    })
+    .await?
+}

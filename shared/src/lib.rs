@@ -1,0 +1,21 @@
+//! What every kappa-jobs service needs, written once: layered configuration,
+//! telemetry, shutdown, the event envelope and its parser, Kafka clients and
+//! the dead-letter queue, the claim-check store, the Postgres pool with
+//! migrations, and the HTTP scaffolding (health, readiness, metrics, auth,
+//! JSON errors).
+
+pub mod claim_check;
+pub mod config;
+pub mod consume;
+pub mod db;
+pub mod dlq;
+pub mod event;
+pub mod http;
+pub mod kafka;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use config::Settings;
+pub use event::{Envelope, Event, EventBody, ParseError};
