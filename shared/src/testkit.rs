@@ -40,13 +40,18 @@ impl TestEnv {
     /// Creates topics `<name>-<rand>-events|dlq|access-logs` and database
     /// `t_<name>_<rand>` (migrated), with settings pointing at them.
     pub async fn new(name: &str) -> TestEnv {
+        Self::with_brokers(name, &brokers()).await
+    }
+
+    /// Like [`TestEnv::new`], on the broker at `brokers`.
+    pub async fn with_brokers(name: &str, brokers: &str) -> TestEnv {
         let suffix = &Uuid::new_v4().simple().to_string()[..10];
         let slug: String = name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
             .collect();
         let mut settings: Settings = config::load().unwrap().section("").unwrap();
-        settings.kafka.brokers = brokers();
+        settings.kafka.brokers = brokers.to_owned();
         settings.kafka.events_topic = format!("{slug}-{suffix}-events");
         settings.kafka.dlq_topic = format!("{slug}-{suffix}-dlq");
         settings.kafka.access_logs_topic = format!("{slug}-{suffix}-access-logs");
@@ -168,5 +173,71 @@ where
         }
         assert!(Instant::now() < until, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The repository root (for the project's scripts).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A second, private Kafka broker started by `scripts/kafka.sh`, for tests
+/// that stop and restart the broker without disturbing the shared one.
+/// Stopped and its data removed on drop.
+pub struct PrivateBroker {
+    pub port: u16,
+    controller_port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateBroker {
+    /// Starts a broker on free ports with its own data directory.
+    pub fn start() -> PrivateBroker {
+        let dir = repo_root().join(".run").join(format!("test-kafka-{}", Uuid::new_v4().simple()));
+        let broker = PrivateBroker { port: free_port(), controller_port: free_port(), dir };
+        broker.run("start");
+        broker
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (SIGTERM, then SIGKILL after a grace period).
+    pub fn stop(&self) {
+        self.run("stop");
+    }
+
+    /// Starts it again on the same data: topics and offsets survive.
+    pub fn restart(&self) {
+        self.run("start");
+    }
+
+    fn run(&self, command: &str) {
+        let status = std::process::Command::new("bash")
+            .arg(repo_root().join("scripts/kafka.sh"))
+            .arg(command)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .env("KAFKA_DATA_DIR", self.dir.join("data"))
+            .env("KAFKA_PID_FILE", self.dir.join("kafka.pid"))
+            .env("KAFKA_LOG_FILE", self.dir.join("kafka.log"))
+            .env("KAFKA_HEAP", "256m")
+            .status()
+            .expect("running scripts/kafka.sh");
+        assert!(status.success(), "scripts/kafka.sh {command} failed; see {}", self.dir.display());
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.run("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
