@@ -5,6 +5,7 @@
 #   tools: console-producer console-consumer topics consumer-groups get-offsets
 #   e.g. scripts/kafka-cli.sh console-consumer --bootstrap-server 127.0.0.1:9092 --topic events --from-beginning
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
@@ -50,6 +51,7 @@ XML
   mv -f "$tmp" "$TOOLS_LOG4J"   # atomic rename: parallel callers never read half a file
 fi
 
+# shellcheck disable=SC2086  # KAFKA_CLI_OPTS splits into flags on purpose
 # Short-lived JVMs: C1 only + serial GC start noticeably faster on 2 cores.
 exec java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Djava.awt.headless=true \
   ${KAFKA_CLI_OPTS:-} -Dlog4j2.configurationFile="$TOOLS_LOG4J" \

@@ -5,6 +5,7 @@
 # All knobs are env vars so a test can run a second, private broker next to
 # the main one (e.g. KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 KAFKA_DATA_DIR=...).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
@@ -20,6 +21,11 @@ KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}  # seconds until metadata must an
 # git-ignored cache (and `rm -rf .cache` really is a cold start).
 KAFKA_MAVEN_REPO=${KAFKA_MAVEN_REPO:-$CACHE_DIR/m2}
 
+# Absolute paths: the broker's config must not depend on the caller's cwd.
+KAFKA_DATA_DIR=$(realpath -m "$KAFKA_DATA_DIR")
+KAFKA_PID_FILE=$(realpath -m "$KAFKA_PID_FILE")
+KAFKA_LOG_FILE=$(realpath -m "$KAFKA_LOG_FILE")
+
 KAFKA_HOME="$CACHE_DIR/kafka/$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
 FETCH_MARKER="$KAFKA_HOME/.fetch-complete"   # written last: a half-done fetch is redone
@@ -27,12 +33,12 @@ BOOTSTRAP="127.0.0.1:$KAFKA_PORT"            # not localhost: it may resolve to 
 
 fetch() {
   if [[ -f $FETCH_MARKER ]]; then
-    log "Kafka $KAFKA_VERSION jars already in ${KAFKA_LIBS#$ROOT/}"
+    log "Kafka $KAFKA_VERSION jars already in $(rel "$KAFKA_LIBS")"
     return 0
   fi
   apt_install_if_missing java openjdk-17-jre-headless
   apt_install_if_missing mvn maven
-  log "fetching Kafka $KAFKA_VERSION jars from Maven Central into ${KAFKA_LIBS#$ROOT/} ..."
+  log "fetching Kafka $KAFKA_VERSION jars from Maven Central into $(rel "$KAFKA_LIBS") ..."
   rm -rf "$KAFKA_LIBS"   # drop leftovers of an interrupted fetch
   mkdir -p "$KAFKA_LIBS"
   # Maven's output goes to a log, shown only on failure.
@@ -46,7 +52,7 @@ fetch() {
   ls "$KAFKA_LIBS"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null \
     || die "fetch finished but kafka_2.13-$KAFKA_VERSION.jar is missing"
   touch "$FETCH_MARKER"
-  log "fetched $(ls "$KAFKA_LIBS" | wc -l) jars"
+  log "fetched $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars"
 }
 
 # Ready = our process is alive AND the broker answers a metadata request listing itself.
@@ -134,7 +140,7 @@ format_storage() {
   [[ -f $KAFKA_DATA_DIR/logs/meta.properties ]] && return 0
   local cid
   cid=$(random_cluster_id)
-  log "formatting KRaft storage in ${KAFKA_DATA_DIR#$ROOT/} (cluster id $cid)"
+  log "formatting KRaft storage in $(rel "$KAFKA_DATA_DIR") (cluster id $cid)"
   # Static controller.quorum.voters => format WITHOUT --standalone (4.x rejects it).
   java_cp kafka.tools.StorageTool format --ignore-formatted -t "$cid" \
     -c "$KAFKA_DATA_DIR/server.properties" >>"$KAFKA_LOG_FILE" 2>&1 \
@@ -157,12 +163,13 @@ start() {
   fetch
   write_configs
   format_storage
-  log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (controller :$KAFKA_CONTROLLER_PORT, log ${KAFKA_LOG_FILE#$ROOT/})"
+  log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (controller :$KAFKA_CONTROLLER_PORT, log $(rel "$KAFKA_LOG_FILE"))"
   echo "=== $(date -Is) scripts/kafka.sh start ===" >>"$KAFKA_LOG_FILE"
   rm -f "$KAFKA_PID_FILE"   # a stale file would satisfy the wait below
   # setsid: own session, so the broker survives the calling shell/terminal.
   # The child writes its own pid and then execs java, so the pid file names
   # the JVM itself (no wrapper process in between).
+  # shellcheck disable=SC2016,SC2086  # $$ is the child's; KAFKA_OPTS splits into flags on purpose
   setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$KAFKA_PID_FILE" \
     java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
       -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
@@ -172,6 +179,7 @@ start() {
     </dev/null >>"$KAFKA_LOG_FILE" 2>&1 &
   wait_until 10 "pid file $KAFKA_PID_FILE" test -s "$KAFKA_PID_FILE" || die "broker did not start"
   # Stop waiting early if the JVM dies (port taken, bad config...).
+  # shellcheck disable=SC2016
   wait_until "$KAFKA_START_TIMEOUT" "Kafka on $BOOTSTRAP" \
     bash -c '! kill -0 "$1" 2>/dev/null || kcat -L -b "$2" -m 2 2>/dev/null | grep -q "broker 1 at"' \
       _ "$(<"$KAFKA_PID_FILE")" "$BOOTSTRAP" || true
@@ -189,7 +197,7 @@ start() {
 stop() {
   if ! pid_alive "$KAFKA_PID_FILE"; then
     rm -f "$KAFKA_PID_FILE"
-    log "Kafka on $BOOTSTRAP not running (no live pid in ${KAFKA_PID_FILE#$ROOT/})"
+    log "Kafka on $BOOTSTRAP not running (no live pid in $(rel "$KAFKA_PID_FILE"))"
     return 0
   fi
   log "stopping Kafka on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"

@@ -14,6 +14,7 @@ mkdir -p "$RUN_DIR" "$CACHE_DIR"
 # prefixed with the calling script's name so mixed logs stay readable.
 log() { printf '[%s] %s\n' "$(basename "${0:-lib}")" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+rel() { printf '%s' "${1#"$ROOT"/}"; }   # path relative to the repo, for messages
 
 # wait_until <deadline_seconds> <description> <command...>
 # Poll a command (quietly) every 0.5 s until it succeeds; fail loudly at the
@@ -63,7 +64,7 @@ _APT_UPDATED=0
 apt_install() {
   local sudo=() aptlog="$RUN_DIR/apt.log"
   ((EUID == 0)) || sudo=(sudo)
-  log "apt-get installing: $* (output in ${aptlog#$ROOT/})"
+  log "apt-get installing: $* (output in $(rel "$aptlog"))"
   # apt/dpkg chatter goes to a log file; shown only if the install fails.
   if ((_APT_UPDATED == 0)); then
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$aptlog" 2>&1 \

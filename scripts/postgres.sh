@@ -5,6 +5,7 @@
 # Env vars let a test run a second private cluster on another port.
 # App URL: postgres://kappa:kappa@127.0.0.1:5432/kappa
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PG_PORT=${PG_PORT:-5432}
@@ -13,11 +14,16 @@ PG_PID_FILE=${PG_PID_FILE:-$RUN_DIR/postgres.pid}
 PG_LOG_FILE=${PG_LOG_FILE:-$RUN_DIR/postgres.log}
 # Socket files are named .s.PGSQL.<port>, so clusters on other ports can share it.
 PG_SOCKET_DIR=${PG_SOCKET_DIR:-$RUN_DIR/pg-socket}
+# Absolute paths: postgres runs from / and its config must not depend on the caller's cwd.
+PG_DATA_DIR=$(realpath -m "$PG_DATA_DIR")
+PG_PID_FILE=$(realpath -m "$PG_PID_FILE")
+PG_LOG_FILE=$(realpath -m "$PG_LOG_FILE")
+PG_SOCKET_DIR=$(realpath -m "$PG_SOCKET_DIR")
 PG_SUPERUSER_PASSWORD=${PG_SUPERUSER_PASSWORD:-postgres}
 APP_USER=kappa APP_PASSWORD=kappa APP_DB=kappa
 
 # Newest installed server binaries (Debian keeps them off PATH).
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+pg_bin() { find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
 
 # The server refuses to run as root: as root we run it as the `postgres` OS
 # user; as any other user the cluster simply belongs to that user.
@@ -78,7 +84,7 @@ prepare_dirs() {
 
 init_cluster() {
   [[ -f $PG_DATA_DIR/PG_VERSION ]] && return 0
-  log "initdb in ${PG_DATA_DIR#$ROOT/}"
+  log "initdb in $(rel "$PG_DATA_DIR")"
   local pwfile
   pwfile=$(mktemp)
   echo "$PG_SUPERUSER_PASSWORD" >"$pwfile"
@@ -110,6 +116,7 @@ timezone = 'UTC'
 CONF
 }
 
+# shellcheck disable=SC2120  # extra psql args are optional
 psql_super() {
   as_pg "$(pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres "$@"
 }
@@ -141,7 +148,7 @@ start() {
   init_cluster
   write_config
   if ! ours_alive; then
-    log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data ${PG_DATA_DIR#$ROOT/}, log ${PG_LOG_FILE#$ROOT/})"
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data $(rel "$PG_DATA_DIR"), log $(rel "$PG_LOG_FILE"))"
     # pg_ctl -w polls until the server accepts connections (deadline -t 60) and
     # detaches the postmaster into its own session, so it outlives this shell.
     as_pg "$(pg_bin)/pg_ctl" start -D "$PG_DATA_DIR" -l "$PG_LOG_FILE" -w -t 60 >/dev/null \
@@ -157,7 +164,7 @@ start() {
 stop() {
   if ! ours_alive; then
     rm -f "$PG_PID_FILE"
-    log "PostgreSQL (${PG_DATA_DIR#$ROOT/}) not running"
+    log "PostgreSQL ($(rel "$PG_DATA_DIR")) not running"
     return 0
   fi
   log "stopping PostgreSQL on port $PG_PORT"
@@ -175,7 +182,7 @@ status() {
   if ours_alive && ready; then
     log "PostgreSQL running on 127.0.0.1:$PG_PORT (pid $(head -n 1 "$PG_DATA_DIR/postmaster.pid"))"
   else
-    log "PostgreSQL (${PG_DATA_DIR#$ROOT/}) not running/ready on 127.0.0.1:$PG_PORT"; return 1
+    log "PostgreSQL ($(rel "$PG_DATA_DIR")) not running/ready on 127.0.0.1:$PG_PORT"; return 1
   fi
 }
 

@@ -4,6 +4,7 @@
 # Only missing topics are created: the cheap kcat metadata check avoids a
 # ~2 s JVM start per topic when everything already exists.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_PORT=${KAFKA_PORT:-9092}
@@ -53,6 +54,7 @@ done
 
 # Wait until the broker's metadata lists every new topic, so callers can produce immediately.
 for name in "${names[@]}"; do
+  # shellcheck disable=SC2016
   wait_until 30 "topic $name in metadata" bash -c '[[ -n $(kcat -L -b "$1" -m 5 -t "$2" 2>/dev/null | grep "topic \"$2\" with [1-9]") ]]' _ "$BOOTSTRAP" "$name" \
     || die "topic $name not visible on $BOOTSTRAP"
 done

@@ -5,6 +5,7 @@
 # Debian bookworm apt offers; installed if missing).
 #   scripts/validate-compose.sh
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 

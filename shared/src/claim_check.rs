@@ -113,11 +113,12 @@ impl ClaimStore {
     /// The exact stored bytes and their content type, verified against the stored hash.
     #[tracing::instrument(skip(self))]
     pub async fn fetch_typed(&self, token: Uuid) -> Result<(Vec<u8>, String), ClaimError> {
-        let row: Option<(Vec<u8>, Vec<u8>, String)> =
-            sqlx::query_as("SELECT payload, sha256, content_type FROM claim_checks WHERE token = $1")
-                .bind(token)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(Vec<u8>, Vec<u8>, String)> = sqlx::query_as(
+            "SELECT payload, sha256, content_type FROM claim_checks WHERE token = $1",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
         let (payload, stored, content_type) = row.ok_or(ClaimError::NotFound(token))?;
         let actual = Sha256::digest(&payload);
         if actual.as_slice() != stored.as_slice() {
@@ -156,7 +157,10 @@ impl ClaimStore {
         };
         match parse(&bytes).map_err(|e| bad(e.to_string()))? {
             Envelope::Inline(event) if event.body.event_type() == claimed.event_type => Ok(event),
-            Envelope::Inline(event) => Err(bad(format!("payload is a {}", event.body.event_type().as_str()))),
+            Envelope::Inline(event) => Err(bad(format!(
+                "payload is a {}",
+                event.body.event_type().as_str()
+            ))),
             Envelope::Claimed(_) => Err(bad("payload is itself a claim check".into())),
         }
     }
@@ -189,8 +193,12 @@ impl ClaimStore {
                 }
                 match self.sweep(grace).await {
                     Ok(0) => {}
-                    Ok(removed) => tracing::info!(removed, "swept uncommitted claim-check payloads"),
-                    Err(error) => tracing::warn!(%error, "claim-check sweep failed; retrying next interval"),
+                    Ok(removed) => {
+                        tracing::info!(removed, "swept uncommitted claim-check payloads")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "claim-check sweep failed; retrying next interval")
+                    }
                 }
             }
         })

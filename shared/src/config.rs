@@ -205,6 +205,9 @@ mod tests {
 
     #[test]
     fn librdkafka_keys_use_dots() {
-        assert_eq!(librdkafka_key("queue_buffering_max_ms"), "queue.buffering.max.ms");
+        assert_eq!(
+            librdkafka_key("queue_buffering_max_ms"),
+            "queue.buffering.max.ms"
+        );
     }
 }

@@ -107,8 +107,14 @@ impl EventConsumer {
 
     /// Commits the stored offsets now.
     pub fn commit(&self) -> anyhow::Result<()> {
-        match self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
-            Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+        match self
+            .consumer
+            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        {
+            Ok(())
+            | Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -121,7 +127,11 @@ impl EventConsumer {
 
 /// Assigns every partition of `topic` from the beginning: a reader that joins
 /// no group (tests, inspection, replays).
-pub fn assign_from_start(consumer: &StreamConsumer, topic: &str, partitions: i32) -> anyhow::Result<()> {
+pub fn assign_from_start(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
     let mut list = TopicPartitionList::new();
     for p in 0..partitions {
         list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;

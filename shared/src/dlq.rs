@@ -36,24 +36,51 @@ impl DeadLetters {
     /// Copies `message` to the DLQ and waits until the broker acknowledged it,
     /// so the caller may then advance past the original offset.
     #[tracing::instrument(skip_all, fields(topic = message.topic(), partition = message.partition(), offset = message.offset(), code))]
-    pub async fn send<M: Message>(&self, message: &M, code: &str, reason: &str) -> anyhow::Result<()> {
+    pub async fn send<M: Message>(
+        &self,
+        message: &M,
+        code: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let timestamp = message.timestamp().to_millis().unwrap_or(-1).to_string();
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for h in original.iter() {
-                headers = headers.insert(Header { key: h.key, value: h.value });
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
             }
         }
         let headers = headers
-            .insert(Header { key: header::REASON, value: Some(reason) })
-            .insert(Header { key: header::CODE, value: Some(code) })
-            .insert(Header { key: header::TOPIC, value: Some(message.topic()) })
-            .insert(Header { key: header::PARTITION, value: Some(&partition) })
-            .insert(Header { key: header::OFFSET, value: Some(&offset) })
-            .insert(Header { key: header::TIMESTAMP, value: Some(&timestamp) });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+            .insert(Header {
+                key: header::REASON,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: header::CODE,
+                value: Some(code),
+            })
+            .insert(Header {
+                key: header::TOPIC,
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: header::PARTITION,
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: header::OFFSET,
+                value: Some(&offset),
+            })
+            .insert(Header {
+                key: header::TIMESTAMP,
+                value: Some(&timestamp),
+            });
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = message.key() {
             record = record.key(key);
         }

@@ -86,7 +86,10 @@ pub async fn ensure_topic(
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
         .set("retention.ms", &retention);
     let results = admin
-        .create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await
         .context("creating topic")?;
     for result in results {

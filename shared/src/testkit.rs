@@ -48,7 +48,13 @@ impl TestEnv {
         let suffix = &Uuid::new_v4().simple().to_string()[..10];
         let slug: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let mut settings: Settings = config::load().unwrap().section("").unwrap();
         settings.kafka.brokers = brokers.to_owned();
@@ -71,18 +77,26 @@ impl TestEnv {
 
         let database = format!("t_{}_{suffix}", &slug[..slug.len().min(30)]);
         let admin_url = admin_database_url();
-        let mut conn = PgConnection::connect(&admin_url).await.expect("connecting to Postgres");
+        let mut conn = PgConnection::connect(&admin_url)
+            .await
+            .expect("connecting to Postgres");
         conn.execute(format!("CREATE DATABASE \"{database}\"").as_str())
             .await
             .expect("creating the test database");
         settings.database.url = Secret::new(replace_database(&admin_url, &database));
         settings.database.max_connections = 8;
-        TestEnv { settings, database, topics }
+        TestEnv {
+            settings,
+            database,
+            topics,
+        }
     }
 
     /// A migrated pool on the test database.
     pub async fn pool(&self) -> PgPool {
-        crate::db::connect(&self.settings.database).await.expect("test database")
+        crate::db::connect(&self.settings.database)
+            .await
+            .expect("test database")
     }
 
     /// A consumer that reads `topic` from the beginning without a group.
@@ -95,7 +109,12 @@ impl TestEnv {
 
     /// Reads exactly `count` messages from `topic` (failing after `deadline`),
     /// then checks for a short while that no more arrive.
-    pub async fn read_exactly(&self, topic: &str, count: usize, deadline: Duration) -> Vec<OwnedMessage> {
+    pub async fn read_exactly(
+        &self,
+        topic: &str,
+        count: usize,
+        deadline: Duration,
+    ) -> Vec<OwnedMessage> {
         let consumer = self.reader(topic);
         let mut out = Vec::with_capacity(count);
         let until = Instant::now() + deadline;
@@ -104,11 +123,20 @@ impl TestEnv {
             match tokio::time::timeout(left, consumer.recv()).await {
                 Ok(Ok(m)) => out.push(m.detach()),
                 Ok(Err(e)) => panic!("reading {topic}: {e}"),
-                Err(_) => panic!("read {} of {count} messages from {topic} before the deadline", out.len()),
+                Err(_) => panic!(
+                    "read {} of {count} messages from {topic} before the deadline",
+                    out.len()
+                ),
             }
         }
-        if let Ok(Ok(extra)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
-            panic!("more than {count} messages on {topic}: offset {} in partition {}", extra.offset(), extra.partition());
+        if let Ok(Ok(extra)) =
+            tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+        {
+            panic!(
+                "more than {count} messages on {topic}: offset {} in partition {}",
+                extra.offset(),
+                extra.partition()
+            );
         }
         out
     }
@@ -131,15 +159,22 @@ impl Drop for TestEnv {
         let database = self.database.clone();
         // Drop cannot await; clean up on a short-lived runtime of its own.
         let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(admin) = kafka::admin(&kafka) {
                     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-                    let _ = admin.delete_topics(&names, &rdkafka::admin::AdminOptions::new()).await;
+                    let _ = admin
+                        .delete_topics(&names, &rdkafka::admin::AdminOptions::new())
+                        .await;
                 }
                 if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
                     let _ = conn
-                        .execute(format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)").as_str())
+                        .execute(
+                            format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)").as_str(),
+                        )
                         .await;
                 }
             });
@@ -150,7 +185,9 @@ impl Drop for TestEnv {
 
 /// `url` with its database name replaced.
 pub fn replace_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let cut = base.rfind('/').expect("a database URL has a path");
     let mut out = format!("{}/{database}", &base[..cut]);
     if let Some(q) = query {
@@ -178,12 +215,19 @@ where
 
 /// The repository root (for the project's scripts).
 pub fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A second, private Kafka broker started by `scripts/kafka.sh`, for tests
@@ -198,8 +242,14 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     /// Starts a broker on free ports with its own data directory.
     pub fn start() -> PrivateBroker {
-        let dir = repo_root().join(".run").join(format!("test-kafka-{}", Uuid::new_v4().simple()));
-        let broker = PrivateBroker { port: free_port(), controller_port: free_port(), dir };
+        let dir = repo_root()
+            .join(".run")
+            .join(format!("test-kafka-{}", Uuid::new_v4().simple()));
+        let broker = PrivateBroker {
+            port: free_port(),
+            controller_port: free_port(),
+            dir,
+        };
         broker.run("start");
         broker
     }
@@ -231,7 +281,11 @@ impl PrivateBroker {
             .env("KAFKA_HEAP", "256m")
             .status()
             .expect("running scripts/kafka.sh");
-        assert!(status.success(), "scripts/kafka.sh {command} failed; see {}", self.dir.display());
+        assert!(
+            status.success(),
+            "scripts/kafka.sh {command} failed; see {}",
+            self.dir.display()
+        );
     }
 }
 

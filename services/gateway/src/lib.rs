@@ -14,8 +14,8 @@ use axum::extract::DefaultBodyLimit;
 use shared::claim_check::ClaimStore;
 use shared::config::{HttpConfig, Settings};
 use shared::http::Readiness;
-use tokio::net::TcpListener;
 use shared::shutdown::CancellationToken;
+use tokio::net::TcpListener;
 
 pub use publish::{Ack, PublishError, Publisher};
 
@@ -38,7 +38,11 @@ pub struct Application {
 impl Application {
     /// Connects to Postgres (migrating) and Kafka, binds `http.addr` (port 0
     /// picks a free one) and assembles the routes.
-    pub async fn build(settings: Settings, http: HttpConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    pub async fn build(
+        settings: Settings,
+        http: HttpConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let pool = shared::db::connect(&settings.database).await?;
         let producer = shared::kafka::producer(&settings.kafka)?;
         let claims = ClaimStore::new(pool.clone());
@@ -67,7 +71,9 @@ impl Application {
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until shutdown, sweeping uncommitted claim-check payloads meanwhile.

@@ -79,11 +79,14 @@ impl Publisher {
             outgoing.push(self.prepare(event).await?);
         }
         let sends = outgoing.iter().map(|o| {
-            let mut record = FutureRecord::to(&self.topic).key(&o.key).payload(&o.payload);
+            let mut record = FutureRecord::to(&self.topic)
+                .key(&o.key)
+                .payload(&o.payload);
             if let Some(ts) = o.timestamp {
                 record = record.timestamp(ts);
             }
-            self.producer.send(record, Timeout::After(self.queue_timeout))
+            self.producer
+                .send(record, Timeout::After(self.queue_timeout))
         });
         let results = join_all(sends).await;
 
@@ -106,7 +109,8 @@ impl Publisher {
         }
         let tokens: Vec<Uuid> = acknowledged.iter().filter_map(|a| a.claim_check).collect();
         self.claims.commit(&tokens).await?;
-        metrics::counter!("kappa_gateway_events_produced_total").increment(acknowledged.len() as u64);
+        metrics::counter!("kappa_gateway_events_produced_total")
+            .increment(acknowledged.len() as u64);
         if failed.is_empty() {
             return Ok(acknowledged);
         }
@@ -126,7 +130,13 @@ impl Publisher {
         let timestamp = event.ts.map(|ts| ts.timestamp_millis());
         let json = event.to_json();
         if json.len() <= self.threshold {
-            return Ok(Outgoing { id, key, timestamp, payload: json, claim_check: None });
+            return Ok(Outgoing {
+                id,
+                key,
+                timestamp,
+                payload: json,
+                claim_check: None,
+            });
         }
         let claim_check = self.claims.put(&json, CONTENT_TYPE).await?;
         let token = claim_check.token;
@@ -138,7 +148,13 @@ impl Publisher {
             key: key.clone(),
             claim_check,
         };
-        Ok(Outgoing { id, key, timestamp, payload: envelope.to_json(), claim_check: Some(token) })
+        Ok(Outgoing {
+            id,
+            key,
+            timestamp,
+            payload: envelope.to_json(),
+            claim_check: Some(token),
+        })
     }
 
     /// Waits for queued messages to be delivered (shutdown).

@@ -34,7 +34,10 @@ fn acked_ids(answer: &Value) -> Vec<Uuid> {
 async fn broker_outage_gives_503_then_recovers_without_duplicates() {
     let broker = PrivateBroker::start();
     let env = TestEnv::with_brokers("broker_down", &broker.bootstrap()).await;
-    let app = common::spawn_on(env, |s, _| s.kafka.delivery_timeout_ms = DELIVERY_TIMEOUT_MS).await;
+    let app = common::spawn_on(env, |s, _| {
+        s.kafka.delivery_timeout_ms = DELIVERY_TIMEOUT_MS
+    })
+    .await;
     let mut acknowledged: Vec<Uuid> = Vec::new();
 
     let response = app.post_ndjson(batch(200)).await;
@@ -47,10 +50,16 @@ async fn broker_outage_gives_503_then_recovers_without_duplicates() {
     let waited = started.elapsed();
     assert_eq!(response.status(), 503);
     // Bounded: the delivery timeout plus scheduling slack, never a hang.
-    assert!(waited < Duration::from_millis(DELIVERY_TIMEOUT_MS) + Duration::from_secs(5), "waited {waited:?}");
+    assert!(
+        waited < Duration::from_millis(DELIVERY_TIMEOUT_MS) + Duration::from_secs(5),
+        "waited {waited:?}"
+    );
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["error"], "broker_unavailable");
-    assert_eq!(answer["failed"].as_array().unwrap().len() + acked_ids(&answer).len(), 50);
+    assert_eq!(
+        answer["failed"].as_array().unwrap().len() + acked_ids(&answer).len(),
+        50
+    );
     acknowledged.extend(acked_ids(&answer));
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "not ready without a broker");
@@ -68,18 +77,28 @@ async fn broker_outage_gives_503_then_recovers_without_duplicates() {
             break;
         }
         assert_eq!(status, 503, "{answer}");
-        assert!(Instant::now() < deadline, "posting still fails a minute after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "posting still fails a minute after the restart"
+        );
     }
 
     let topic = app.env.settings.kafka.events_topic.clone();
-    let messages = app.env.read_exactly(&topic, acknowledged.len(), Duration::from_secs(60)).await;
+    let messages = app
+        .env
+        .read_exactly(&topic, acknowledged.len(), Duration::from_secs(60))
+        .await;
     let on_topic: Vec<Uuid> = messages
         .iter()
         .map(|m| Event::parse(m.payload().unwrap()).unwrap().id.unwrap())
         .collect();
     let unique: HashSet<Uuid> = on_topic.iter().copied().collect();
     assert_eq!(unique.len(), on_topic.len(), "no duplicates on the topic");
-    assert_eq!(unique, acknowledged.iter().copied().collect::<HashSet<_>>(), "exactly the acknowledged events");
+    assert_eq!(
+        unique,
+        acknowledged.iter().copied().collect::<HashSet<_>>(),
+        "exactly the acknowledged events"
+    );
     app.stop().await;
     drop(broker);
 }

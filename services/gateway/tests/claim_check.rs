@@ -26,23 +26,41 @@ async fn large_event_travels_as_a_token() {
     let response = app.post_ndjson(line.clone()).await;
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
-    let token = answer["events"][0]["claim_check"].as_str().expect("a token").to_owned();
+    let token = answer["events"][0]["claim_check"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
 
     // The topic message is small and carries the token, type and key.
     let topic = app.env.settings.kafka.events_topic.clone();
-    let m = app.env.read_exactly(&topic, 1, Duration::from_secs(30)).await.remove(0);
+    let m = app
+        .env
+        .read_exactly(&topic, 1, Duration::from_secs(30))
+        .await
+        .remove(0);
     let payload = m.payload().unwrap();
     assert!(payload.len() < 1024, "envelope is {} bytes", payload.len());
     assert_eq!(m.key(), Some(&b"p42"[..]));
-    let Envelope::Claimed(claimed) = parse(payload).unwrap() else { panic!("expected a claim check") };
+    let Envelope::Claimed(claimed) = parse(payload).unwrap() else {
+        panic!("expected a claim check")
+    };
     assert_eq!(claimed.claim_check.token.to_string(), token);
 
     // Resolving returns the posted event; the HTTP route returns the exact stored bytes.
     let posted = Event::parse(line.as_bytes()).unwrap();
     let store = ClaimStore::new(app.env.pool().await);
-    let resolved = store.resolve(Envelope::Claimed(claimed.clone())).await.unwrap();
+    let resolved = store
+        .resolve(Envelope::Claimed(claimed.clone()))
+        .await
+        .unwrap();
     assert_eq!(resolved, posted);
-    let fetched = app.client.get(app.url(&format!("/claims/{token}"))).bearer_auth(app.token()).send().await.unwrap();
+    let fetched = app
+        .client
+        .get(app.url(&format!("/claims/{token}")))
+        .bearer_auth(app.token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fetched.status(), 200);
     let bytes = fetched.bytes().await.unwrap();
     assert_eq!(&bytes[..], &posted.to_json()[..]);
@@ -55,18 +73,43 @@ async fn large_event_travels_as_a_token() {
         .execute(&pool)
         .await
         .unwrap();
-    let tampered = app.client.get(app.url(&format!("/claims/{token}"))).bearer_auth(app.token()).send().await.unwrap();
+    let tampered = app
+        .client
+        .get(app.url(&format!("/claims/{token}")))
+        .bearer_auth(app.token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(tampered.status(), 500);
     let body: Value = tampered.json().await.unwrap();
     assert_eq!(body["error"], "claim_check_corrupt");
-    let err = store.resolve(Envelope::Claimed(claimed.clone())).await.unwrap_err();
+    let err = store
+        .resolve(Envelope::Claimed(claimed.clone()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClaimError::Corrupt { .. }), "{err}");
 
     // A missing payload is a 404 and a clear resolve error.
-    sqlx::query("DELETE FROM claim_checks").execute(&pool).await.unwrap();
-    let missing = app.client.get(app.url(&format!("/claims/{token}"))).bearer_auth(app.token()).send().await.unwrap();
+    sqlx::query("DELETE FROM claim_checks")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let missing = app
+        .client
+        .get(app.url(&format!("/claims/{token}")))
+        .bearer_auth(app.token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(store.resolve(Envelope::Claimed(claimed)).await.unwrap_err().code(), "claim_check_missing");
+    assert_eq!(
+        store
+            .resolve(Envelope::Claimed(claimed))
+            .await
+            .unwrap_err()
+            .code(),
+        "claim_check_missing"
+    );
     app.stop().await;
 }
 
@@ -79,14 +122,19 @@ async fn uncommitted_payloads_are_swept_after_the_grace_period() {
     store.commit(&[kept.token]).await.unwrap();
     let young = store.put(b"pending, young", "text/plain").await.unwrap();
     let old = store.put(b"pending, old", "text/plain").await.unwrap();
-    sqlx::query("UPDATE claim_checks SET created_at = now() - interval '2 hours' WHERE token = ANY($1)")
-        .bind(vec![kept.token, old.token])
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE claim_checks SET created_at = now() - interval '2 hours' WHERE token = ANY($1)",
+    )
+    .bind(vec![kept.token, old.token])
+    .execute(&pool)
+    .await
+    .unwrap();
 
     assert_eq!(store.sweep(Duration::from_secs(3600)).await.unwrap(), 1);
-    assert!(matches!(store.fetch(old.token).await, Err(ClaimError::NotFound(_))));
+    assert!(matches!(
+        store.fetch(old.token).await,
+        Err(ClaimError::NotFound(_))
+    ));
     assert_eq!(store.fetch(young.token).await.unwrap(), b"pending, young");
     assert_eq!(store.fetch(kept.token).await.unwrap(), b"committed");
 }

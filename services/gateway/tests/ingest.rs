@@ -31,7 +31,10 @@ async fn ten_thousand_ndjson_events_arrive_in_order_per_key() {
     assert_eq!(acks.len(), n);
 
     let topic = app.env.settings.kafka.events_topic.clone();
-    let messages = app.env.read_exactly(&topic, n, Duration::from_secs(60)).await;
+    let messages = app
+        .env
+        .read_exactly(&topic, n, Duration::from_secs(60))
+        .await;
     let mut last_seq: HashMap<String, i64> = HashMap::new();
     // Per partition the reader yields messages in offset order.
     let mut by_partition: HashMap<i32, Vec<_>> = HashMap::new();
@@ -45,7 +48,9 @@ async fn ten_thousand_ndjson_events_arrive_in_order_per_key() {
             let event = Event::parse(m.payload().unwrap()).unwrap();
             let key = std::str::from_utf8(m.key().unwrap()).unwrap();
             assert_eq!(key, event.key(), "message key is the entity");
-            let shared::EventBody::Interaction(i) = &event.body else { panic!("wrong type") };
+            let shared::EventBody::Interaction(i) = &event.body else {
+                panic!("wrong type")
+            };
             let seq: i64 = i.product_id.trim_start_matches("seq-").parse().unwrap();
             let prev = last_seq.insert(i.user_id.clone(), seq);
             assert!(prev.is_none_or(|p| p < seq), "order kept for {}", i.user_id);
@@ -80,10 +85,17 @@ async fn a_single_json_event_keeps_its_id_and_time() {
         .unwrap();
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
-    assert_eq!(answer["events"][0]["id"], "0193a5c2-7f1e-7000-8000-00000000abcd");
+    assert_eq!(
+        answer["events"][0]["id"],
+        "0193a5c2-7f1e-7000-8000-00000000abcd"
+    );
 
     let topic = app.env.settings.kafka.events_topic.clone();
-    let m = app.env.read_exactly(&topic, 1, Duration::from_secs(30)).await.remove(0);
+    let m = app
+        .env
+        .read_exactly(&topic, 1, Duration::from_secs(30))
+        .await
+        .remove(0);
     assert_eq!(m.key(), Some(&b"u1"[..]));
     // The Kafka timestamp is the event time, so replays by time use event time.
     assert_eq!(m.timestamp().to_millis(), Some(1_795_168_800_000));
@@ -99,9 +111,21 @@ async fn ops_endpoints_answer() {
     assert_eq!(health.status(), 200);
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
-    app.post_ndjson("{\"type\":\"page_access\",\"page\":\"/\"}\n").await;
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    app.post_ndjson("{\"type\":\"page_access\",\"page\":\"/\"}\n")
+        .await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("kappa_http_requests_total"), "{metrics}");
-    assert!(metrics.contains("kappa_gateway_events_produced_total"), "{metrics}");
+    assert!(
+        metrics.contains("kappa_gateway_events_produced_total"),
+        "{metrics}"
+    );
     app.stop().await;
 }

@@ -18,14 +18,24 @@ async fn bad_input_is_answered_and_nothing_is_produced() {
     let cases = [
         ("{not json", "invalid_json"),
         (r#"{"type":"teleport","user_id":"u1"}"#, "unknown_type"),
-        (r#"{"type":"interaction","product_id":"p1","action":"view"}"#, "missing_field"),
-        (r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"purchase","price_cents":"ten"}"#, "invalid_field"),
-        (r#"{"type":"interaction","user_id":42,"product_id":"p1","action":"view"}"#, "invalid_field"),
+        (
+            r#"{"type":"interaction","product_id":"p1","action":"view"}"#,
+            "missing_field",
+        ),
+        (
+            r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"purchase","price_cents":"ten"}"#,
+            "invalid_field",
+        ),
+        (
+            r#"{"type":"interaction","user_id":42,"product_id":"p1","action":"view"}"#,
+            "invalid_field",
+        ),
         (r#"["not","an","object"]"#, "not_an_object"),
     ];
     for (line, code) in cases {
         // The bad line sits between two valid ones: the whole batch is refused.
-        let (status, body) = json(app.post_ndjson(format!("{valid}\n{line}\n{valid}\n")).await).await;
+        let (status, body) =
+            json(app.post_ndjson(format!("{valid}\n{line}\n{valid}\n")).await).await;
         assert_eq!(status, 400, "{line}");
         assert_eq!(body["error"], "invalid_events");
         assert_eq!(body["invalid"], 1);
@@ -36,30 +46,66 @@ async fn bad_input_is_answered_and_nothing_is_produced() {
     // The message names the field and what was expected.
     let (_, body) = json(app.post_ndjson(cases[3].0).await).await;
     let error = body["errors"][0]["error"].as_str().unwrap();
-    assert!(error.contains("price_cents") && error.contains("expected u64"), "{error}");
+    assert!(
+        error.contains("price_cents") && error.contains("expected u64"),
+        "{error}"
+    );
 
     let (status, body) = json(app.post_ndjson("\n\n").await).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("empty_body")));
 
     // Oversize body: 413 with a JSON body.
-    let big = format!("{{\"type\":\"page_access\",\"page\":\"/{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let big = format!(
+        "{{\"type\":\"page_access\",\"page\":\"/{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
     let (status, body) = json(app.post_ndjson(big).await).await;
-    assert_eq!((status, body["error"].as_str()), (413, Some("payload_too_large")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
 
     // Missing and wrong tokens: 401 with a JSON body.
-    let no_token = app.client.post(app.url("/events")).body(valid).send().await.unwrap();
+    let no_token = app
+        .client
+        .post(app.url("/events"))
+        .body(valid)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_token.headers()["www-authenticate"], "Bearer");
     let (status, body) = json(no_token).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
-    let wrong = app.client.post(app.url("/events")).bearer_auth("wrong").body(valid).send().await.unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let wrong = app
+        .client
+        .post(app.url("/events"))
+        .bearer_auth("wrong")
+        .body(valid)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(wrong).await.0, 401);
-    let claim = app.client.get(app.url("/claims/0193a5c2-7f1e-7000-8000-000000000001")).send().await.unwrap();
+    let claim = app
+        .client
+        .get(app.url("/claims/0193a5c2-7f1e-7000-8000-000000000001"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(claim).await.0, 401);
 
     // Unknown route and malformed token in a path: JSON too.
     let (status, body) = json(app.client.get(app.url("/nope")).send().await.unwrap()).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
-    let bad_path = app.client.get(app.url("/claims/not-a-uuid")).bearer_auth(app.token()).send().await.unwrap();
+    let bad_path = app
+        .client
+        .get(app.url("/claims/not-a-uuid"))
+        .bearer_auth(app.token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(bad_path).await.0, 400);
 
     let topic = app.env.settings.kafka.events_topic.clone();

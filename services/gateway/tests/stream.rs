@@ -18,7 +18,12 @@ fn kcat_produce(brokers: &str, topic: &str, key: &str, lines: &str) {
         .stdin(Stdio::piped())
         .spawn()
         .expect("kcat is installed (scripts/up.sh installs it)");
-    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
 }
 
@@ -29,7 +34,12 @@ async fn kcat_typed_events_are_parsed_and_poison_goes_to_the_dlq() {
     let typed = r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view","ts":"2026-11-20T10:00:00Z"}"#;
     let poison = r#"{"type":"interaction","user_id":"u1","action":"view"}"#;
     let after = r#"{"type":"interaction","user_id":"u1","product_id":"p8","action":"purchase","price_cents":1250}"#;
-    kcat_produce(&kafka.brokers, &kafka.events_topic, "u1", &format!("{typed}\n{poison}\n{after}\n"));
+    kcat_produce(
+        &kafka.brokers,
+        &kafka.events_topic,
+        "u1",
+        &format!("{typed}\n{poison}\n{after}\n"),
+    );
 
     let consumer = shared::kafka::consumer(kafka, "stream-kcat-test").unwrap();
     consumer.subscribe(&[&kafka.events_topic]).unwrap();
@@ -38,7 +48,9 @@ async fn kcat_typed_events_are_parsed_and_poison_goes_to_the_dlq() {
 
     let first = events.next().await.unwrap();
     assert_eq!((first.partition, first.offset), (0, 0));
-    let Envelope::Inline(event) = &first.envelope else { panic!("inline event") };
+    let Envelope::Inline(event) = &first.envelope else {
+        panic!("inline event")
+    };
     assert_eq!(
         event.body,
         EventBody::Interaction(Interaction {
@@ -48,26 +60,49 @@ async fn kcat_typed_events_are_parsed_and_poison_goes_to_the_dlq() {
             price_cents: None,
         })
     );
-    assert_eq!(first.ts().unwrap().to_rfc3339(), "2026-11-20T10:00:00+00:00");
+    assert_eq!(
+        first.ts().unwrap().to_rfc3339(),
+        "2026-11-20T10:00:00+00:00"
+    );
     // No id on the wire: the derived one is stable for the origin.
-    assert_eq!(first.id(), shared::event::derived_id(&kafka.events_topic, 0, 0));
+    assert_eq!(
+        first.id(),
+        shared::event::derived_id(&kafka.events_topic, 0, 0)
+    );
     events.done(&first).unwrap();
 
     // The poison message is skipped over (dead-lettered), the next one arrives.
     let second = events.next().await.unwrap();
     assert_eq!(second.offset, 2);
-    let Envelope::Inline(event) = &second.envelope else { panic!("inline event") };
-    assert!(matches!(&event.body, EventBody::Interaction(i) if i.action == Action::Purchase && i.price_cents == Some(1250)));
+    let Envelope::Inline(event) = &second.envelope else {
+        panic!("inline event")
+    };
+    assert!(
+        matches!(&event.body, EventBody::Interaction(i) if i.action == Action::Purchase && i.price_cents == Some(1250))
+    );
     events.done(&second).unwrap();
     events.commit().unwrap();
 
-    let dead = env.read_exactly(&kafka.dlq_topic, 1, std::time::Duration::from_secs(30)).await.remove(0);
-    assert_eq!(dead.payload(), Some(poison.as_bytes()), "copied byte for byte");
+    let dead = env
+        .read_exactly(&kafka.dlq_topic, 1, std::time::Duration::from_secs(30))
+        .await
+        .remove(0);
+    assert_eq!(
+        dead.payload(),
+        Some(poison.as_bytes()),
+        "copied byte for byte"
+    );
     assert_eq!(dead.key(), Some(&b"u1"[..]));
     let headers = dead.headers().expect("origin headers");
     assert_eq!(header_str(headers, header::CODE), Some("missing_field"));
-    assert_eq!(header_str(headers, header::REASON), Some("missing field `product_id`"));
-    assert_eq!(header_str(headers, header::TOPIC), Some(kafka.events_topic.as_str()));
+    assert_eq!(
+        header_str(headers, header::REASON),
+        Some("missing field `product_id`")
+    );
+    assert_eq!(
+        header_str(headers, header::TOPIC),
+        Some(kafka.events_topic.as_str())
+    );
     assert_eq!(header_str(headers, header::PARTITION), Some("0"));
     assert_eq!(header_str(headers, header::OFFSET), Some("1"));
 }

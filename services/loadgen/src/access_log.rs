@@ -26,7 +26,13 @@ pub struct AccessLog {
 impl AccessLog {
     pub fn new(seed: u64, catalog: Catalog, clock: Clock) -> Self {
         let pages = Zipf::new(STATIC_PAGES.len() + catalog.products, 1.0);
-        Self { rng: ChaCha8Rng::seed_from_u64(seed), catalog, pages, clock, emitted: 0 }
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            catalog,
+            pages,
+            clock,
+            emitted: 0,
+        }
     }
 }
 

@@ -68,21 +68,36 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.users > 0 && args.products > 0 && args.cluster_size > 0, "users, products and cluster size must be positive");
+    anyhow::ensure!(
+        args.users > 0 && args.products > 0 && args.cluster_size > 0,
+        "users, products and cluster size must be positive"
+    );
     let catalog = catalog::Catalog::new(args.users, args.products, args.cluster_size);
     let span_secs = f64::from(args.days) * 86_400.0;
     let step_ms = (span_secs * 1000.0 / args.events.max(1) as f64).max(0.0);
-    let clock = sessions::Clock { start: args.start, step_ms, realtime: args.realtime };
+    let clock = sessions::Clock {
+        start: args.start,
+        step_ms,
+        realtime: args.realtime,
+    };
     let lines: Box<dyn Iterator<Item = sink::Line> + Send> = match args.format {
         Format::Events => Box::new(
             sessions::Sessions::new(args.seed, catalog, clock)
                 .take(args.events as usize)
-                .map(|e| sink::Line { key: Some(e.key().to_owned()), payload: e.to_json(), ts: e.ts }),
+                .map(|e| sink::Line {
+                    key: Some(e.key().to_owned()),
+                    payload: e.to_json(),
+                    ts: e.ts,
+                }),
         ),
         Format::AccessLog => Box::new(
             access_log::AccessLog::new(args.seed, catalog, clock)
                 .take(args.events as usize)
-                .map(|line| sink::Line { key: None, payload: line.into_bytes(), ts: None }),
+                .map(|line| sink::Line {
+                    key: None,
+                    payload: line.into_bytes(),
+                    ts: None,
+                }),
         ),
     };
     if args.kafka {

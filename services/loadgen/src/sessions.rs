@@ -47,7 +47,13 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(seed: u64, catalog: Catalog, clock: Clock) -> Self {
-        Self { rng: ChaCha8Rng::seed_from_u64(seed), catalog, clock, emitted: 0, pending: VecDeque::new() }
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            catalog,
+            clock,
+            emitted: 0,
+            pending: VecDeque::new(),
+        }
     }
 
     fn session(&mut self) {
@@ -111,18 +117,27 @@ impl Iterator for Sessions {
         let id = uuid::Builder::from_random_bytes(self.rng.gen()).into_uuid();
         let ts = self.clock.at(self.emitted);
         self.emitted += 1;
-        Some(Event { id: Some(id), ts: Some(ts), body })
+        Some(Event {
+            id: Some(id),
+            ts: Some(ts),
+            body,
+        })
     }
 }
-
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sample(seed: u64) -> Vec<Event> {
-        let clock = Clock { start: "2026-11-01T00:00:00Z".parse().unwrap(), step_ms: 1000.0, realtime: false };
-        Sessions::new(seed, Catalog::new(100, 60, 10), clock).take(2_000).collect()
+        let clock = Clock {
+            start: "2026-11-01T00:00:00Z".parse().unwrap(),
+            step_ms: 1000.0,
+            realtime: false,
+        };
+        Sessions::new(seed, Catalog::new(100, 60, 10), clock)
+            .take(2_000)
+            .collect()
     }
 
     #[test]
@@ -145,8 +160,12 @@ mod tests {
                 .filter(|e| matches!(&e.body, EventBody::Interaction(i) if i.action == action))
                 .count()
         };
-        let (views, clicks, carts, purchases) =
-            (count(Action::View), count(Action::Click), count(Action::AddToCart), count(Action::Purchase));
+        let (views, clicks, carts, purchases) = (
+            count(Action::View),
+            count(Action::Click),
+            count(Action::AddToCart),
+            count(Action::Purchase),
+        );
         assert!(views > clicks && clicks > carts && carts > purchases && purchases > 0);
     }
 }

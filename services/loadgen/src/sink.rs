@@ -26,7 +26,10 @@ struct Pacer {
 
 impl Pacer {
     fn new(rate: u64) -> Self {
-        Self { rate, started: Instant::now() }
+        Self {
+            rate,
+            started: Instant::now(),
+        }
     }
 
     /// Sleeps until item `n` is due.
@@ -94,7 +97,8 @@ pub async fn to_kafka(
         let mut last_report = Instant::now();
         for line in lines {
             pacer.wait(sent);
-            let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&topic).payload(&line.payload);
+            let mut record: BaseRecord<'_, str, [u8]> =
+                BaseRecord::to(&topic).payload(&line.payload);
             if let Some(key) = &line.key {
                 record = record.key(key.as_str());
             }
@@ -105,7 +109,12 @@ pub async fn to_kafka(
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
                         record = r;
                         producer.poll(Duration::from_millis(10));
                     }
@@ -114,11 +123,16 @@ pub async fn to_kafka(
             }
             sent += 1;
             if last_report.elapsed() > Duration::from_secs(5) {
-                eprintln!("loadgen: produced {sent} ({:.0}/s)", sent as f64 / started.elapsed().as_secs_f64());
+                eprintln!(
+                    "loadgen: produced {sent} ({:.0}/s)",
+                    sent as f64 / started.elapsed().as_secs_f64()
+                );
                 last_report = Instant::now();
             }
         }
-        producer.flush(Duration::from_secs(60)).context("flushing")?;
+        producer
+            .flush(Duration::from_secs(60))
+            .context("flushing")?;
         Ok((sent, started.elapsed()))
     })
     .await??;

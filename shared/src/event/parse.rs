@@ -116,7 +116,10 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, ParseError> {
 /// Rules the field types alone do not express.
 fn validate(body: &EventBody) -> Result<(), ParseError> {
     if body.key().trim().is_empty() {
-        return Err(ParseError::field(key_field(body.event_type()), "must not be empty"));
+        return Err(ParseError::field(
+            key_field(body.event_type()),
+            "must not be empty",
+        ));
     }
     match body {
         EventBody::Interaction(i) => {
@@ -124,7 +127,10 @@ fn validate(body: &EventBody) -> Result<(), ParseError> {
                 return Err(ParseError::field("product_id", "must not be empty"));
             }
             if i.action == Action::Purchase && i.price_cents.is_none() {
-                return Err(ParseError::field("price_cents", "required when action is purchase"));
+                return Err(ParseError::field(
+                    "price_cents",
+                    "required when action is purchase",
+                ));
             }
         }
         EventBody::UserUpdated(u) if !u.email.contains('@') => {
@@ -145,7 +151,10 @@ fn key_field(event_type: EventType) -> &'static str {
 }
 
 /// Removes an optional field and deserializes it; `null` counts as absent.
-fn take<T: DeserializeOwned>(map: &mut Map<String, Value>, name: &str) -> Result<Option<T>, ParseError> {
+fn take<T: DeserializeOwned>(
+    map: &mut Map<String, Value>,
+    name: &str,
+) -> Result<Option<T>, ParseError> {
     match map.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => typed(value, name).map(Some),

@@ -35,45 +35,90 @@ fn errors_name_the_field_and_expectation() {
     assert_eq!(err("{not json").code(), "invalid_json");
     assert_eq!(err("[1,2]"), ParseError::NotAnObject("an array"));
     assert_eq!(err(r#"{"user_id":"u1"}"#), ParseError::MissingType);
-    assert_eq!(err(r#"{"type":"teleport"}"#), ParseError::UnknownType("teleport".into()));
+    assert_eq!(
+        err(r#"{"type":"teleport"}"#),
+        ParseError::UnknownType("teleport".into())
+    );
     assert_eq!(
         err(r#"{"type":"interaction","product_id":"p1","action":"view"}"#),
         ParseError::MissingField("user_id".into())
     );
-    let wrong_type = err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"purchase","price_cents":"ten"}"#);
+    let wrong_type = err(
+        r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"purchase","price_cents":"ten"}"#,
+    );
     assert!(
         matches!(&wrong_type, ParseError::InvalidField { field, message } if field == "price_cents" && message.contains("expected u64")),
         "{wrong_type:?}"
     );
-    let bad_action = err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"buy"}"#);
+    let bad_action =
+        err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"buy"}"#);
     assert!(matches!(&bad_action, ParseError::InvalidField { field, .. } if field == "action"));
     assert_eq!(
-        err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"view","colour":"red"}"#),
+        err(
+            r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"view","colour":"red"}"#
+        ),
         ParseError::UnknownField("colour".into())
     );
-    assert!(matches!(err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"purchase"}"#),
-        ParseError::InvalidField { field, .. } if field == "price_cents"));
-    assert!(matches!(err(r#"{"type":"user_updated","user_id":"","email":"a@b"}"#),
-        ParseError::InvalidField { field, .. } if field == "user_id"));
-    assert!(matches!(err(r#"{"type":"page_access","page":"/","id":"nope"}"#),
-        ParseError::InvalidField { field, .. } if field == "id"));
-    assert!(matches!(err(r#"{"type":"page_access","page":"/","ts":"yesterday"}"#),
-        ParseError::InvalidField { field, .. } if field == "ts"));
-    assert!(matches!(err(r#"{"type":7}"#), ParseError::InvalidField { field, .. } if field == "type"));
+    assert!(
+        matches!(err(r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"purchase"}"#),
+        ParseError::InvalidField { field, .. } if field == "price_cents")
+    );
+    assert!(
+        matches!(err(r#"{"type":"user_updated","user_id":"","email":"a@b"}"#),
+        ParseError::InvalidField { field, .. } if field == "user_id")
+    );
+    assert!(
+        matches!(err(r#"{"type":"page_access","page":"/","id":"nope"}"#),
+        ParseError::InvalidField { field, .. } if field == "id")
+    );
+    assert!(
+        matches!(err(r#"{"type":"page_access","page":"/","ts":"yesterday"}"#),
+        ParseError::InvalidField { field, .. } if field == "ts")
+    );
+    assert!(
+        matches!(err(r#"{"type":7}"#), ParseError::InvalidField { field, .. } if field == "type")
+    );
 }
 
 #[test]
 fn every_type_parses_and_keys_by_its_entity() {
     let lines = [
-        (r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"add_to_cart"}"#, "u1"),
-        (r#"{"type":"user_updated","user_id":"u2","email":"a@example.com","name":"Ann"}"#, "u2"),
-        (r#"{"type":"mail_requested","user_id":"u3","subject":"hi","body":"hello"}"#, "u3"),
-        (r#"{"type":"product_uploaded","product_id":"p1","seller_id":"s1","title":"Lamp","assets":[{"kind":"image","name":"a.png","content_type":"image/png","data":"AAAA"}]}"#, "p1"),
-        (r#"{"type":"asset_processed","product_id":"p2","kind":"video","result":{"seconds":3}}"#, "p2"),
-        (r#"{"type":"asset_failed","product_id":"p3","kind":"image","reason":"corrupt"}"#, "p3"),
-        (r#"{"type":"product_created","product_id":"p4","title":"Lamp","assets":{}}"#, "p4"),
-        (r#"{"type":"product_failed","product_id":"p5","reason":"timeout"}"#, "p5"),
-        (r#"{"type":"page_access","page":"/home","status":200}"#, "/home"),
+        (
+            r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"add_to_cart"}"#,
+            "u1",
+        ),
+        (
+            r#"{"type":"user_updated","user_id":"u2","email":"a@example.com","name":"Ann"}"#,
+            "u2",
+        ),
+        (
+            r#"{"type":"mail_requested","user_id":"u3","subject":"hi","body":"hello"}"#,
+            "u3",
+        ),
+        (
+            r#"{"type":"product_uploaded","product_id":"p1","seller_id":"s1","title":"Lamp","assets":[{"kind":"image","name":"a.png","content_type":"image/png","data":"AAAA"}]}"#,
+            "p1",
+        ),
+        (
+            r#"{"type":"asset_processed","product_id":"p2","kind":"video","result":{"seconds":3}}"#,
+            "p2",
+        ),
+        (
+            r#"{"type":"asset_failed","product_id":"p3","kind":"image","reason":"corrupt"}"#,
+            "p3",
+        ),
+        (
+            r#"{"type":"product_created","product_id":"p4","title":"Lamp","assets":{}}"#,
+            "p4",
+        ),
+        (
+            r#"{"type":"product_failed","product_id":"p5","reason":"timeout"}"#,
+            "p5",
+        ),
+        (
+            r#"{"type":"page_access","page":"/home","status":200}"#,
+            "/home",
+        ),
     ];
     for (line, key) in lines {
         let event = Event::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));

@@ -22,7 +22,11 @@ pub fn finish(service: &'static str, routes: Router, readiness: Readiness) -> Ro
 }
 
 /// Serves `router` until `shutdown`; in-flight requests finish first.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;

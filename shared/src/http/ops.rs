@@ -74,25 +74,38 @@ impl Readiness {
 /// The ops routes.
 pub fn router(service: &'static str, readiness: Readiness) -> Router {
     Router::new()
-        .route("/healthz", get(move || async move { Json(json!({"status": "ok", "service": service})) }))
+        .route(
+            "/healthz",
+            get(move || async move { Json(json!({"status": "ok", "service": service})) }),
+        )
         .route("/readyz", get(readyz).with_state(readiness))
         .route("/metrics", get(render_metrics))
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> Response {
-    let results = futures::future::join_all(readiness.checks.iter().map(|(name, check)| async move {
-        let outcome = tokio::time::timeout(Duration::from_secs(3), check())
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()));
-        (*name, outcome)
-    }))
-    .await;
+    let results =
+        futures::future::join_all(readiness.checks.iter().map(|(name, check)| async move {
+            let outcome = tokio::time::timeout(Duration::from_secs(3), check())
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
+            (*name, outcome)
+        }))
+        .await;
     let ready = results.iter().all(|(_, r)| r.is_ok());
     let checks: Map<String, Value> = results
         .into_iter()
-        .map(|(name, r)| (name.to_owned(), r.map_or_else(Value::from, |()| Value::from("ok"))))
+        .map(|(name, r)| {
+            (
+                name.to_owned(),
+                r.map_or_else(Value::from, |()| Value::from("ok")),
+            )
+        })
         .collect();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
     (status, Json(body)).into_response()
 }
@@ -103,7 +116,8 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         PrometheusBuilder::new()
             .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ])
             .expect("static buckets are valid")
             .install_recorder()

@@ -4,8 +4,8 @@
 //! invalid line and nothing is produced.
 
 use axum::http::header::CONTENT_TYPE;
-use chrono::{TimeDelta, Utc};
 use axum::http::HeaderMap;
+use chrono::{TimeDelta, Utc};
 use serde::Serialize;
 use shared::event::Event;
 use shared::http::ApiError;
@@ -49,7 +49,10 @@ pub fn parse_events(body: &[u8], single: bool) -> Result<Vec<Event>, ApiError> {
             .collect()
     };
     if lines.is_empty() || body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("empty_body", "the body holds no event"));
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the body holds no event",
+        ));
     }
     let total = lines.len();
     let mut events = Vec::with_capacity(total);
@@ -57,15 +60,15 @@ pub fn parse_events(body: &[u8], single: bool) -> Result<Vec<Event>, ApiError> {
     let mut invalid = 0usize;
     let latest = Utc::now() + MAX_FUTURE_SKEW;
     for (line, bytes) in lines {
-        let parsed = Event::parse(bytes).map_err(|e| (e.code(), e.to_string())).and_then(|event| {
-            match event.ts {
+        let parsed = Event::parse(bytes)
+            .map_err(|e| (e.code(), e.to_string()))
+            .and_then(|event| match event.ts {
                 Some(ts) if ts > latest => Err((
                     "ts_in_future",
                     format!("field `ts`: {ts} is more than 1 hour in the future"),
                 )),
                 _ => Ok(event),
-            }
-        });
+            });
         match parsed {
             Ok(mut event) => {
                 event.id.get_or_insert_with(Uuid::now_v7);
@@ -109,12 +112,18 @@ mod tests {
         let body = b"{\n  \"type\": \"page_access\",\n  \"page\": \"/a\"\n}";
         assert_eq!(parse_events(body, true).unwrap().len(), 1);
         assert!(parse_events(body, false).is_err());
-        assert_eq!(parse_events(b"  \n", false).unwrap_err().code(), "empty_body");
+        assert_eq!(
+            parse_events(b"  \n", false).unwrap_err().code(),
+            "empty_body"
+        );
     }
 
     #[test]
     fn far_future_times_are_rejected() {
         let body = b"{\"type\":\"page_access\",\"page\":\"/a\",\"ts\":\"2999-01-01T00:00:00Z\"}";
-        assert_eq!(parse_events(body, true).unwrap_err().code(), "invalid_events");
+        assert_eq!(
+            parse_events(body, true).unwrap_err().code(),
+            "invalid_events"
+        );
     }
 }

@@ -25,6 +25,9 @@ pub async fn get_claim(
             error.code(),
             error.to_string(),
         )),
-        Err(error) => Err(ApiError::unavailable(error.code(), "the claim-check store is unavailable")),
+        Err(error) => Err(ApiError::unavailable(
+            error.code(),
+            "the claim-check store is unavailable",
+        )),
     }
 }

@@ -58,7 +58,9 @@ pub async fn spawn_on(env: TestEnv, tweak: impl FnOnce(&mut Settings, &mut HttpC
     };
     tweak(&mut settings, &mut http);
     let shutdown = CancellationToken::new();
-    let app = Application::build(settings, http, shutdown.clone()).await.expect("gateway builds");
+    let app = Application::build(settings, http, shutdown.clone())
+        .await
+        .expect("gateway builds");
     let addr = app.addr();
     let server = tokio::spawn(app.run());
     TestApp {
