@@ -12,7 +12,8 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::{librdkafka_key, KafkaConfig};
 
-fn base(cfg: &KafkaConfig) -> ClientConfig {
+/// The settings every client shares: brokers and reconnect pacing.
+pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &cfg.brokers)
@@ -25,7 +26,7 @@ fn base(cfg: &KafkaConfig) -> ClientConfig {
 /// from retries, per-partition order kept), `acks=all`, and a bounded
 /// delivery time so callers get an answer when the broker is down.
 pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
-    let mut client = base(cfg);
+    let mut client = client_config(cfg);
     client
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -48,7 +49,7 @@ pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<FutureProducer> {
 /// A consumer in `group` that commits nothing by itself and reads only
 /// committed transactional data; callers decide when an offset is done.
 pub fn consumer_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {
-    let mut client = base(cfg);
+    let mut client = client_config(cfg);
     client
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -71,7 +72,9 @@ pub fn consumer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<StreamConsumer
 
 /// An admin client for topic management.
 pub fn admin(cfg: &KafkaConfig) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    base(cfg).create().context("creating Kafka admin client")
+    client_config(cfg)
+        .create()
+        .context("creating Kafka admin client")
 }
 
 /// Creates `topic` unless it exists; `retention_ms = -1` keeps it forever.
@@ -107,7 +110,7 @@ pub async fn probe(cfg: &KafkaConfig, topic: &str, timeout: Duration) -> anyhow:
     let topic = topic.to_owned();
     // fetch_metadata blocks; keep it off the async workers.
     tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = base(&cfg).create()?;
+        let client: BaseConsumer = client_config(&cfg).create()?;
         let metadata = client.fetch_metadata(Some(&topic), timeout)?;
         match metadata.topics().first().and_then(|t| t.error()) {
             Some(err) => anyhow::bail!("topic {topic}: {:?}", RDKafkaErrorCode::from(err)),
@@ -122,7 +125,7 @@ pub async fn watermarks(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<(i
     let cfg = cfg.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = base(&cfg).create()?;
+        let client: BaseConsumer = client_config(&cfg).create()?;
         let timeout = Duration::from_secs(10);
         let metadata = client.fetch_metadata(Some(&topic), timeout)?;
         let partitions = metadata

@@ -12,6 +12,7 @@ pub mod dlq;
 pub mod event;
 pub mod http;
 pub mod kafka;
+pub mod kafka_batch;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testkit")]

@@ -14,10 +14,11 @@ use axum::extract::DefaultBodyLimit;
 use shared::claim_check::ClaimStore;
 use shared::config::{HttpConfig, Settings};
 use shared::http::Readiness;
+use shared::kafka_batch::BatchProducer;
 use shared::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 
-pub use publish::{Ack, PublishError, Publisher};
+pub use publish::{Ack, Incoming, PublishError, Publisher};
 
 /// What request handlers share.
 #[derive(Clone)]
@@ -44,16 +45,16 @@ impl Application {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let pool = shared::db::connect(&settings.database).await?;
-        let producer = shared::kafka::producer(&settings.kafka)?;
+        let producer = BatchProducer::new(&settings.kafka)?;
         let claims = ClaimStore::new(pool.clone());
-        let publisher = Publisher::new(producer.clone(), claims.clone(), &settings);
+        let publisher = Publisher::new(producer, claims.clone(), &settings);
         let state = AppState {
             publisher: Arc::new(publisher),
             claims,
         };
         let readiness = Readiness::default()
             .postgres(pool)
-            .kafka(producer, settings.kafka.events_topic.clone());
+            .kafka(&settings.kafka, settings.kafka.events_topic.clone())?;
         let routes = routes::router(state.clone(), settings.auth.admin_token.clone())
             .layer(DefaultBodyLimit::max(http.body_limit_bytes));
         let router = shared::http::finish("gateway", routes, readiness);

@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use futures::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use bytes::Bytes;
 use serde::Serialize;
 use shared::claim_check::{ClaimError, ClaimStore};
 use shared::event::{ClaimedEvent, Event};
+use shared::kafka_batch::{self, BatchProducer};
 use shared::Settings;
 use uuid::Uuid;
 
@@ -47,61 +46,64 @@ struct Outgoing {
     id: Uuid,
     key: String,
     timestamp: Option<i64>,
-    payload: Vec<u8>,
+    payload: Bytes,
     claim_check: Option<Uuid>,
+}
+
+/// A validated event and the bytes that represent it on the wire.
+#[derive(Debug)]
+pub struct Incoming {
+    pub event: Event,
+    pub wire: Bytes,
 }
 
 /// Produces events to the events topic.
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: BatchProducer,
     claims: ClaimStore,
     topic: String,
     threshold: usize,
-    queue_timeout: Duration,
 }
 
 impl Publisher {
     /// A publisher to `settings.kafka.events_topic`.
-    pub fn new(producer: FutureProducer, claims: ClaimStore, settings: &Settings) -> Self {
+    pub fn new(producer: BatchProducer, claims: ClaimStore, settings: &Settings) -> Self {
         Self {
             producer,
             claims,
             topic: settings.kafka.events_topic.clone(),
             threshold: settings.claim_check.threshold_bytes,
-            queue_timeout: settings.kafka.delivery_timeout(),
         }
     }
 
     /// Publishes `events` (each with an id) and waits for every acknowledgement.
-    pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<Ack>, PublishError> {
+    pub async fn publish(&self, events: Vec<Incoming>) -> Result<Vec<Ack>, PublishError> {
         let mut outgoing = Vec::with_capacity(events.len());
-        for event in events {
-            outgoing.push(self.prepare(event).await?);
+        for incoming in events {
+            outgoing.push(self.prepare(incoming).await?);
         }
-        let sends = outgoing.iter().map(|o| {
-            let mut record = FutureRecord::to(&self.topic)
-                .key(&o.key)
-                .payload(&o.payload);
-            if let Some(ts) = o.timestamp {
-                record = record.timestamp(ts);
-            }
-            self.producer
-                .send(record, Timeout::After(self.queue_timeout))
-        });
-        let results = join_all(sends).await;
+        let messages: Vec<kafka_batch::Outgoing<'_>> = outgoing
+            .iter()
+            .map(|o| kafka_batch::Outgoing {
+                key: o.key.as_bytes(),
+                payload: &o.payload,
+                timestamp: o.timestamp,
+            })
+            .collect();
+        let results = self.producer.send_all(&self.topic, &messages).await;
 
         let mut acknowledged = Vec::with_capacity(outgoing.len());
         let mut failed = Vec::new();
         let mut reason = None;
         for (o, result) in outgoing.iter().zip(results) {
             match result {
-                Ok(delivery) => acknowledged.push(Ack {
+                Ok((partition, offset)) => acknowledged.push(Ack {
                     id: o.id,
-                    partition: delivery.partition,
-                    offset: delivery.offset,
+                    partition,
+                    offset,
                     claim_check: o.claim_check,
                 }),
-                Err((err, _)) => {
+                Err(err) => {
                     reason.get_or_insert_with(|| err.to_string());
                     failed.push(o.id);
                 }
@@ -122,23 +124,23 @@ impl Publisher {
         })
     }
 
-    /// Serializes one event; a large one goes to the claim-check store and
-    /// its envelope carries the token.
-    async fn prepare(&self, event: Event) -> Result<Outgoing, ClaimError> {
+    /// A large event goes to the claim-check store and its envelope, carrying
+    /// the token, goes on the topic instead.
+    async fn prepare(&self, incoming: Incoming) -> Result<Outgoing, ClaimError> {
+        let Incoming { event, wire } = incoming;
         let id = event.id.expect("the gateway assigns ids before publishing");
         let key = event.key().to_owned();
         let timestamp = event.ts.map(|ts| ts.timestamp_millis());
-        let json = event.to_json();
-        if json.len() <= self.threshold {
+        if wire.len() <= self.threshold {
             return Ok(Outgoing {
                 id,
                 key,
                 timestamp,
-                payload: json,
+                payload: wire,
                 claim_check: None,
             });
         }
-        let claim_check = self.claims.put(&json, CONTENT_TYPE).await?;
+        let claim_check = self.claims.put(&wire, CONTENT_TYPE).await?;
         let token = claim_check.token;
         metrics::counter!("kappa_gateway_claim_checks_total").increment(1);
         let envelope = ClaimedEvent {
@@ -148,11 +150,12 @@ impl Publisher {
             key: key.clone(),
             claim_check,
         };
+        let payload = Bytes::from(envelope.to_json());
         Ok(Outgoing {
             id,
             key,
             timestamp,
-            payload: envelope.to_json(),
+            payload,
             claim_check: Some(token),
         })
     }

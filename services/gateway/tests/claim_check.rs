@@ -63,7 +63,11 @@ async fn large_event_travels_as_a_token() {
         .unwrap();
     assert_eq!(fetched.status(), 200);
     let bytes = fetched.bytes().await.unwrap();
-    assert_eq!(&bytes[..], &posted.to_json()[..]);
+    assert_eq!(
+        &bytes[..],
+        line.as_bytes(),
+        "byte-identical to what was posted"
+    );
     assert_eq!(sha256_hex(&bytes), claimed.claim_check.sha256);
 
     // Tampering with the stored bytes is detected, over HTTP and in resolve.

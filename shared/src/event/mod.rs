@@ -9,6 +9,7 @@
 //! body lives in the claim-check store); everything downstream takes the typed
 //! value. Parse errors name the field and what was expected.
 
+mod fast;
 mod parse;
 mod types;
 

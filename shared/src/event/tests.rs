@@ -154,3 +154,43 @@ fn derived_ids_are_stable() {
     assert_eq!(derived_id("events", 3, 42), derived_id("events", 3, 42));
     assert_ne!(derived_id("events", 3, 42), derived_id("events", 3, 43));
 }
+
+#[test]
+fn fast_and_precise_paths_agree() {
+    let lines = [
+        r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view","ts":"2026-11-26T10:00:00Z"}"#,
+        r#"{"id":"0193a5c2-7f1e-7000-8000-000000000001","ts":"2026-11-20T10:00:00+02:00","type":"interaction","user_id":"u\"1","product_id":"p7","action":"purchase","price_cents":5}"#,
+        r#"{"user_id":"u2","email":"a@example.com","type":"user_updated","id":null}"#,
+        r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view","type":"interaction"}"#,
+        r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view","user_id":"u2"}"#,
+        r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view"} trailing"#,
+        r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view","extra":1}"#,
+        r#"{"type":"asset_processed","product_id":"p2","kind":"video","result":{"seconds":3,"id":"x"}}"#,
+        r#"{"type":"product_uploaded","product_id":"p1","seller_id":"s1","title":"T","assets":[{"kind":"image","name":"a","content_type":"image/png","data":"AA=="}]}"#,
+        r#"{"type":"interaction","user_id":"","product_id":"p7","action":"view"}"#,
+        r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"purchase"}"#,
+        r#"{"\u0074ype":"page_access","page":"/"}"#,
+    ];
+    for line in lines {
+        let fast = super::fast::parse_inline(line.as_bytes());
+        let precise = super::parse::parse_precisely(line.as_bytes());
+        let combined = parse(line.as_bytes());
+        assert_eq!(combined, precise, "{line}");
+        if let Some(event) = fast {
+            if combined.is_ok() {
+                assert_eq!(Ok(Envelope::Inline(event)), precise, "{line}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fast_path_takes_common_shapes() {
+    let typed_first = br#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view"}"#;
+    let canonical = br#"{"id":"0193a5c2-7f1e-7000-8000-000000000001","ts":"2026-11-20T10:00:00Z","type":"interaction","user_id":"u1","product_id":"p7","action":"view"}"#;
+    assert!(super::fast::parse_inline(typed_first).is_some());
+    assert!(super::fast::parse_inline(canonical).is_some());
+    let body_first = br#"{"user_id":"u1","type":"interaction","product_id":"p7","action":"view"}"#;
+    assert!(super::fast::parse_inline(body_first).is_none());
+    assert!(parse(body_first).is_ok(), "the precise path still takes it");
+}

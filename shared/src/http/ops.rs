@@ -12,9 +12,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
+
+use crate::config::KafkaConfig;
 
 type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
@@ -48,15 +50,16 @@ impl Readiness {
         })
     }
 
-    /// Ready when the broker returns `topic`'s metadata to `producer`.
-    pub fn kafka(self, producer: FutureProducer, topic: String) -> Self {
-        self.check("kafka", move || {
-            let producer = producer.clone();
+    /// Ready when the broker returns `topic`'s metadata.
+    pub fn kafka(self, cfg: &KafkaConfig, topic: String) -> anyhow::Result<Self> {
+        // One client for all probes: a new one per probe would cost threads and connections.
+        let client: Arc<BaseConsumer> = Arc::new(crate::kafka::client_config(cfg).create()?);
+        Ok(self.check("kafka", move || {
+            let client = client.clone();
             let topic = topic.clone();
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || {
-                    let metadata = producer
-                        .client()
+                    let metadata = client
                         .fetch_metadata(Some(&topic), Duration::from_secs(2))
                         .map_err(|e| e.to_string())?;
                     match metadata.topics().first().and_then(|t| t.error()) {
@@ -67,7 +70,7 @@ impl Readiness {
                 .await
                 .map_err(|e| e.to_string())?
             })
-        })
+        }))
     }
 }
 

@@ -2,14 +2,22 @@
 //! application/json`) or NDJSON (anything else), every line checked by the
 //! shared parser. Either all lines are valid, or the answer lists each
 //! invalid line and nothing is produced.
+//!
+//! What goes on the topic is what the client sent: an NDJSON line that has
+//! an `id` travels byte for byte; one without gets `"id":"<uuid>",` spliced in
+//! after its opening brace. Only a single (possibly pretty-printed) JSON
+//! document is re-serialized, into one line.
 
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
+use bytes::Bytes;
 use chrono::{TimeDelta, Utc};
 use serde::Serialize;
 use shared::event::Event;
 use shared::http::ApiError;
 use uuid::Uuid;
+
+use crate::Incoming;
 
 /// How far in the future an event time may be: Kafka's default
 /// `message.timestamp.after.max.ms` (1 hour). The event time becomes the
@@ -37,18 +45,35 @@ pub fn is_single_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Parses the body into events, each given a fresh id unless it carried one.
-pub fn parse_events(body: &[u8], single: bool) -> Result<Vec<Event>, ApiError> {
-    let lines: Vec<(usize, &[u8])> = if single {
-        vec![(1, body)]
+/// The lines of `body` with their byte ranges (memchr finds newlines with SIMD).
+fn split_lines(body: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', body)
+        .chain(std::iter::once(body.len()))
+        .map(move |end| {
+            let line = start.min(end)..end;
+            start = end + 1;
+            line
+        })
+}
+
+/// Parses the body into events, each with an id and its wire bytes.
+pub fn parse_events(body: &Bytes, single: bool) -> Result<Vec<Incoming>, ApiError> {
+    let lines: Vec<(usize, std::ops::Range<usize>)> = if single {
+        vec![(1, 0..body.len())]
     } else {
-        body.split(|&b| b == b'\n')
+        split_lines(body)
             .enumerate()
-            .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
-            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|(i, mut range)| {
+                if body[..range.end].ends_with(b"\r") && range.end > range.start {
+                    range.end -= 1;
+                }
+                (i + 1, range)
+            })
+            .filter(|(_, range)| !body[range.clone()].iter().all(u8::is_ascii_whitespace))
             .collect()
     };
-    if lines.is_empty() || body.iter().all(u8::is_ascii_whitespace) {
+    if lines.is_empty() {
         return Err(ApiError::bad_request(
             "empty_body",
             "the body holds no event",
@@ -59,7 +84,8 @@ pub fn parse_events(body: &[u8], single: bool) -> Result<Vec<Event>, ApiError> {
     let mut errors = Vec::new();
     let mut invalid = 0usize;
     let latest = Utc::now() + MAX_FUTURE_SKEW;
-    for (line, bytes) in lines {
+    for (line, range) in lines {
+        let bytes = &body[range.clone()];
         let parsed = Event::parse(bytes)
             .map_err(|e| (e.code(), e.to_string()))
             .and_then(|event| match event.ts {
@@ -70,10 +96,8 @@ pub fn parse_events(body: &[u8], single: bool) -> Result<Vec<Event>, ApiError> {
                 _ => Ok(event),
             });
         match parsed {
-            Ok(mut event) => {
-                event.id.get_or_insert_with(Uuid::now_v7);
-                events.push(event);
-            }
+            Ok(event) if invalid == 0 => events.push(wire(event, body.slice(range), single)),
+            Ok(_) => {}
             Err((code, error)) => {
                 invalid += 1;
                 if errors.len() < MAX_LISTED_ERRORS {
@@ -93,37 +117,85 @@ pub fn parse_events(body: &[u8], single: bool) -> Result<Vec<Event>, ApiError> {
     Ok(events)
 }
 
+/// Gives the event an id if it has none, and decides its bytes on the wire.
+fn wire(mut event: Event, line: Bytes, single: bool) -> Incoming {
+    if event.id.is_some() && !single {
+        return Incoming { event, wire: line };
+    }
+    let id = *event.id.get_or_insert_with(Uuid::now_v7);
+    // Splicing is safe only if the line holds no `"id"` key (an explicit
+    // `"id":null` would then appear twice); otherwise re-serialize.
+    let splice_at = line.iter().position(|&b| b == b'{');
+    let wire = match splice_at {
+        Some(brace) if !single && memchr::memmem::find(&line, b"\"id\"").is_none() => {
+            let mut out = Vec::with_capacity(line.len() + 48);
+            out.extend_from_slice(&line[..=brace]);
+            out.extend_from_slice(b"\"id\":\"");
+            out.extend_from_slice(
+                id.hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer())
+                    .as_bytes(),
+            );
+            out.extend_from_slice(b"\",");
+            out.extend_from_slice(&line[brace + 1..]);
+            Bytes::from(out)
+        }
+        _ => Bytes::from(event.to_json()),
+    };
+    Incoming { event, wire }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn ndjson_lines_are_numbered_and_blank_lines_skipped() {
-        let body = b"{\"type\":\"page_access\",\"page\":\"/a\"}\r\n\n{\"type\":\"nope\"}\n";
-        let err = parse_events(body, false).unwrap_err();
-        assert_eq!(err.code(), "invalid_events");
-        let ok = parse_events(b"{\"type\":\"page_access\",\"page\":\"/a\"}\n\n", false).unwrap();
-        assert_eq!(ok.len(), 1);
-        assert!(ok[0].id.is_some());
+    fn parse(body: &'static [u8], single: bool) -> Result<Vec<Incoming>, ApiError> {
+        parse_events(&Bytes::from_static(body), single)
     }
 
     #[test]
-    fn single_json_may_span_lines() {
+    fn ndjson_lines_are_numbered_and_blank_lines_skipped() {
+        let body = b"{\"type\":\"page_access\",\"page\":\"/a\"}\r\n\n{\"type\":\"nope\"}\n";
+        assert_eq!(parse(body, false).unwrap_err().code(), "invalid_events");
+        let ok = parse(b"{\"type\":\"page_access\",\"page\":\"/a\"}\r\n\n", false).unwrap();
+        assert_eq!(ok.len(), 1);
+        assert!(ok[0].event.id.is_some());
+    }
+
+    #[test]
+    fn wire_bytes_are_the_line_with_an_id() {
+        let with_id =
+            br#"{"id":"0193a5c2-7f1e-7000-8000-000000000001", "type":"page_access","page":"/a"}"#;
+        let got = parse(with_id, false).unwrap().remove(0);
+        assert_eq!(&got.wire[..], &with_id[..], "sent byte for byte");
+
+        let without = parse(b" {\"type\":\"page_access\",\"page\":\"/a\"}", false)
+            .unwrap()
+            .remove(0);
+        let reparsed = Event::parse(&without.wire).unwrap();
+        assert_eq!(reparsed, without.event, "the spliced id is the event's id");
+
+        let null_id = parse(
+            b"{\"type\":\"page_access\",\"page\":\"/a\",\"id\":null}",
+            false,
+        )
+        .unwrap()
+        .remove(0);
+        assert_eq!(Event::parse(&null_id.wire).unwrap(), null_id.event);
+    }
+
+    #[test]
+    fn single_json_may_span_lines_and_is_compacted() {
         let body = b"{\n  \"type\": \"page_access\",\n  \"page\": \"/a\"\n}";
-        assert_eq!(parse_events(body, true).unwrap().len(), 1);
-        assert!(parse_events(body, false).is_err());
-        assert_eq!(
-            parse_events(b"  \n", false).unwrap_err().code(),
-            "empty_body"
-        );
+        let single = parse(body, true).unwrap().remove(0);
+        assert!(!single.wire.contains(&b'\n'));
+        assert!(parse(body, false).is_err());
+        assert_eq!(parse(b"  \n", false).unwrap_err().code(), "empty_body");
     }
 
     #[test]
     fn far_future_times_are_rejected() {
         let body = b"{\"type\":\"page_access\",\"page\":\"/a\",\"ts\":\"2999-01-01T00:00:00Z\"}";
-        assert_eq!(
-            parse_events(body, true).unwrap_err().code(),
-            "invalid_events"
-        );
+        assert_eq!(parse(body, true).unwrap_err().code(), "invalid_events");
     }
 }

@@ -5,20 +5,27 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde::Serialize;
 use shared::http::ApiError;
 
 use super::body::{is_single_json, parse_events};
-use crate::{AppState, PublishError};
+use crate::{Ack, AppState, PublishError};
 
 /// Bodies larger than this are parsed off the async workers.
 const INLINE_PARSE_LIMIT: usize = 64 * 1024;
+
+/// The 202 answer: where each event landed, in request order.
+#[derive(Serialize)]
+pub struct Accepted {
+    accepted: usize,
+    events: Vec<Ack>,
+}
 
 pub async fn post_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let body = body?;
     let single = is_single_json(&headers);
     let events = if body.len() <= INLINE_PARSE_LIMIT {
@@ -29,9 +36,9 @@ pub async fn post_events(
             .map_err(ApiError::internal)??
     };
     match state.publisher.publish(events).await {
-        Ok(acks) => Ok((
+        Ok(events) => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"accepted": acks.len(), "events": acks})),
+            Json(Accepted { accepted: events.len(), events }),
         )),
         Err(PublishError::Broker { acknowledged, failed, reason }) => Err(ApiError::unavailable(
             "broker_unavailable",

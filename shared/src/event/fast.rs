@@ -1,0 +1,148 @@
+//! The fast path of [`super::parse`]: one pass, no intermediate JSON tree.
+//!
+//! Envelope fields (`id`, `ts`) may come first; as soon as `type` is read,
+//! the rest of the object streams straight into the typed struct, with `id`
+//! and `ts` lifted out on the way. When `type` comes after a body field, or
+//! anything is wrong, it gives up (`None`) and the caller takes the precise
+//! path: error messages come from one place, and both paths accept the same
+//! input (a unit test holds them to that).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::parse::Rfc3339;
+use super::types::*;
+use super::Event;
+
+/// Parses an inline event, or `None` when the precise path must decide.
+pub fn parse_inline(bytes: &[u8]) -> Option<Event> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let event = de::Deserializer::deserialize_map(&mut de, EventVisitor).ok()?;
+    de.end().ok()?;
+    Some(event)
+}
+
+struct EventVisitor;
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = Event;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object with `type` before its body fields")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Event, A::Error> {
+        let mut lifting = Lifting {
+            inner: map,
+            id: None,
+            ts: None,
+        };
+        let event_type = loop {
+            let key = lifting.inner.next_key::<Key<'de>>()?;
+            match key.as_ref().map(Key::as_str) {
+                Some("id") => lifting.id = lifting.inner.next_value()?,
+                Some("ts") => {
+                    lifting.ts = lifting.inner.next_value::<Option<Rfc3339>>()?.map(|t| t.0)
+                }
+                Some("type") => {
+                    let name: Key<'de> = lifting.inner.next_value()?;
+                    break EventType::from_name(name.as_str())
+                        .ok_or_else(|| de::Error::custom("unknown type"))?;
+                }
+                _ => return Err(de::Error::custom("a body field before `type`")),
+            }
+        };
+        fn body<'de, T: DeserializeOwned, A: MapAccess<'de>>(
+            lifting: &mut Lifting<A>,
+            wrap: fn(T) -> EventBody,
+        ) -> Result<EventBody, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(lifting)).map(wrap)
+        }
+        let l = &mut lifting;
+        let body = match event_type {
+            EventType::Interaction => body(l, EventBody::Interaction),
+            EventType::UserUpdated => body(l, EventBody::UserUpdated),
+            EventType::MailRequested => body(l, EventBody::MailRequested),
+            EventType::ProductUploaded => body(l, EventBody::ProductUploaded),
+            EventType::AssetProcessed => body(l, EventBody::AssetProcessed),
+            EventType::AssetFailed => body(l, EventBody::AssetFailed),
+            EventType::ProductCreated => body(l, EventBody::ProductCreated),
+            EventType::ProductFailed => body(l, EventBody::ProductFailed),
+            EventType::PageAccess => body(l, EventBody::PageAccess),
+        }?;
+        Ok(Event {
+            id: lifting.id,
+            ts: lifting.ts,
+            body,
+        })
+    }
+}
+
+/// A map view that lifts `id` and `ts` out of the body's way.
+struct Lifting<A> {
+    inner: A,
+    id: Option<Uuid>,
+    ts: Option<DateTime<Utc>>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Lifting<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        while let Some(key) = self.inner.next_key::<Key<'de>>()? {
+            match key.as_str() {
+                // A second `type`: let the precise path decide which one counts.
+                "type" => return Err(de::Error::custom("duplicate `type`")),
+                "id" => self.id = self.inner.next_value()?,
+                "ts" => self.ts = self.inner.next_value::<Option<Rfc3339>>()?.map(|t| t.0),
+                name => return seed.deserialize(name.into_deserializer()).map(Some),
+            }
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.inner.next_value_seed(seed)
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
