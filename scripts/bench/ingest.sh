@@ -4,13 +4,13 @@
 # Prints events/s for both and the ratio. Needs the suite's infrastructure
 # (scripts/up.sh); starts its own gateway on a spare port writing to a fresh
 # topic, so the suite's `events` topic is not touched.
-#   scripts/bench/ingest.sh [events=200000] [batch_lines=10000] [parallel_requests=2]
+#   scripts/bench/ingest.sh [events=400000] [batch_lines=10000] [parallel_requests=4]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-EVENTS=${1:-200000}
+EVENTS=${1:-400000}
 BATCH=${2:-10000}
-PARALLEL=${3:-2}
+PARALLEL=${3:-4}
 BROKER=127.0.0.1:9092
 PORT=${BENCH_GATEWAY_PORT:-8099}
 RUN_ID=$(date +%s)

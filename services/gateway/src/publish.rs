@@ -129,8 +129,9 @@ impl Publisher {
     async fn prepare(&self, incoming: Incoming) -> Result<Outgoing, ClaimError> {
         let Incoming { event, wire } = incoming;
         let id = event.id.expect("the gateway assigns ids before publishing");
-        let key = event.key().to_owned();
         let timestamp = event.ts.map(|ts| ts.timestamp_millis());
+        let (event_type, ts) = (event.body.event_type(), event.ts);
+        let key = event.body.into_key();
         if wire.len() <= self.threshold {
             return Ok(Outgoing {
                 id,
@@ -144,9 +145,9 @@ impl Publisher {
         let token = claim_check.token;
         metrics::counter!("kappa_gateway_claim_checks_total").increment(1);
         let envelope = ClaimedEvent {
-            event_type: event.body.event_type(),
+            event_type,
             id: Some(id),
-            ts: event.ts,
+            ts,
             key: key.clone(),
             claim_check,
         };

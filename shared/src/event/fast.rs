@@ -20,7 +20,18 @@ use super::Event;
 
 /// Parses an inline event, or `None` when the precise path must decide.
 pub fn parse_inline(bytes: &[u8]) -> Option<Event> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    parse_from(serde_json::Deserializer::from_slice(bytes))
+}
+
+/// [`parse_inline`] for text already known to be UTF-8 (strings are then
+/// not validated one by one).
+pub fn parse_inline_str(text: &str) -> Option<Event> {
+    parse_from(serde_json::Deserializer::from_str(text))
+}
+
+fn parse_from<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+) -> Option<Event> {
     let event = de::Deserializer::deserialize_map(&mut de, EventVisitor).ok()?;
     de.end().ok()?;
     Some(event)
@@ -67,7 +78,7 @@ impl<'de> Visitor<'de> for EventVisitor {
             EventType::Interaction => body(l, EventBody::Interaction),
             EventType::UserUpdated => body(l, EventBody::UserUpdated),
             EventType::MailRequested => body(l, EventBody::MailRequested),
-            EventType::ProductUploaded => body(l, EventBody::ProductUploaded),
+            EventType::ProductUploaded => body(l, |p| EventBody::ProductUploaded(Box::new(p))),
             EventType::AssetProcessed => body(l, EventBody::AssetProcessed),
             EventType::AssetFailed => body(l, EventBody::AssetFailed),
             EventType::ProductCreated => body(l, EventBody::ProductCreated),

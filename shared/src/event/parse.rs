@@ -113,7 +113,7 @@ pub(super) fn parse_precisely(bytes: &[u8]) -> Result<Envelope, ParseError> {
         EventType::Interaction => EventBody::Interaction(typed(rest, "")?),
         EventType::UserUpdated => EventBody::UserUpdated(typed(rest, "")?),
         EventType::MailRequested => EventBody::MailRequested(typed(rest, "")?),
-        EventType::ProductUploaded => EventBody::ProductUploaded(typed(rest, "")?),
+        EventType::ProductUploaded => EventBody::ProductUploaded(Box::new(typed(rest, "")?)),
         EventType::AssetProcessed => EventBody::AssetProcessed(typed(rest, "")?),
         EventType::AssetFailed => EventBody::AssetFailed(typed(rest, "")?),
         EventType::ProductCreated => EventBody::ProductCreated(typed(rest, "")?),
@@ -151,7 +151,7 @@ impl<'de> serde::Deserialize<'de> for Rfc3339 {
 }
 
 /// Rules the field types alone do not express.
-fn validate(body: &EventBody) -> Result<(), ParseError> {
+pub(super) fn validate(body: &EventBody) -> Result<(), ParseError> {
     if body.key().trim().is_empty() {
         return Err(ParseError::field(
             key_field(body.event_type()),

@@ -59,7 +59,8 @@ pub enum EventBody {
     Interaction(Interaction),
     UserUpdated(UserUpdated),
     MailRequested(MailRequested),
-    ProductUploaded(ProductUploaded),
+    /// Boxed: by far the largest body, and rare next to interactions.
+    ProductUploaded(Box<ProductUploaded>),
     AssetProcessed(AssetProcessed),
     AssetFailed(AssetFailed),
     ProductCreated(ProductCreated),
@@ -80,6 +81,21 @@ impl EventBody {
             EventBody::ProductCreated(_) => EventType::ProductCreated,
             EventBody::ProductFailed(_) => EventType::ProductFailed,
             EventBody::PageAccess(_) => EventType::PageAccess,
+        }
+    }
+
+    /// The key, taken out of the body without copying.
+    pub fn into_key(self) -> String {
+        match self {
+            EventBody::Interaction(e) => e.user_id,
+            EventBody::UserUpdated(e) => e.user_id,
+            EventBody::MailRequested(e) => e.user_id,
+            EventBody::ProductUploaded(e) => e.product_id,
+            EventBody::AssetProcessed(e) => e.product_id,
+            EventBody::AssetFailed(e) => e.product_id,
+            EventBody::ProductCreated(e) => e.product_id,
+            EventBody::ProductFailed(e) => e.product_id,
+            EventBody::PageAccess(e) => e.page,
         }
     }
 
