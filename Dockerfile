@@ -38,8 +38,8 @@ COPY config/ /app/config/
 # wrapper) keeps the binary as PID 1 so it receives SIGTERM directly.
 RUN test -x "/usr/local/bin/${SERVICE}" \
  && ln -s "/usr/local/bin/${SERVICE}" /usr/local/bin/service
-ENV SERVICE=${SERVICE} \
-    KAPPA__HTTP__ADDR=0.0.0.0:8080
+# Listen addresses are per service (KAPPA__<SERVICE>__ADDR), set in docker-compose.yml.
+ENV SERVICE=${SERVICE}
 USER kappa
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/service"]

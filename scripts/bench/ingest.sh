@@ -37,18 +37,17 @@ count_on() { kcat -Q -b "$BROKER" $(for p in 0 1 2 3 4 5; do printf -- '-t %s:%s
 # (one kcat round takes well under a second, so single runs are noisy).
 ROUNDS=${ROUNDS:-3}
 TOPICS=()
-new_topic() {
-  local t="bench-$1-$RUN_ID-$2"
+new_topic() {  # sets $t; not called in $(...), so TOPICS is kept for cleanup
+  t="bench-$1-$RUN_ID-$2"
   "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$t" \
     --partitions 6 --replication-factor 1 >/dev/null
   TOPICS+=("$t")
-  echo "$t"
 }
 cleanup() {
   kill "${gw_pid:-}" 2>/dev/null || true
-  for t in "${TOPICS[@]}"; do
-    "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --delete --topic "$t" >/dev/null 2>&1 || true
-  done
+  # One JVM for all: --topic takes a regex.
+  ((${#TOPICS[@]} == 0)) || "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --delete \
+    --topic "bench-(kcat|gateway)-$RUN_ID-.*" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 expect_count() {
@@ -59,7 +58,7 @@ expect_count() {
 # 1. kcat, with the same delivery guarantees as the gateway (acks=all, idempotence).
 kcat_ns=()
 for r in $(seq "$ROUNDS"); do
-  t=$(new_topic kcat "$r")
+  new_topic kcat "$r"
   log "kcat -P round $r: $EVENTS events"
   t0=$(now)
   # stdin, not a file argument: kcat sends a file argument as one message.
@@ -74,7 +73,7 @@ done
 #    $PARALLEL concurrent connections.
 gw_ns=() rss_kb=0
 for r in $(seq "$ROUNDS"); do
-  t=$(new_topic gateway "$r")
+  new_topic gateway "$r"
   KAPPA__GATEWAY__ADDR=127.0.0.1:$PORT KAPPA__KAFKA__EVENTS_TOPIC=$t KAPPA__AUTH__ADMIN_TOKEN=bench \
     KAPPA__LOG__LEVEL=warn "$ROOT/target/release/gateway" >"$WORK/gateway.log" 2>&1 &
   gw_pid=$!

@@ -88,6 +88,7 @@ pub async fn to_kafka(
     let producer: ThreadedProducer<Failures> = shared::kafka::producer_config(kafka)
         .create_with_context(Failures(failures.clone()))
         .context("creating Kafka producer")?;
+    let name = topic.to_owned();
     let topic = topic.to_owned();
     // Producing is a blocking loop (pacing with thread sleeps); keep it off the runtime.
     let sent = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, Duration)> {
@@ -139,8 +140,7 @@ pub async fn to_kafka(
     let failed = failures.load(Ordering::Relaxed);
     let (count, elapsed) = sent;
     eprintln!(
-        "loadgen: produced {count} to {} in {:.2}s ({:.0}/s), {failed} failed",
-        "the topic",
+        "loadgen: produced {count} to {name} in {:.2}s ({:.0}/s), {failed} failed",
         elapsed.as_secs_f64(),
         count as f64 / elapsed.as_secs_f64()
     );
