@@ -14,6 +14,7 @@ pub mod http;
 pub mod kafka;
 pub mod kafka_batch;
 pub mod shutdown;
+pub mod sink;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -34,6 +34,8 @@ pub struct TestEnv {
     pub settings: Settings,
     pub database: String,
     pub topics: Vec<String>,
+    /// More databases made by [`TestEnv::another_database`], dropped with this one.
+    pub extra_databases: Vec<String>,
 }
 
 impl TestEnv {
@@ -89,7 +91,23 @@ impl TestEnv {
             settings,
             database,
             topics,
+            extra_databases: Vec::new(),
         }
+    }
+
+    /// Another empty database beside the test's own (e.g. for a reference
+    /// run over the same topic); returns its URL.
+    pub async fn another_database(&mut self) -> String {
+        let name = format!("{}_{}", self.database, self.extra_databases.len() + 2);
+        let admin_url = admin_database_url();
+        let mut conn = PgConnection::connect(&admin_url)
+            .await
+            .expect("connecting to Postgres");
+        conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            .await
+            .expect("creating a database");
+        self.extra_databases.push(name.clone());
+        replace_database(&admin_url, &name)
     }
 
     /// A migrated pool on the test database.
@@ -156,7 +174,8 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let kafka = self.settings.kafka.clone();
         let topics = std::mem::take(&mut self.topics);
-        let database = self.database.clone();
+        let mut databases = std::mem::take(&mut self.extra_databases);
+        databases.push(self.database.clone());
         // Drop cannot await; clean up on a short-lived runtime of its own.
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -171,11 +190,10 @@ impl Drop for TestEnv {
                         .await;
                 }
                 if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
-                    let _ = conn
-                        .execute(
-                            format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)").as_str(),
-                        )
-                        .await;
+                    for database in databases {
+                        let drop = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+                        let _ = conn.execute(drop.as_str()).await;
+                    }
                 }
             });
         });
@@ -230,6 +248,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `scripts/<script> <command>` with `env`, failing the test if it fails.
+fn run_script(script: &str, command: &str, env: &[(&str, String)], dir: &std::path::Path) {
+    let status = std::process::Command::new("bash")
+        .arg(repo_root().join("scripts").join(script))
+        .arg(command)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .status()
+        .unwrap_or_else(|e| panic!("running scripts/{script}: {e}"));
+    assert!(
+        status.success(),
+        "scripts/{script} {command} failed; see {}",
+        dir.display()
+    );
+}
+
+fn private_dir(kind: &str) -> std::path::PathBuf {
+    repo_root()
+        .join(".run")
+        .join(format!("test-{kind}-{}", Uuid::new_v4().simple()))
+}
+
 /// A second, private Kafka broker started by `scripts/kafka.sh`, for tests
 /// that stop and restart the broker without disturbing the shared one.
 /// Stopped and its data removed on drop.
@@ -242,13 +281,10 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     /// Starts a broker on free ports with its own data directory.
     pub fn start() -> PrivateBroker {
-        let dir = repo_root()
-            .join(".run")
-            .join(format!("test-kafka-{}", Uuid::new_v4().simple()));
         let broker = PrivateBroker {
             port: free_port(),
             controller_port: free_port(),
-            dir,
+            dir: private_dir("kafka"),
         };
         broker.run("start");
         broker
@@ -270,26 +306,85 @@ impl PrivateBroker {
     }
 
     fn run(&self, command: &str) {
-        let status = std::process::Command::new("bash")
-            .arg(repo_root().join("scripts/kafka.sh"))
-            .arg(command)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
-            .env("KAFKA_DATA_DIR", self.dir.join("data"))
-            .env("KAFKA_PID_FILE", self.dir.join("kafka.pid"))
-            .env("KAFKA_LOG_FILE", self.dir.join("kafka.log"))
-            .env("KAFKA_HEAP", "256m")
-            .status()
-            .expect("running scripts/kafka.sh");
-        assert!(
-            status.success(),
-            "scripts/kafka.sh {command} failed; see {}",
-            self.dir.display()
-        );
+        let env = [
+            ("KAFKA_PORT", self.port.to_string()),
+            ("KAFKA_CONTROLLER_PORT", self.controller_port.to_string()),
+            (
+                "KAFKA_DATA_DIR",
+                self.dir.join("data").display().to_string(),
+            ),
+            (
+                "KAFKA_PID_FILE",
+                self.dir.join("kafka.pid").display().to_string(),
+            ),
+            (
+                "KAFKA_LOG_FILE",
+                self.dir.join("kafka.log").display().to_string(),
+            ),
+            ("KAFKA_HEAP", "256m".to_string()),
+        ];
+        run_script("kafka.sh", command, &env, &self.dir);
     }
 }
 
 impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.run("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private PostgreSQL cluster started by `scripts/postgres.sh` on a free
+/// port, for tests that stop the database. Stopped and removed on drop.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    /// Starts a cluster with role and database `kappa`.
+    pub fn start() -> PrivatePostgres {
+        let pg = PrivatePostgres {
+            port: free_port(),
+            dir: private_dir("pg"),
+        };
+        pg.run("start");
+        pg
+    }
+
+    /// The URL of its `kappa` database.
+    pub fn url(&self) -> String {
+        format!("postgres://kappa:kappa@127.0.0.1:{}/kappa", self.port)
+    }
+
+    /// Stops the server (fast shutdown: open transactions roll back).
+    pub fn stop(&self) {
+        self.run("stop");
+    }
+
+    /// Starts it again on the same data.
+    pub fn restart(&self) {
+        self.run("start");
+    }
+
+    fn run(&self, command: &str) {
+        let env = [
+            ("PG_PORT", self.port.to_string()),
+            ("PG_DATA_DIR", self.dir.join("data").display().to_string()),
+            (
+                "PG_PID_FILE",
+                self.dir.join("postgres.pid").display().to_string(),
+            ),
+            (
+                "PG_LOG_FILE",
+                self.dir.join("postgres.log").display().to_string(),
+            ),
+        ];
+        run_script("postgres.sh", command, &env, &self.dir);
+    }
+}
+
+impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         self.run("stop");
         let _ = std::fs::remove_dir_all(&self.dir);

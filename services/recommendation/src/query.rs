@@ -1,0 +1,199 @@
+//! Answers combine every partition's rows, so any instance gives the same
+//! answer whichever partitions it owns.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::model::{growth, rank};
+use crate::store::{Products, Scores};
+
+/// One recommended product.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    pub product_id: String,
+    pub score: f64,
+}
+
+/// How fresh an answer is.
+#[derive(Debug, Serialize)]
+pub struct AsOf {
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub next_offsets: BTreeMap<String, i64>,
+}
+
+/// The freshness of the committed state.
+pub async fn as_of(pool: &PgPool, consumer: &str, topic: &str) -> sqlx::Result<AsOf> {
+    let last: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT max(last_event_at) FROM rec_partitions")
+            .fetch_one(pool)
+            .await?;
+    let next_offsets = shared::sink::offsets::progress(pool, consumer, topic)
+        .await?
+        .into_iter()
+        .map(|(p, next, _, _)| (p.to_string(), next))
+        .collect();
+    Ok(AsOf {
+        last_event_at: last,
+        next_offsets,
+    })
+}
+
+/// Scores are reported in units of the newest event's time, so they are
+/// the same whichever instance answers and whenever.
+fn scale(as_of: &AsOf, half_life_secs: f64) -> f64 {
+    as_of
+        .last_event_at
+        .map_or(1.0, |t| growth(t, half_life_secs))
+}
+
+/// Recommendations for `user`; `fallback` when popularity had to fill in.
+pub async fn for_user(
+    pool: &PgPool,
+    user: &str,
+    limit: usize,
+    as_of: &AsOf,
+    half_life_secs: f64,
+) -> sqlx::Result<(Vec<Scored>, bool)> {
+    let rows: Vec<(Scores, Products)> =
+        sqlx::query_as("SELECT recent, purchased FROM rec_users WHERE user_id = $1")
+            .bind(user)
+            .fetch_all(pool)
+            .await?;
+    let mut recent: HashMap<String, f64> = HashMap::new();
+    let mut purchased: HashSet<String> = HashSet::new();
+    for (r, p) in rows {
+        for (item, weight) in r.0 {
+            let w = recent.entry(item).or_insert(0.0);
+            *w = w.max(weight);
+        }
+        purchased.extend(p.0);
+    }
+    let f = scale(as_of, half_life_secs);
+    let mut scores: HashMap<String, f64> = HashMap::new();
+    if !recent.is_empty() {
+        let items: Vec<&str> = recent.keys().map(String::as_str).collect();
+        let rows: Vec<(String, Scores)> =
+            sqlx::query_as("SELECT item, neighbors FROM rec_cooc WHERE item = ANY($1)")
+                .bind(&items)
+                .fetch_all(pool)
+                .await?;
+        for (item, neighbors) in rows {
+            let weight = recent[&item] / f;
+            for (candidate, score) in neighbors.0 {
+                if !purchased.contains(&candidate) {
+                    *scores.entry(candidate).or_insert(0.0) += weight * score / f;
+                }
+            }
+        }
+    }
+    let mut ranked: Vec<(String, f64)> = scores.into_iter().collect();
+    rank(&mut ranked);
+    ranked.truncate(limit);
+    let fallback = ranked.len() < limit;
+    if fallback {
+        let have: HashSet<String> = ranked.iter().map(|(p, _)| p.clone()).collect();
+        let skip: HashSet<String> = have.union(&purchased).cloned().collect();
+        for item in popular(pool, limit + skip.len(), as_of, half_life_secs).await? {
+            if ranked.len() == limit {
+                break;
+            }
+            if !skip.contains(&item.product_id) {
+                // Popular fill-ins rank after every co-occurrence candidate.
+                ranked.push((item.product_id, 0.0));
+            }
+        }
+    }
+    Ok((
+        ranked
+            .into_iter()
+            .map(|(product_id, score)| Scored { product_id, score })
+            .collect(),
+        fallback,
+    ))
+}
+
+/// The most popular products (decayed), all partitions combined.
+pub async fn popular(
+    pool: &PgPool,
+    limit: usize,
+    as_of: &AsOf,
+    half_life_secs: f64,
+) -> sqlx::Result<Vec<Scored>> {
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT item, sum(score) AS s FROM rec_popularity GROUP BY item ORDER BY s DESC, item LIMIT $1",
+    )
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    let f = scale(as_of, half_life_secs);
+    Ok(rows
+        .into_iter()
+        .map(|(product_id, s)| Scored {
+            product_id,
+            score: s / f,
+        })
+        .collect())
+}
+
+/// Products most often engaged with together with `item`.
+pub async fn similar(
+    pool: &PgPool,
+    item: &str,
+    limit: usize,
+    as_of: &AsOf,
+    half_life_secs: f64,
+) -> sqlx::Result<Vec<Scored>> {
+    let rows: Vec<(Scores,)> = sqlx::query_as("SELECT neighbors FROM rec_cooc WHERE item = $1")
+        .bind(item)
+        .fetch_all(pool)
+        .await?;
+    let mut scores: HashMap<String, f64> = HashMap::new();
+    for (neighbors,) in rows {
+        for (candidate, score) in neighbors.0 {
+            *scores.entry(candidate).or_insert(0.0) += score;
+        }
+    }
+    let f = scale(as_of, half_life_secs);
+    let mut ranked: Vec<(String, f64)> = scores.into_iter().map(|(k, v)| (k, v / f)).collect();
+    rank(&mut ranked);
+    ranked.truncate(limit);
+    Ok(ranked
+        .into_iter()
+        .map(|(product_id, score)| Scored { product_id, score })
+        .collect())
+}
+
+/// Per UTC day counters, all partitions combined.
+pub async fn daily(pool: &PgPool) -> sqlx::Result<Vec<Value>> {
+    let rows: Vec<(NaiveDate, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT day, sum(views)::int8, sum(clicks)::int8, sum(add_to_cart)::int8, sum(purchases)::int8, sum(revenue_cents)::int8
+         FROM rec_daily GROUP BY day ORDER BY day",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(day, views, clicks, add_to_cart, purchases, revenue_cents)| {
+            serde_json::json!({"day": day, "views": views, "clicks": clicks, "add_to_cart": add_to_cart,
+                "purchases": purchases, "revenue_cents": revenue_cents})
+        })
+        .collect())
+}
+
+/// A sha256 over every state table in a canonical order: equal state, equal sum.
+pub async fn checksum(pool: &PgPool) -> sqlx::Result<String> {
+    sqlx::query_scalar(
+        "SELECT encode(sha256(convert_to(concat_ws('|',
+            (SELECT string_agg(concat_ws(',', user_id, partition, recent::text, purchased::text), ';' ORDER BY user_id, partition) FROM rec_users),
+            (SELECT string_agg(concat_ws(',', item, partition, neighbors::text), ';' ORDER BY item, partition) FROM rec_cooc),
+            (SELECT string_agg(concat_ws(',', item, partition, score::text), ';' ORDER BY item, partition) FROM rec_popularity),
+            (SELECT string_agg(concat_ws(',', day, partition, views, clicks, add_to_cart, purchases, revenue_cents), ';' ORDER BY day, partition) FROM rec_daily)
+         ), 'UTF8')), 'hex')",
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,236 @@
+//! Helpers: producing interactions, running the service in-process or as a
+//! child process (to kill it), and waiting on its committed progress.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::producer::FutureRecord;
+use recommendation::{Application, RecommendationConfig};
+use shared::config::{KafkaConfig, Secret};
+use shared::shutdown::CancellationToken;
+use shared::testkit::TestEnv;
+use sqlx::PgPool;
+
+/// One interaction as the JSON a producer would send.
+pub fn interaction(user: &str, product: &str, action: &str, ts: &str) -> String {
+    let price = if action == "purchase" {
+        ",\"price_cents\":1250"
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"type":"interaction","user_id":"{user}","product_id":"{product}","action":"{action}","ts":"{ts}"{price}}}"#
+    )
+}
+
+/// `n` deterministic interactions over 300 users and 120 products, one
+/// second apart from 2026-11-01, keyed by user.
+pub fn synthetic(n: usize) -> Vec<(String, String)> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as usize
+    };
+    let base = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap();
+    (0..n)
+        .map(|i| {
+            let user = format!("u{}", next() % 300);
+            // Users prefer a band of products, so co-occurrence has structure.
+            let band = (user[1..].parse::<usize>().unwrap() % 6) * 20;
+            let product = format!("p{}", band + next() % 25);
+            let action = [
+                "view",
+                "view",
+                "view",
+                "click",
+                "click",
+                "add_to_cart",
+                "purchase",
+            ][next() % 7];
+            let ts = (base + chrono::TimeDelta::seconds(i as i64)).to_rfc3339();
+            let json = interaction(&user, &product, action, &ts);
+            (user, json)
+        })
+        .collect()
+}
+
+/// Produces keyed messages and waits for every acknowledgement.
+pub async fn produce(kafka: &KafkaConfig, messages: &[(String, String)]) {
+    let producer = shared::kafka::producer(kafka).unwrap();
+    let topic = &kafka.events_topic;
+    let sends: Vec<_> = messages
+        .iter()
+        .map(|(key, payload)| {
+            producer.send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(30),
+            )
+        })
+        .collect();
+    for result in join_all(sends).await {
+        result.map_err(|(e, _)| e).expect("produced");
+    }
+}
+
+/// Produces `messages` in slices, pausing between them, so the stream lasts
+/// about `duration`.
+pub async fn produce_paced(kafka: &KafkaConfig, messages: &[(String, String)], duration: Duration) {
+    let slices = 20;
+    let size = messages.len().div_ceil(slices);
+    for chunk in messages.chunks(size) {
+        produce(kafka, chunk).await;
+        tokio::time::sleep(duration / slices as u32).await;
+    }
+}
+
+/// (events applied, dead-lettered) committed for `group`.
+pub async fn progress(pool: &PgPool, group: &str, topic: &str) -> (i64, i64) {
+    let rows = shared::sink::offsets::progress(pool, group, topic)
+        .await
+        .unwrap_or_default();
+    (
+        rows.iter().map(|r| r.2).sum(),
+        rows.iter().map(|r| r.3).sum(),
+    )
+}
+
+/// Waits until `group` committed `applied` events, failing after `deadline`.
+pub async fn wait_applied(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    applied: i64,
+    deadline: Duration,
+) {
+    let until = Instant::now() + deadline;
+    loop {
+        let (done, _) = progress(pool, group, topic).await;
+        assert!(
+            done <= applied,
+            "applied {done} events, more than the {applied} produced"
+        );
+        if done == applied {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "only {done} of {applied} events applied before the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A test configuration for `group`.
+pub fn config(group: &str) -> RecommendationConfig {
+    RecommendationConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        group: group.to_owned(),
+        max_batch_events: 500,
+        max_batch_ms: 20,
+        half_life_days: 7.0,
+    }
+}
+
+/// The service in-process, on `database_url`.
+pub struct InProcess {
+    pub addr: std::net::SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    pub async fn start(env: &TestEnv, database_url: &str, group: &str) -> InProcess {
+        let mut settings = env.settings.clone();
+        settings.database.url = Secret::new(database_url);
+        let shutdown = CancellationToken::new();
+        let app = Application::build(settings, config(group), shutdown.clone())
+            .await
+            .expect("builds");
+        let addr = app.addr();
+        InProcess {
+            addr,
+            shutdown,
+            task: tokio::spawn(app.run()),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// The service as a child process (so a test can SIGKILL it).
+pub fn spawn_child(env: &TestEnv, database_url: &str, group: &str, log: &str) -> Child {
+    let log_path = shared::testkit::repo_root()
+        .join(".run")
+        .join(format!("{log}.log"));
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap();
+    let kafka = &env.settings.kafka;
+    Command::new(env!("CARGO_BIN_EXE_recommendation"))
+        .env("KAPPA__KAFKA__BROKERS", &kafka.brokers)
+        .env("KAPPA__KAFKA__EVENTS_TOPIC", &kafka.events_topic)
+        .env("KAPPA__KAFKA__DLQ_TOPIC", &kafka.dlq_topic)
+        // A killed member's partitions move after this, not after the 45 s default.
+        .env("KAPPA__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "6000")
+        .env("KAPPA__DATABASE__URL", database_url)
+        .env(
+            "KAPPA__AUTH__ADMIN_TOKEN",
+            env.settings.auth.admin_token.expose(),
+        )
+        .env("KAPPA__RECOMMENDATION__ADDR", "127.0.0.1:0")
+        .env("KAPPA__RECOMMENDATION__GROUP", group)
+        .env("KAPPA__RECOMMENDATION__MAX_BATCH_EVENTS", "500")
+        .env("KAPPA__RECOMMENDATION__MAX_BATCH_MS", "20")
+        .env("KAPPA__LOG__LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("starting the recommendation binary")
+}
+
+/// SIGKILL: no shutdown code runs.
+pub fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// SIGTERM, then wait for a clean exit.
+pub fn terminate(child: &mut Child) {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+/// The state checksum of a clean, crash-free run over the same topic, in a
+/// database of its own.
+pub async fn reference_checksum(env: &mut TestEnv, applied: i64) -> String {
+    let url = env.another_database().await;
+    let group = format!("reference-{}", uuid::Uuid::new_v4().simple());
+    let service = InProcess::start(env, &url, &group).await;
+    let pool = PgPool::connect(&url).await.unwrap();
+    wait_applied(
+        &pool,
+        &group,
+        &env.settings.kafka.events_topic,
+        applied,
+        Duration::from_secs(120),
+    )
+    .await;
+    service.stop().await;
+    recommendation::query::checksum(&pool).await.unwrap()
+}
