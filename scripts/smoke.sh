@@ -91,11 +91,28 @@ kcat_and_console_producer_write_events() {
   kcat -C -b "$BROKER" -t "$TOPIC" -o -20 -e -q | grep -q "console-$tag"
 }
 
+# An interaction typed into kcat becomes visible through the recommendation API.
+recommendations_follow_the_stream() {
+  local rec=${RECOMMENDATION:-http://127.0.0.1:8082} user="smoke-$(cat /proc/sys/kernel/random/uuid)"
+  local before; before=$(curl -fsS "$rec/stats" | json_field '["events_applied"]')
+  for p in smoke-p1 smoke-p2; do
+    echo "$user:{\"type\":\"interaction\",\"user_id\":\"$user\",\"product_id\":\"$p\",\"action\":\"view\"}"
+  done | kcat -P -b "$BROKER" -t "$TOPIC" -K: -X partitioner=murmur2_random
+  local deadline=$((SECONDS + 30))
+  until curl -fsS "$rec/products/smoke-p1/similar" | grep -q smoke-p2; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+  (($(curl -fsS "$rec/stats" | json_field '["events_applied"]') >= before + 2))
+  curl -fsS -H "Authorization: Bearer $TOKEN" "$rec/users/$user/recommendations" | grep -q '"user_id"'
+}
+
 check "ops endpoints answer" ops_endpoints
 check "POST /events lands on the topic where the answer says" post_and_read_back
 check "a bad event gets 400 with the field named; no token gets 401" bad_event_is_refused
 check "a large event travels as a claim-check token" large_event_is_claim_checked
 check "kcat and Kafka's console producer write typed events" kcat_and_console_producer_write_events
+check "an interaction typed into kcat shows in the recommendation API" recommendations_follow_the_stream
 
 echo "smoke: $passed passed, $failed failed"
 ((failed == 0))

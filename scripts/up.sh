@@ -4,13 +4,20 @@
 # Idempotent: a second run starts only what is not running.
 #   scripts/up.sh
 # Env: KAPPA_PROFILE=release|dev (build profile, default release),
-#      KAPPA_READY_TIMEOUT (seconds per service, default 60).
+#      KAPPA_READY_TIMEOUT (seconds per service, default 60),
+#      RECOMMENDATION_INSTANCES (default 1): more instances share the
+#      partitions through the consumer group; instance i listens on
+#      8082 + 100*(i-1) and writes .run/recommendation-i.pid.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 started_at=$SECONDS
 
-# name:port of every service process (ports are fixed by the project's contract).
-SERVICES=(gateway:8080)
+# name:port of every service process (ports are fixed by the project's contract);
+# a second instance of a service is name-2 (pid file .run/name-2.pid).
+SERVICES=(gateway:8080 recommendation:8082)
+for ((i = 2; i <= ${RECOMMENDATION_INSTANCES:-1}; i++)); do
+  SERVICES+=("recommendation-$i:$((8082 + 100 * (i - 1)))")
+done
 PROFILE=${KAPPA_PROFILE:-release}
 READY_TIMEOUT=${KAPPA_READY_TIMEOUT:-60}
 
@@ -41,15 +48,18 @@ ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/readyz"; }
 
 for spec in "${SERVICES[@]}"; do
   name=${spec%%:*} port=${spec##*:}
+  binary=${name%-[0-9]*}
   pidfile="$RUN_DIR/$name.pid" logfile="$RUN_DIR/$name.log"
   if pid_alive "$pidfile"; then
     log "$name already running (pid $(<"$pidfile"))"
     continue
   fi
   log "starting $name on 127.0.0.1:$port (log $(rel "$logfile"))"
+  # The listen address lives in the service's own config section.
+  section=$(echo "$binary" | tr '[:lower:]' '[:upper:]')
   # setsid: the service outlives this shell; the pid file names the process itself.
-  KAPPA__AUTH__ADMIN_TOKEN="$(<"$TOKEN_FILE")" \
-    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" "$BIN_DIR/$name" \
+  env "KAPPA__${section}__ADDR=127.0.0.1:$port" KAPPA__AUTH__ADMIN_TOKEN="$(<"$TOKEN_FILE")" \
+    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" "$BIN_DIR/$binary" \
     </dev/null >>"$logfile" 2>&1 &
   wait_until 10 "pid file of $name" test -s "$pidfile" || die "$name did not start"
 done
@@ -64,9 +74,10 @@ done
 
 log "suite ready in $((SECONDS - started_at))s"
 cat <<MSG
-  gateway      http://127.0.0.1:8080   (POST /events, GET /claims/{token})
-  kafka        127.0.0.1:9092          (topics: events, events.dlq, access-logs)
-  postgres     postgres://kappa:kappa@127.0.0.1:5432/kappa
-  admin token  $(rel "$TOKEN_FILE")   (curl -H "Authorization: Bearer \$(cat .run/token)" ...)
-  logs, pids   .run/
+  gateway         http://127.0.0.1:8080   (POST /events, GET /claims/{token})
+  recommendation  http://127.0.0.1:8082   (GET /users/{id}/recommendations, /products/{id}/similar, /stats)
+  kafka           127.0.0.1:9092          (topics: events, events.dlq, access-logs)
+  postgres        postgres://kappa:kappa@127.0.0.1:5432/kappa
+  admin token     $(rel "$TOKEN_FILE")   (curl -H "Authorization: Bearer \$(cat .run/token)" ...)
+  logs, pids      .run/
 MSG

@@ -30,6 +30,10 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     client
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        // The Java client's partitioner: a key lands on the same partition
+        // whichever client produced it (console producer, gateway, loadgen),
+        // so one entity's events stay in one partition, in order.
+        .set("partitioner", "murmur2_random")
         .set("message.timeout.ms", cfg.delivery_timeout_ms.to_string())
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576");

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Streaming benchmark of the recommendation service, on a topic, database
+# and consumer group of its own (the suite's data is not touched):
+#  1. throughput: preload N loadgen interactions, then time kcat reading the
+#     whole topic to /dev/null and a fresh instance consuming it to the end
+#     with exactly-once commits (state + offsets in one transaction per batch);
+#  2. latency: loadgen stamps events with the wall clock at 1,000 / 2,000 /
+#     5,000 events/s for D seconds each while a probe sends one marked
+#     interaction every 100 ms and polls the HTTP API until it is visible;
+#     p50/p99 of event time -> visible;
+#  3. the instance's peak RSS.
+#   scripts/bench/streaming.sh [events=1000000] [seconds_per_rate=60]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+EVENTS=${1:-1000000}
+SECONDS_PER_RATE=${2:-60}
+RATES=${RATES:-"1000 2000 5000"}
+BROKER=127.0.0.1:9092
+PORT=${BENCH_PORT:-8093}
+RUN_ID=$(date +%s)
+TOPIC=bench-stream-$RUN_ID
+DB=bench_stream_$RUN_ID
+WORK="$RUN_DIR/bench-streaming"
+mkdir -p "$WORK"
+export PGPASSWORD=kappa
+
+kcat -L -b "$BROKER" -m 2 >/dev/null 2>&1 || die "no broker on $BROKER: run scripts/up.sh first"
+(cd "$ROOT" && cargo build --release --quiet -p loadgen -p recommendation)
+"$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$TOPIC" \
+  --partitions 6 --replication-factor 1 >/dev/null
+psql -h 127.0.0.1 -U kappa -d kappa -qc "CREATE DATABASE $DB" >/dev/null
+cleanup() {
+  kill "${svc_pid:-}" "${load_pid:-}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --delete --topic "$TOPIC" >/dev/null 2>&1 || true
+  psql -h 127.0.0.1 -U kappa -d kappa -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+export KAPPA__KAFKA__EVENTS_TOPIC=$TOPIC
+
+log "preloading $EVENTS interactions (loadgen: 20000 users, 5000 products)"
+"$ROOT/target/release/loadgen" --seed 11 --events "$EVENTS" --users 20000 --products 5000 --days 30 \
+  --start "$(date -u -d '31 days ago' +%Y-%m-%dT00:00:00Z)" --kafka 2>"$WORK/preload.log"
+total=$(kcat -Q -b "$BROKER" $(for p in 0 1 2 3 4 5; do printf -- '-t %s:%s:-1 ' "$TOPIC" "$p"; done) | awk '{s += $NF} END {print s}')
+interactions=$(grep -c '"type":"interaction"' <("$ROOT/target/release/loadgen" --seed 11 --events "$EVENTS" --users 20000 --products 5000 --days 30 --start 2026-01-01T00:00:00Z) || true)
+
+now() { date +%s%N; }
+log "kcat: reading $total messages to /dev/null"
+t0=$(now)
+kcat -C -b "$BROKER" -t "$TOPIC" -o beginning -e -q >/dev/null
+t1=$(now)
+kcat_ns=$((t1 - t0))
+
+log "recommendation: consuming $total messages from scratch, exactly-once"
+t0=$(now)
+KAPPA__DATABASE__URL=postgres://kappa:kappa@127.0.0.1:5432/$DB KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT \
+  KAPPA__RECOMMENDATION__GROUP=bench-$RUN_ID KAPPA__AUTH__ADMIN_TOKEN=bench KAPPA__LOG__LEVEL=warn \
+  "$ROOT/target/release/recommendation" >"$WORK/service.log" 2>&1 &
+svc_pid=$!
+applied() {
+  curl -fsS "http://127.0.0.1:$PORT/stats" 2>/dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_applied"])' 2>/dev/null || echo 0
+}
+until [[ $(applied) == "$total" ]]; do
+  kill -0 "$svc_pid" 2>/dev/null || die "the service died; see $WORK/service.log"
+  sleep 0.2
+done
+t1=$(now)
+svc_ns=$((t1 - t0))
+rss_after_catchup=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
+
+# Latency: a probe user views two fresh products; visible = the second shows
+# up as similar to the first through the HTTP API.
+probe() {  # probe <seconds> -> one latency (ms) per line
+  python3 - "$1" "$PORT" "$BROKER" "$TOPIC" <<'PY'
+import datetime, json, subprocess, sys, time, urllib.request
+seconds, port, broker, topic = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+end, n = time.time() + seconds, 0
+while time.time() < end:
+    n += 1
+    user, a, b = f"probe-u{n}-{time.time_ns()}", f"probe-a{n}-{time.time_ns()}", f"probe-b{n}-{time.time_ns()}"
+    lines = []
+    for product in (a, b):
+        ts = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        lines.append(f'{user}:{{"type":"interaction","user_id":"{user}","product_id":"{product}","action":"view","ts":"{ts}"}}')
+    sent = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    subprocess.run(["kcat", "-P", "-b", broker, "-t", topic, "-K:", "-X", "partitioner=murmur2_random"],
+                   input="\n".join(lines) + "\n", text=True, check=True)
+    while True:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/products/{a}/similar").read().decode()
+        if b in body:
+            print(round((time.time() - sent) * 1000, 1), flush=True)
+            break
+        if time.time() - sent > 30:
+            print("timeout", flush=True)
+            break
+        time.sleep(0.002)
+    time.sleep(max(0.0, 0.1 - (time.time() - sent)))
+PY
+}
+latency_report=""
+for rate in $RATES; do
+  log "latency at $rate events/s for ${SECONDS_PER_RATE}s"
+  "$ROOT/target/release/loadgen" --seed "$rate" --events $((rate * (SECONDS_PER_RATE + 5))) --users 20000 --products 5000 \
+    --realtime --rate "$rate" --kafka 2>"$WORK/load-$rate.log" &
+  load_pid=$!
+  sleep 2
+  probe "$SECONDS_PER_RATE" >"$WORK/latency-$rate.txt"
+  kill "$load_pid" 2>/dev/null || true
+  wait "$load_pid" 2>/dev/null || true
+  latency_report+="$rate $(tr '\n' ' ' <"$WORK/latency-$rate.txt")"$'\n'
+  # Let the backlog drain before the next rate.
+  sleep 3
+done
+rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
+
+python3 - "$total" "$interactions" "$kcat_ns" "$svc_ns" "$rss_after_catchup" "$rss_peak" "$SECONDS_PER_RATE" "$latency_report" <<'PY'
+import statistics, sys
+total, interactions, kcat, svc = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) / 1e9, int(sys.argv[4]) / 1e9
+rss_catchup, rss_peak, secs = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+print(f"streaming benchmark: {total:,} loadgen events ({interactions:,} interactions) on a 6-partition topic; broker, Postgres and service on this machine")
+print(f"  kcat -C to /dev/null                 {total / kcat:>10,.0f} events/s  ({kcat:.1f} s)")
+print(f"  recommendation, exactly-once commits {total / svc:>10,.0f} events/s  ({svc:.1f} s, from process start to the last commit)")
+print(f"  ratio recommendation/kcat            {kcat / svc:>10.2f}x")
+for line in sys.argv[8].strip().splitlines():
+    rate, *values = line.split()
+    ok = sorted(float(v) for v in values if v != "timeout")
+    lost = sum(v == "timeout" for v in values)
+    if not ok:
+        print(f"  latency at {rate}/s: no samples")
+        continue
+    p = lambda q: ok[min(len(ok) - 1, int(q * len(ok)))]
+    print(f"  event -> visible over HTTP at {rate:>5}/s: p50 {p(0.5):6.1f} ms  p99 {p(0.99):6.1f} ms  ({len(ok)} probes over {secs} s{f', {lost} timed out' if lost else ''})")
+print(f"  peak RSS: {rss_catchup / 1024:.0f} MiB after catch-up, {rss_peak / 1024:.0f} MiB at the end")
+PY
