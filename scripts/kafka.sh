@@ -87,6 +87,9 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$KAFKA_DATA_DIR/logs
+# Kappa architecture: the log is the source of truth and events carry their
+# own (often past) times; no topic loses data to a time-based default.
+log.retention.ms=-1
 # Topics are created explicitly (scripts/topics.sh); a typo must not create one.
 auto.create.topics.enable=false
 num.partitions=6

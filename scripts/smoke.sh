@@ -93,18 +93,19 @@ kcat_and_console_producer_write_events() {
 
 # An interaction typed into kcat becomes visible through the recommendation API.
 recommendations_follow_the_stream() {
-  local rec=${RECOMMENDATION:-http://127.0.0.1:8082} user="smoke-$(cat /proc/sys/kernel/random/uuid)"
+  local rec=${RECOMMENDATION:-http://127.0.0.1:8082} tag; tag=$(cat /proc/sys/kernel/random/uuid)
+  local user="smoke-$tag" first="smoke-a-$tag" second="smoke-b-$tag"
   local before; before=$(curl -fsS "$rec/stats" | json_field '["events_applied"]')
-  for p in smoke-p1 smoke-p2; do
+  for p in "$first" "$second"; do
     echo "$user:{\"type\":\"interaction\",\"user_id\":\"$user\",\"product_id\":\"$p\",\"action\":\"view\"}"
   done | kcat -P -b "$BROKER" -t "$TOPIC" -K: -X partitioner=murmur2_random
   local deadline=$((SECONDS + 30))
-  until curl -fsS "$rec/products/smoke-p1/similar" | grep -q smoke-p2; do
+  until curl -fsS "$rec/products/$first/similar" | grep -q "$second"; do
     ((SECONDS < deadline)) || return 1
     sleep 0.2
   done
   (($(curl -fsS "$rec/stats" | json_field '["events_applied"]') >= before + 2))
-  curl -fsS -H "Authorization: Bearer $TOKEN" "$rec/users/$user/recommendations" | grep -q '"user_id"'
+  curl -fsS -H "Authorization: Bearer $TOKEN" "$rec/users/$user/recommendations" | grep -q "\"user_id\":\"$user\""
 }
 
 check "ops endpoints answer" ops_endpoints

@@ -40,7 +40,7 @@ TOPICS=()
 new_topic() {  # sets $t; not called in $(...), so TOPICS is kept for cleanup
   t="bench-$1-$RUN_ID-$2"
   "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$t" \
-    --partitions 6 --replication-factor 1 >/dev/null
+    --partitions 6 --replication-factor 1 --config retention.ms=-1 >/dev/null
   TOPICS+=("$t")
 }
 cleanup() {

@@ -28,7 +28,7 @@ export PGPASSWORD=kappa
 kcat -L -b "$BROKER" -m 2 >/dev/null 2>&1 || die "no broker on $BROKER: run scripts/up.sh first"
 (cd "$ROOT" && cargo build --release --quiet -p loadgen -p recommendation)
 "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$TOPIC" \
-  --partitions 6 --replication-factor 1 >/dev/null
+  --partitions 6 --replication-factor 1 --config retention.ms=-1 >/dev/null
 psql -h 127.0.0.1 -U kappa -d kappa -qc "CREATE DATABASE $DB" >/dev/null
 cleanup() {
   kill "${svc_pid:-}" "${load_pid:-}" 2>/dev/null || true

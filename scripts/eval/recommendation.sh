@@ -62,7 +62,7 @@ train=$(wc -l <"$WORK/train.tsv")
 log "training on $train events; $(wc -l <"$WORK/holdout.tsv") users have a held-out product"
 
 "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$TOPIC" \
-  --partitions 6 --replication-factor 1 >/dev/null
+  --partitions 6 --replication-factor 1 --config retention.ms=-1 >/dev/null
 psql -h 127.0.0.1 -U kappa -d kappa -qc "CREATE DATABASE $DB" >/dev/null
 cleanup() {
   kill "${svc_pid:-}" 2>/dev/null && wait "${svc_pid:-}" 2>/dev/null || true

@@ -20,18 +20,15 @@
 //! id), so a partition rebuilt anywhere, from any batch boundaries, is
 //! bit-for-bit the same.
 
-use std::collections::{BTreeSet, HashMap};
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use shared::event::{Action, Interaction};
 
 /// Distinct recent products remembered per user.
-pub const RECENT: usize = 20;
+pub const RECENT: usize = 10;
 /// Purchases remembered per user (excluded from recommendations).
 pub const PURCHASED: usize = 50;
 /// Neighbours kept per product after pruning.
-pub const NEIGHBORS: usize = 50;
+pub const NEIGHBORS: usize = 20;
 
 /// Landmark of forward decay: 2026-01-01T00:00:00Z.
 const LANDMARK_SECS: i64 = 1_767_225_600;
@@ -51,41 +48,71 @@ pub fn growth(t: DateTime<Utc>, half_life_secs: f64) -> f64 {
     (((t.timestamp() - LANDMARK_SECS) as f64) / half_life_secs).exp2()
 }
 
+/// Maps keyed by product or user id: foldhash is several times faster than
+/// SipHash on short keys and still seeded per process (no chosen-key floods).
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// What the model remembers of one user.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserState {
     /// Distinct products, oldest first, with their latest forward-decayed weight.
     pub recent: Vec<(String, f64)>,
     /// Purchased products, oldest first.
     pub purchased: Vec<String>,
+    /// Changed since the last save.
+    pub dirty: bool,
 }
 
-/// One partition's model plus what changed since the last save.
+/// A product's co-occurrence scores with other products.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Neighbors {
+    pub scores: Map<String, f64>,
+    pub dirty: bool,
+}
+
+/// A product's decayed popularity.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Popularity {
+    pub score: f64,
+    pub dirty: bool,
+}
+
+/// One partition's model; entries changed since the last save are flagged.
 #[derive(Debug, Default)]
 pub struct PartitionModel {
-    pub users: HashMap<String, UserState>,
-    pub cooc: HashMap<String, HashMap<String, f64>>,
-    pub popularity: HashMap<String, f64>,
-    pub dirty_users: BTreeSet<String>,
-    pub dirty_items: BTreeSet<String>,
-    pub dirty_popularity: BTreeSet<String>,
+    pub users: Map<String, UserState>,
+    pub cooc: Map<String, Neighbors>,
+    pub popularity: Map<String, Popularity>,
+}
+
+/// The entry for `key`, cloning the key only when it is new.
+fn slot<'m, V: Default>(map: &'m mut Map<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("just inserted")
 }
 
 impl PartitionModel {
     /// Folds one interaction into the model.
     pub fn apply(&mut self, interaction: &Interaction, ts: DateTime<Utc>, half_life_secs: f64) {
-        let product = &interaction.product_id;
+        let product = interaction.product_id.as_str();
         let weight = action_weight(interaction.action) * growth(ts, half_life_secs);
-        let user = self.users.entry(interaction.user_id.clone()).or_default();
+        let user = slot(&mut self.users, &interaction.user_id);
 
         for (other, _) in user.recent.iter().filter(|(q, _)| q != product) {
-            for (a, b) in [(product, other), (other, product)] {
-                let neighbors = self.cooc.entry(a.clone()).or_default();
-                *neighbors.entry(b.clone()).or_insert(0.0) += weight;
-                if neighbors.len() >= 2 * NEIGHBORS {
-                    prune(neighbors);
+            for (a, b) in [(product, other.as_str()), (other.as_str(), product)] {
+                let neighbors = slot(&mut self.cooc, a);
+                match neighbors.scores.get_mut(b) {
+                    Some(score) => *score += weight,
+                    None => {
+                        neighbors.scores.insert(b.to_owned(), weight);
+                    }
                 }
-                self.dirty_items.insert(a.clone());
+                if neighbors.scores.len() >= 2 * NEIGHBORS {
+                    prune(&mut neighbors.scores);
+                }
+                neighbors.dirty = true;
             }
         }
 
@@ -95,33 +122,36 @@ impl PartitionModel {
             .iter()
             .position(|(q, _)| q == product)
             .map(|i| user.recent.remove(i).1);
-        user.recent
-            .push((product.clone(), previous.map_or(weight, |w| w.max(weight))));
+        user.recent.push((
+            product.to_owned(),
+            previous.map_or(weight, |w| w.max(weight)),
+        ));
         if user.recent.len() > RECENT {
             user.recent.remove(0);
         }
-        if interaction.action == Action::Purchase && !user.purchased.contains(product) {
-            user.purchased.push(product.clone());
+        if interaction.action == Action::Purchase && !user.purchased.iter().any(|p| p == product) {
+            user.purchased.push(product.to_owned());
             if user.purchased.len() > PURCHASED {
                 user.purchased.remove(0);
             }
         }
-        self.dirty_users.insert(interaction.user_id.clone());
+        user.dirty = true;
 
-        *self.popularity.entry(product.clone()).or_insert(0.0) += weight;
-        self.dirty_popularity.insert(product.clone());
+        let popularity = slot(&mut self.popularity, product);
+        popularity.score += weight;
+        popularity.dirty = true;
     }
 
-    /// Forgets what changed (after a save).
+    /// Clears the change flags (after a save).
     pub fn clean(&mut self) {
-        self.dirty_users.clear();
-        self.dirty_items.clear();
-        self.dirty_popularity.clear();
+        self.users.values_mut().for_each(|u| u.dirty = false);
+        self.cooc.values_mut().for_each(|n| n.dirty = false);
+        self.popularity.values_mut().for_each(|p| p.dirty = false);
     }
 }
 
 /// Keeps the `NEIGHBORS` best, ties broken by product id (deterministic).
-fn prune(neighbors: &mut HashMap<String, f64>) {
+fn prune(neighbors: &mut Map<String, f64>) {
     let mut ranked: Vec<(String, f64)> = neighbors.drain().collect();
     rank(&mut ranked);
     ranked.truncate(NEIGHBORS);
@@ -188,6 +218,6 @@ mod tests {
             );
         }
         assert_eq!(m.users["u1"].recent.len(), RECENT);
-        assert!(m.cooc.values().all(|n| n.len() < 2 * NEIGHBORS));
+        assert!(m.cooc.values().all(|n| n.scores.len() < 2 * NEIGHBORS));
     }
 }

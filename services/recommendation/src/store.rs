@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-use crate::model::{PartitionModel, UserState};
+use crate::model::{Neighbors, PartitionModel, Popularity, UserState};
 
 /// A stored list of `[product, score]` pairs.
 pub type Scores = sqlx::types::Json<Vec<(String, f64)>>;
@@ -28,6 +27,7 @@ pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionMode
             UserState {
                 recent: recent.0,
                 purchased: purchased.0,
+                dirty: false,
             },
         );
     }
@@ -37,34 +37,52 @@ pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionMode
             .fetch_all(pool)
             .await?;
     for (item, neighbors) in cooc {
-        model.cooc.insert(item, neighbors.0.into_iter().collect());
+        let scores = neighbors.0.into_iter().collect();
+        model.cooc.insert(
+            item,
+            Neighbors {
+                scores,
+                dirty: false,
+            },
+        );
     }
     let popularity: Vec<(String, f64)> =
         sqlx::query_as("SELECT item, score FROM rec_popularity WHERE partition = $1")
             .bind(partition)
             .fetch_all(pool)
             .await?;
-    model.popularity = popularity.into_iter().collect();
+    model.popularity = popularity
+        .into_iter()
+        .map(|(item, score)| {
+            (
+                item,
+                Popularity {
+                    score,
+                    dirty: false,
+                },
+            )
+        })
+        .collect();
     Ok(model)
 }
 
-/// Writes what changed in `model` since the last save.
+/// Writes what changed in `model` since the last save. Lists go to
+/// Postgres as JSON text written straight from the values (no JSON tree).
 pub async fn save(
     conn: &mut PgConnection,
     partition: i32,
     model: &PartitionModel,
 ) -> sqlx::Result<()> {
-    if !model.dirty_users.is_empty() {
-        let (mut ids, mut recents, mut purchases) = (Vec::new(), Vec::new(), Vec::new());
-        for id in &model.dirty_users {
-            let user = &model.users[id];
-            ids.push(id.as_str());
-            recents.push(pairs(&user.recent));
-            purchases.push(Value::from(user.purchased.clone()));
-        }
+    let (mut ids, mut recents, mut purchases) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, user) in model.users.iter().filter(|(_, u)| u.dirty) {
+        ids.push(id.as_str());
+        recents.push(json(&user.recent));
+        purchases.push(json(&user.purchased));
+    }
+    if !ids.is_empty() {
         sqlx::query(
             "INSERT INTO rec_users (partition, user_id, recent, purchased)
-             SELECT $1, * FROM UNNEST($2::text[], $3::jsonb[], $4::jsonb[])
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[]::jsonb[], $4::text[]::jsonb[])
              ON CONFLICT (user_id, partition) DO UPDATE SET recent = EXCLUDED.recent, purchased = EXCLUDED.purchased",
         )
         .bind(partition)
@@ -74,20 +92,21 @@ pub async fn save(
         .execute(&mut *conn)
         .await?;
     }
-    if !model.dirty_items.is_empty() {
-        let (mut items, mut lists) = (Vec::new(), Vec::new());
-        for item in &model.dirty_items {
-            let mut neighbors: Vec<(String, f64)> = model.cooc[item]
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
-            crate::model::rank(&mut neighbors);
-            items.push(item.as_str());
-            lists.push(pairs(&neighbors));
-        }
+    let (mut items, mut lists) = (Vec::new(), Vec::new());
+    for (item, neighbors) in model.cooc.iter().filter(|(_, n)| n.dirty) {
+        let mut ranked: Vec<(&str, f64)> = neighbors
+            .scores
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        items.push(item.as_str());
+        lists.push(json(&ranked));
+    }
+    if !items.is_empty() {
         sqlx::query(
             "INSERT INTO rec_cooc (partition, item, neighbors)
-             SELECT $1, * FROM UNNEST($2::text[], $3::jsonb[])
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[]::jsonb[])
              ON CONFLICT (item, partition) DO UPDATE SET neighbors = EXCLUDED.neighbors",
         )
         .bind(partition)
@@ -96,13 +115,12 @@ pub async fn save(
         .execute(&mut *conn)
         .await?;
     }
-    if !model.dirty_popularity.is_empty() {
-        let items: Vec<&str> = model.dirty_popularity.iter().map(String::as_str).collect();
-        let scores: Vec<f64> = model
-            .dirty_popularity
-            .iter()
-            .map(|i| model.popularity[i])
-            .collect();
+    let (mut items, mut scores) = (Vec::new(), Vec::new());
+    for (item, popularity) in model.popularity.iter().filter(|(_, p)| p.dirty) {
+        items.push(item.as_str());
+        scores.push(popularity.score);
+    }
+    if !items.is_empty() {
         sqlx::query(
             "INSERT INTO rec_popularity (partition, item, score)
              SELECT $1, * FROM UNNEST($2::text[], $3::float8[])
@@ -117,12 +135,8 @@ pub async fn save(
     Ok(())
 }
 
-fn pairs(list: &[(String, f64)]) -> Value {
-    Value::Array(
-        list.iter()
-            .map(|(k, v)| Value::from(vec![Value::from(k.as_str()), Value::from(*v)]))
-            .collect(),
-    )
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("lists of strings and finite floats serialize")
 }
 
 /// Per-day interaction counts of one batch.
