@@ -196,15 +196,15 @@ mod tests {
         m.apply(&event("u1", "b", Action::Purchase), t0(), 7.0 * DAY);
         m.apply(&event("u1", "a", Action::Click), t0(), 7.0 * DAY);
         // b pairs with a at weight 8; the click on a pairs with b at 2.
-        assert_eq!(m.cooc["a"]["b"], 10.0);
-        assert_eq!(m.cooc["b"]["a"], 10.0);
+        assert_eq!(m.cooc["a"].scores["b"], 10.0);
+        assert_eq!(m.cooc["b"].scores["a"], 10.0);
         let user = &m.users["u1"];
         assert_eq!(
             user.recent,
             vec![("b".to_string(), 8.0), ("a".to_string(), 2.0)]
         );
         assert_eq!(user.purchased, vec!["b".to_string()]);
-        assert_eq!(m.popularity["a"], 3.0);
+        assert_eq!(m.popularity["a"].score, 3.0);
     }
 
     #[test]
