@@ -13,6 +13,8 @@ pub mod event;
 pub mod http;
 pub mod kafka;
 pub mod kafka_batch;
+pub mod replay;
+pub mod service;
 pub mod shutdown;
 pub mod sink;
 pub mod telemetry;

@@ -248,46 +248,81 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `scripts/<script> <command>` with `env`, failing the test if it fails.
-fn run_script(script: &str, command: &str, env: &[(&str, String)], dir: &std::path::Path) {
-    let status = std::process::Command::new("bash")
-        .arg(repo_root().join("scripts").join(script))
-        .arg(command)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .status()
-        .unwrap_or_else(|e| panic!("running scripts/{script}: {e}"));
-    assert!(
-        status.success(),
-        "scripts/{script} {command} failed; see {}",
-        dir.display()
-    );
+/// A private server run by one of the project's scripts (`start`, `stop`)
+/// with its own ports and data under `.run/test-*`; stopped and removed on drop.
+struct Scripted {
+    script: &'static str,
+    env: Vec<(&'static str, String)>,
+    dir: std::path::PathBuf,
 }
 
-fn private_dir(kind: &str) -> std::path::PathBuf {
-    repo_root()
-        .join(".run")
-        .join(format!("test-{kind}-{}", Uuid::new_v4().simple()))
+impl Scripted {
+    fn start(
+        script: &'static str,
+        kind: &str,
+        env: impl FnOnce(&std::path::Path) -> Vec<(&'static str, String)>,
+    ) -> Self {
+        let dir = repo_root()
+            .join(".run")
+            .join(format!("test-{kind}-{}", Uuid::new_v4().simple()));
+        let server = Scripted {
+            script,
+            env: env(&dir),
+            dir,
+        };
+        server.run("start");
+        server
+    }
+
+    fn run(&self, command: &str) {
+        let status = std::process::Command::new("bash")
+            .arg(repo_root().join("scripts").join(self.script))
+            .arg(command)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .status()
+            .unwrap_or_else(|e| panic!("running scripts/{}: {e}", self.script));
+        assert!(
+            status.success(),
+            "scripts/{} {command} failed; see {}",
+            self.script,
+            self.dir.display()
+        );
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.run("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn path(dir: &std::path::Path, name: &str) -> String {
+    dir.join(name).display().to_string()
 }
 
 /// A second, private Kafka broker started by `scripts/kafka.sh`, for tests
 /// that stop and restart the broker without disturbing the shared one.
-/// Stopped and its data removed on drop.
 pub struct PrivateBroker {
     pub port: u16,
-    controller_port: u16,
-    dir: std::path::PathBuf,
+    server: Scripted,
 }
 
 impl PrivateBroker {
     /// Starts a broker on free ports with its own data directory.
     pub fn start() -> PrivateBroker {
-        let broker = PrivateBroker {
-            port: free_port(),
-            controller_port: free_port(),
-            dir: private_dir("kafka"),
-        };
-        broker.run("start");
-        broker
+        let port = free_port();
+        let server = Scripted::start("kafka.sh", "kafka", |dir| {
+            vec![
+                ("KAFKA_PORT", port.to_string()),
+                ("KAFKA_CONTROLLER_PORT", free_port().to_string()),
+                ("KAFKA_DATA_DIR", path(dir, "data")),
+                ("KAFKA_PID_FILE", path(dir, "kafka.pid")),
+                ("KAFKA_LOG_FILE", path(dir, "kafka.log")),
+                ("KAFKA_HEAP", "256m".to_string()),
+            ]
+        });
+        PrivateBroker { port, server }
     }
 
     /// `127.0.0.1:<port>`.
@@ -297,59 +332,35 @@ impl PrivateBroker {
 
     /// Stops the broker (SIGTERM, then SIGKILL after a grace period).
     pub fn stop(&self) {
-        self.run("stop");
+        self.server.run("stop");
     }
 
     /// Starts it again on the same data: topics and offsets survive.
     pub fn restart(&self) {
-        self.run("start");
-    }
-
-    fn run(&self, command: &str) {
-        let env = [
-            ("KAFKA_PORT", self.port.to_string()),
-            ("KAFKA_CONTROLLER_PORT", self.controller_port.to_string()),
-            (
-                "KAFKA_DATA_DIR",
-                self.dir.join("data").display().to_string(),
-            ),
-            (
-                "KAFKA_PID_FILE",
-                self.dir.join("kafka.pid").display().to_string(),
-            ),
-            (
-                "KAFKA_LOG_FILE",
-                self.dir.join("kafka.log").display().to_string(),
-            ),
-            ("KAFKA_HEAP", "256m".to_string()),
-        ];
-        run_script("kafka.sh", command, &env, &self.dir);
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.run("stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.server.run("start");
     }
 }
 
 /// A private PostgreSQL cluster started by `scripts/postgres.sh` on a free
-/// port, for tests that stop the database. Stopped and removed on drop.
+/// port, for tests that stop the database.
 pub struct PrivatePostgres {
     pub port: u16,
-    dir: std::path::PathBuf,
+    server: Scripted,
 }
 
 impl PrivatePostgres {
     /// Starts a cluster with role and database `kappa`.
     pub fn start() -> PrivatePostgres {
-        let pg = PrivatePostgres {
-            port: free_port(),
-            dir: private_dir("pg"),
-        };
-        pg.run("start");
-        pg
+        let port = free_port();
+        let server = Scripted::start("postgres.sh", "pg", |dir| {
+            vec![
+                ("PG_PORT", port.to_string()),
+                ("PG_DATA_DIR", path(dir, "data")),
+                ("PG_PID_FILE", path(dir, "postgres.pid")),
+                ("PG_LOG_FILE", path(dir, "postgres.log")),
+            ]
+        });
+        PrivatePostgres { port, server }
     }
 
     /// The URL of its `kappa` database.
@@ -359,34 +370,11 @@ impl PrivatePostgres {
 
     /// Stops the server (fast shutdown: open transactions roll back).
     pub fn stop(&self) {
-        self.run("stop");
+        self.server.run("stop");
     }
 
     /// Starts it again on the same data.
     pub fn restart(&self) {
-        self.run("start");
-    }
-
-    fn run(&self, command: &str) {
-        let env = [
-            ("PG_PORT", self.port.to_string()),
-            ("PG_DATA_DIR", self.dir.join("data").display().to_string()),
-            (
-                "PG_PID_FILE",
-                self.dir.join("postgres.pid").display().to_string(),
-            ),
-            (
-                "PG_LOG_FILE",
-                self.dir.join("postgres.log").display().to_string(),
-            ),
-        ];
-        run_script("postgres.sh", command, &env, &self.dir);
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        self.run("stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.server.run("start");
     }
 }

@@ -54,13 +54,7 @@ async fn large_event_travels_as_a_token() {
         .await
         .unwrap();
     assert_eq!(resolved, posted);
-    let fetched = app
-        .client
-        .get(app.url(&format!("/claims/{token}")))
-        .bearer_auth(app.token())
-        .send()
-        .await
-        .unwrap();
+    let fetched = app.get_authed(&format!("/claims/{token}")).await;
     assert_eq!(fetched.status(), 200);
     let bytes = fetched.bytes().await.unwrap();
     assert_eq!(
@@ -77,13 +71,7 @@ async fn large_event_travels_as_a_token() {
         .execute(&pool)
         .await
         .unwrap();
-    let tampered = app
-        .client
-        .get(app.url(&format!("/claims/{token}")))
-        .bearer_auth(app.token())
-        .send()
-        .await
-        .unwrap();
+    let tampered = app.get_authed(&format!("/claims/{token}")).await;
     assert_eq!(tampered.status(), 500);
     let body: Value = tampered.json().await.unwrap();
     assert_eq!(body["error"], "claim_check_corrupt");
@@ -98,13 +86,7 @@ async fn large_event_travels_as_a_token() {
         .execute(&pool)
         .await
         .unwrap();
-    let missing = app
-        .client
-        .get(app.url(&format!("/claims/{token}")))
-        .bearer_auth(app.token())
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get_authed(&format!("/claims/{token}")).await;
     assert_eq!(missing.status(), 404);
     assert_eq!(
         store

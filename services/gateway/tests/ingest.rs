@@ -74,15 +74,7 @@ async fn a_single_json_event_keeps_its_id_and_time() {
         "user_id": "u1", "product_id": "p7", "action": "purchase", "price_cents": 1999,
         "ts": "2026-11-20T10:00:00Z"
     }"#;
-    let response = app
-        .client
-        .post(app.url("/events"))
-        .bearer_auth(app.token())
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_events("application/json", body).await;
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(

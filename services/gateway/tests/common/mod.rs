@@ -25,13 +25,32 @@ impl TestApp {
         self.env.settings.auth.admin_token.expose().to_owned()
     }
 
-    /// POSTs an NDJSON body with the token.
-    pub async fn post_ndjson(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    /// POSTs a body of `content_type` to /events with the token.
+    pub async fn post_events(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
         self.client
             .post(self.url("/events"))
             .bearer_auth(self.token())
-            .header("content-type", "application/x-ndjson")
+            .header("content-type", content_type)
             .body(body)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
+    /// POSTs an NDJSON body with the token.
+    pub async fn post_ndjson(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.post_events("application/x-ndjson", body).await
+    }
+
+    /// GETs `path` with the token.
+    pub async fn get_authed(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(self.token())
             .send()
             .await
             .expect("gateway answers")

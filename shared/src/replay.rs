@@ -1,0 +1,282 @@
+//! The replay engine of batch jobs (the Kappa architecture's other half): read
+//! a fixed range of the retained topic, as fast as the broker serves it.
+//!
+//! [`plan`] snapshots every partition's end offset at the start (so the same
+//! plan always reads the same records, whatever arrives meanwhile) and finds
+//! where to start: the earliest offset, or the first record at or after a
+//! time (Kafka's offsets-for-times lookup on message timestamps, which are
+//! event times for events that carried a `ts`). An optional end time cuts the
+//! range the same way. [`run`] reads every partition up to its snapshotted
+//! end with a consumer that joins no group and commits nothing, parses each
+//! record (claim-checked events arrive as their small envelope: counting them
+//! fetches no payload), and keeps [`Progress`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::consume::{classify, Received, Rejection};
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    Earliest,
+    /// The first record whose timestamp is at or after this time.
+    Time(DateTime<Utc>),
+}
+
+/// The offsets one partition is read between: `start..end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// A fixed range of a topic: per partition, `start..end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub topic: String,
+    pub spans: BTreeMap<i32, Span>,
+}
+
+impl Plan {
+    /// Records in the range.
+    pub fn total(&self) -> u64 {
+        self.spans
+            .values()
+            .map(|s| (s.end - s.start).max(0) as u64)
+            .sum()
+    }
+}
+
+/// A consumer for replays: no group membership, no commits, large fetches.
+fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
+    let mut config = crate::kafka::client_config(kafka);
+    config
+        // librdkafka wants a group id even for assign-only consumers; it is never joined.
+        .set("group.id", "kappa-replay")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        // Read as fast as the broker serves: big fetches, a deep local queue.
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "8388608")
+        .set("queued.max.messages.kbytes", "262144")
+        .set("fetch.wait.max.ms", "50");
+    for (key, value) in &kafka.consumer {
+        config.set(crate::config::librdkafka_key(key), value);
+    }
+    config.create().context("creating the replay consumer")
+}
+
+/// Snapshots the range of `topic` to replay: from `from`, up to the end
+/// offsets as they are now (or to the first record at or after `to`).
+pub fn plan(
+    kafka: &KafkaConfig,
+    topic: &str,
+    from: From,
+    to: Option<DateTime<Utc>>,
+) -> anyhow::Result<Plan> {
+    let consumer = reader(kafka)?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .context("reading topic metadata")?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        !partitions.is_empty(),
+        "topic {topic} has no partitions (does it exist?)"
+    );
+    let mut spans = BTreeMap::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .context("reading watermarks")?;
+        spans.insert(
+            p,
+            Span {
+                start: low,
+                end: high,
+            },
+        );
+    }
+    let lookup = |time: DateTime<Utc>| -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+        let mut list = TopicPartitionList::new();
+        for &p in &partitions {
+            list.add_partition_offset(topic, p, Offset::Offset(time.timestamp_millis()))?;
+        }
+        let found = consumer
+            .offsets_for_times(list, timeout)
+            .context("looking offsets up by time")?;
+        Ok(found
+            .elements()
+            .iter()
+            .map(|e| {
+                (
+                    e.partition(),
+                    if let Offset::Offset(o) = e.offset() {
+                        Some(o)
+                    } else {
+                        None
+                    },
+                )
+            })
+            .collect())
+    };
+    if let From::Time(time) = from {
+        for (p, offset) in lookup(time)? {
+            let span = spans.get_mut(&p).expect("known partition");
+            // No record at or after the time: nothing to read in this partition.
+            span.start = offset.unwrap_or(span.end).clamp(span.start, span.end);
+        }
+    }
+    if let Some(time) = to {
+        for (p, offset) in lookup(time)? {
+            let span = spans.get_mut(&p).expect("known partition");
+            span.end = offset.unwrap_or(span.end).clamp(span.start, span.end);
+        }
+    }
+    Ok(Plan {
+        topic: topic.to_owned(),
+        spans,
+    })
+}
+
+/// How far a replay got; shared with whoever reports it.
+#[derive(Debug)]
+pub struct Progress {
+    total: AtomicU64,
+    read: AtomicU64,
+    started: Instant,
+}
+
+/// A moment's view of [`Progress`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ProgressView {
+    pub read: u64,
+    pub total: u64,
+    /// 0..1, monotonic, 1.0 when done.
+    pub fraction: f64,
+    pub per_second: f64,
+    pub eta_seconds: Option<f64>,
+}
+
+impl Progress {
+    /// Progress of a replay of `total` records, starting now.
+    pub fn new(total: u64) -> Arc<Self> {
+        Arc::new(Self {
+            total: AtomicU64::new(total),
+            read: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// The current view.
+    pub fn view(&self) -> ProgressView {
+        let (read, total) = (
+            self.read.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        );
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let per_second = if elapsed > 0.0 {
+            read as f64 / elapsed
+        } else {
+            0.0
+        };
+        let fraction = if total == 0 {
+            1.0
+        } else {
+            (read as f64 / total as f64).min(1.0)
+        };
+        let eta_seconds =
+            (per_second > 0.0).then(|| (total.saturating_sub(read)) as f64 / per_second);
+        ProgressView {
+            read,
+            total,
+            fraction,
+            per_second,
+            eta_seconds,
+        }
+    }
+}
+
+/// Reads every record of `plan`, handing each to `visit` in per-partition
+/// order, until the range is read or `cancel` is set. Blocking: run it on a
+/// blocking thread.
+pub fn run(
+    kafka: &KafkaConfig,
+    plan: &Plan,
+    progress: &Progress,
+    cancel: &AtomicBool,
+    mut visit: impl FnMut(Result<Received, Rejection>),
+) -> anyhow::Result<()> {
+    let consumer = reader(kafka)?;
+    let mut list = TopicPartitionList::new();
+    let mut open: BTreeMap<i32, i64> = BTreeMap::new();
+    for (&p, span) in &plan.spans {
+        if span.start < span.end {
+            list.add_partition_offset(&plan.topic, p, Offset::Offset(span.start))?;
+            open.insert(p, span.end);
+        }
+    }
+    consumer
+        .assign(&list)
+        .context("assigning the replay range")?;
+    while !open.is_empty() {
+        anyhow::ensure!(!cancel.load(Ordering::Relaxed), "replay cancelled");
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Ok(message)) => {
+                let p = rdkafka::Message::partition(&message);
+                let offset = rdkafka::Message::offset(&message);
+                let Some(&end) = open.get(&p) else { continue };
+                if offset >= end {
+                    open.remove(&p);
+                    continue;
+                }
+                visit(classify(&message));
+                progress.read.fetch_add(1, Ordering::Relaxed);
+                if offset + 1 >= end {
+                    open.remove(&p);
+                }
+            }
+            // The end of what the partition holds now: with transaction
+            // markers the last offsets never arrive as messages.
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                let position = consumer.position()?;
+                let at = position.find_partition(&plan.topic, p).and_then(|e| {
+                    if let Offset::Offset(o) = e.offset() {
+                        Some(o)
+                    } else {
+                        None
+                    }
+                });
+                if let (Some(at), Some(&end)) = (at, open.get(&p)) {
+                    if at >= end {
+                        open.remove(&p);
+                    }
+                }
+            }
+            Some(Err(error)) => return Err(error).context("reading the replay range"),
+        }
+    }
+    // Every record of the range is read: records skipped as transaction
+    // markers count as read, so the fraction ends at exactly 1.
+    progress
+        .read
+        .store(progress.total.load(Ordering::Relaxed), Ordering::Relaxed);
+    Ok(())
+}
