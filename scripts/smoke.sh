@@ -108,12 +108,28 @@ recommendations_follow_the_stream() {
   curl -fsS -H "Authorization: Bearer $TOKEN" "$rec/users/$user/recommendations" | grep -q "\"user_id\":\"$user\""
 }
 
+# A replay requested over HTTP runs to the end and its numbers are served.
+replay_on_demand() {
+  local dash=${DASHBOARD:-http://127.0.0.1:8083} id state
+  id=$(curl -fsS -X POST -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{"from":"earliest"}' "$dash/api/replays" | json_field '["id"]')
+  local deadline=$((SECONDS + 60))
+  until [[ ${state:-} == succeeded ]]; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+    state=$(curl -fsS "$dash/api/replays/$id" | json_field '["state"]')
+    [[ $state != failed ]] || return 1
+  done
+  [[ $(curl -fsS "$dash/api/metrics/daily" | json_field '["run_id"]') == "$id" ]]
+}
+
 check "ops endpoints answer" ops_endpoints
 check "POST /events lands on the topic where the answer says" post_and_read_back
 check "a bad event gets 400 with the field named; no token gets 401" bad_event_is_refused
 check "a large event travels as a claim-check token" large_event_is_claim_checked
 check "kcat and Kafka's console producer write typed events" kcat_and_console_producer_write_events
 check "an interaction typed into kcat shows in the recommendation API" recommendations_follow_the_stream
+check "a replay requested over HTTP runs and its metrics are served" replay_on_demand
 
 echo "smoke: $passed passed, $failed failed"
 ((failed == 0))

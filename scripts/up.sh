@@ -14,7 +14,7 @@ started_at=$SECONDS
 
 # name:port of every service process (ports are fixed by the project's contract);
 # a second instance of a service is name-2 (pid file .run/name-2.pid).
-SERVICES=(gateway:8080 recommendation:8082)
+SERVICES=(gateway:8080 recommendation:8082 dashboard:8083)
 for ((i = 2; i <= ${RECOMMENDATION_INSTANCES:-1}; i++)); do
   SERVICES+=("recommendation-$i:$((8082 + 100 * (i - 1)))")
 done
@@ -76,6 +76,7 @@ log "suite ready in $((SECONDS - started_at))s"
 cat <<MSG
   gateway         http://127.0.0.1:8080   (POST /events, GET /claims/{token})
   recommendation  http://127.0.0.1:8082   (GET /users/{id}/recommendations, /products/{id}/similar, /stats)
+  dashboard       http://127.0.0.1:8083   (POST /api/replays, GET /api/metrics/daily, /api/products/top)
   kafka           127.0.0.1:9092          (topics: events, events.dlq, access-logs)
   postgres        postgres://kappa:kappa@127.0.0.1:5432/kappa
   admin token     $(rel "$TOKEN_FILE")   (curl -H "Authorization: Bearer \$(cat .run/token)" ...)

@@ -1,0 +1,175 @@
+//! What a replay computes: per UTC day, active users, views, clicks,
+//! add_to_cart, purchases, revenue, conversion (purchasing users / viewing
+//! users) and the top products by views and by purchases. Memory grows with
+//! distinct users and products per day, not with events; results do not
+//! depend on the order events arrive in, so the same range always gives the
+//! same numbers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use shared::event::{Action, Interaction};
+
+/// Top products kept per day and ranking.
+pub const TOP: usize = 20;
+
+/// One day's numbers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Day {
+    pub active_users: u64,
+    pub viewing_users: u64,
+    pub purchasing_users: u64,
+    pub views: u64,
+    pub clicks: u64,
+    pub add_to_cart: u64,
+    pub purchases: u64,
+    pub revenue_cents: u64,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    day: Day,
+    active: HashSet<String>,
+    viewing: HashSet<String>,
+    purchasing: HashSet<String>,
+    views: HashMap<String, u64>,
+    bought: HashMap<String, u64>,
+}
+
+/// The running aggregation of a replay.
+#[derive(Default)]
+pub struct Aggregate {
+    days: BTreeMap<NaiveDate, Accumulator>,
+}
+
+/// A product and how often it was viewed or bought.
+pub type Ranked = Vec<(String, u64)>;
+
+/// One day of a finished aggregation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayResult {
+    pub day: Day,
+    pub top_views: Ranked,
+    pub top_purchases: Ranked,
+}
+
+/// A finished aggregation, by day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Results {
+    pub days: BTreeMap<NaiveDate, DayResult>,
+}
+
+impl Aggregate {
+    /// Adds one interaction that happened on `day`.
+    pub fn add(&mut self, day: NaiveDate, interaction: &Interaction) {
+        let acc = self.days.entry(day).or_default();
+        let user = &interaction.user_id;
+        if !acc.active.contains(user) {
+            acc.active.insert(user.clone());
+        }
+        match interaction.action {
+            Action::View => {
+                acc.day.views += 1;
+                if !acc.viewing.contains(user) {
+                    acc.viewing.insert(user.clone());
+                }
+                *acc.views.entry(interaction.product_id.clone()).or_default() += 1;
+            }
+            Action::Click => acc.day.clicks += 1,
+            Action::AddToCart => acc.day.add_to_cart += 1,
+            Action::Purchase => {
+                acc.day.purchases += 1;
+                acc.day.revenue_cents += interaction.price_cents.unwrap_or(0);
+                if !acc.purchasing.contains(user) {
+                    acc.purchasing.insert(user.clone());
+                }
+                *acc.bought
+                    .entry(interaction.product_id.clone())
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// The per-day results, top lists ranked by count then product id.
+    pub fn finish(self) -> Results {
+        let days = self
+            .days
+            .into_iter()
+            .map(|(date, acc)| {
+                let mut day = acc.day;
+                day.active_users = acc.active.len() as u64;
+                day.viewing_users = acc.viewing.len() as u64;
+                day.purchasing_users = acc.purchasing.len() as u64;
+                let (top_views, top_purchases) = (top(acc.views), top(acc.bought));
+                (
+                    date,
+                    DayResult {
+                        day,
+                        top_views,
+                        top_purchases,
+                    },
+                )
+            })
+            .collect();
+        Results { days }
+    }
+}
+
+fn top(counts: HashMap<String, u64>) -> Ranked {
+    let mut ranked: Vec<(String, u64)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(TOP);
+    ranked
+}
+
+/// Purchasing users over viewing users; 0 for a day without views.
+pub fn conversion(day: &Day) -> f64 {
+    if day.viewing_users == 0 {
+        0.0
+    } else {
+        day.purchasing_users as f64 / day.viewing_users as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn i(user: &str, product: &str, action: Action, price: Option<u64>) -> Interaction {
+        Interaction {
+            user_id: user.into(),
+            product_id: product.into(),
+            action,
+            price_cents: price,
+        }
+    }
+
+    #[test]
+    fn counts_users_once_and_ranks_deterministically() {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let mut a = Aggregate::default();
+        a.add(d, &i("u1", "b", Action::View, None));
+        a.add(d, &i("u1", "a", Action::View, None));
+        a.add(d, &i("u2", "a", Action::View, None));
+        a.add(d, &i("u2", "a", Action::Purchase, Some(500)));
+        a.add(d, &i("u3", "b", Action::Click, None));
+        let results = a.finish();
+        let DayResult {
+            day,
+            top_views: views,
+            top_purchases: bought,
+        } = &results.days[&d];
+        assert_eq!(
+            (day.active_users, day.viewing_users, day.purchasing_users),
+            (3, 2, 1)
+        );
+        assert_eq!(
+            (day.views, day.clicks, day.purchases, day.revenue_cents),
+            (3, 1, 1, 500)
+        );
+        assert_eq!(views, &vec![("a".to_string(), 2), ("b".to_string(), 1)]);
+        assert_eq!(bought, &vec![("a".to_string(), 1)]);
+        assert_eq!(conversion(day), 0.5);
+    }
+}

@@ -1,0 +1,99 @@
+//! The batch half of the Kappa architecture: replays the retained `events`
+//! topic from the start (or a time) to a snapshot of its end, computes daily
+//! metrics from scratch, and serves the newest successful run.
+
+pub mod aggregate;
+mod routes;
+pub mod runner;
+pub mod runs;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Deserialize;
+use shared::config::Settings;
+use shared::http::Readiness;
+use shared::shutdown::CancellationToken;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// The `[dashboard]` configuration section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    pub addr: SocketAddr,
+    /// Finished runs kept (older ones and their results are deleted).
+    pub keep_runs: i64,
+}
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub registry: runner::Registry,
+    pub wake: Arc<Notify>,
+}
+
+/// A built service: bound, connected, not yet running.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    runner: runner::Runner,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(
+        settings: Settings,
+        config: DashboardConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let pool = shared::db::connect(&settings.database).await?;
+        let registry = runner::Registry::default();
+        let wake = Arc::new(Notify::new());
+        let state = AppState {
+            pool: pool.clone(),
+            registry: registry.clone(),
+            wake: wake.clone(),
+        };
+        let readiness = Readiness::default()
+            .postgres(pool.clone())
+            .kafka(&settings.kafka, settings.kafka.events_topic.clone())?;
+        let routes = routes::router(state, settings.auth.admin_token.clone());
+        let router = shared::http::finish("dashboard", routes, readiness);
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        let runner = runner::Runner {
+            pool,
+            kafka: settings.kafka.clone(),
+            topic: settings.kafka.events_topic.clone(),
+            keep_runs: config.keep_runs,
+            registry,
+            wake,
+        };
+        Ok(Self {
+            listener,
+            router,
+            runner,
+            shutdown,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    /// Serves and runs replays until shutdown.
+    pub async fn run(self) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr(), "dashboard listening");
+        let runner = tokio::spawn(self.runner.run(self.shutdown.clone()));
+        shared::http::serve(self.listener, self.router, self.shutdown.clone()).await?;
+        self.shutdown.cancel();
+        runner.await?;
+        tracing::info!("dashboard stopped");
+        Ok(())
+    }
+}
