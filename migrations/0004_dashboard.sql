@@ -14,12 +14,18 @@ CREATE TABLE replay_runs (
     records       bigint,                  -- records in the range
     events        bigint,                  -- parsed events among them
     rejected      bigint,                  -- records that did not parse
+    bytes         bigint,                  -- payload bytes read (for the size threshold)
     requested_at  timestamptz NOT NULL DEFAULT now(),
     started_at    timestamptz,
     finished_at   timestamptz,
     error         text
 );
 CREATE INDEX replay_runs_queued_idx ON replay_runs (id) WHERE state = 'queued';
+-- Automatic triggers (schedule, threshold) coalesce: at most one of them waits
+-- at a time, whichever instance fired it; a trigger during a run is served
+-- once after it.
+CREATE UNIQUE INDEX replay_runs_one_queued_automatic ON replay_runs ((true))
+    WHERE state = 'queued' AND trigger <> 'manual';
 
 CREATE TABLE dashboard_daily (
     run_id           bigint  NOT NULL REFERENCES replay_runs ON DELETE CASCADE,

@@ -160,6 +160,7 @@ pub fn plan(
 pub struct Progress {
     total: AtomicU64,
     read: AtomicU64,
+    bytes: AtomicU64,
     started: Instant,
 }
 
@@ -180,8 +181,14 @@ impl Progress {
         Arc::new(Self {
             total: AtomicU64::new(total),
             read: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             started: Instant::now(),
         })
+    }
+
+    /// Payload bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// The current view.
@@ -247,8 +254,10 @@ pub fn run(
                     open.remove(&p);
                     continue;
                 }
+                let size = message.payload_len() as u64;
                 visit(classify(&message));
                 progress.read.fetch_add(1, Ordering::Relaxed);
+                progress.bytes.fetch_add(size, Ordering::Relaxed);
                 if offset + 1 >= end {
                     open.remove(&p);
                 }

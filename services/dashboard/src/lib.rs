@@ -6,6 +6,7 @@ pub mod aggregate;
 mod routes;
 pub mod runner;
 pub mod runs;
+pub mod triggers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,25 @@ pub struct DashboardConfig {
     pub addr: SocketAddr,
     /// Finished runs kept (older ones and their results are deleted).
     pub keep_runs: i64,
+    /// Cron schedule of replays, with seconds (`sec min hour day month weekday`); empty: none.
+    pub schedule: String,
+    /// Replay once this many bytes were appended since the last successful run; 0: off.
+    pub threshold_bytes: u64,
+    /// Replay once this many records were appended since the last successful run; 0: off.
+    pub threshold_events: u64,
+    /// How often the threshold is checked.
+    pub check_interval_ms: u64,
+}
+
+impl DashboardConfig {
+    /// The parsed schedule; an invalid one stops the service at start-up.
+    pub fn schedule(&self) -> anyhow::Result<Option<cron::Schedule>> {
+        let text = self.schedule.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).with_context(|| format!("dashboard.schedule `{text}` is not a cron expression (sec min hour day month weekday)"))
+    }
 }
 
 /// What the HTTP handlers share.
@@ -41,6 +61,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     runner: runner::Runner,
+    triggers: triggers::Triggers,
     shutdown: CancellationToken,
 }
 
@@ -66,6 +87,16 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
+        let triggers = triggers::Triggers {
+            pool: pool.clone(),
+            kafka: settings.kafka.clone(),
+            topic: settings.kafka.events_topic.clone(),
+            schedule: config.schedule()?,
+            threshold_bytes: config.threshold_bytes,
+            threshold_events: config.threshold_events,
+            check_interval: std::time::Duration::from_millis(config.check_interval_ms.max(100)),
+            wake: wake.clone(),
+        };
         let runner = runner::Runner {
             pool,
             kafka: settings.kafka.clone(),
@@ -78,6 +109,7 @@ impl Application {
             listener,
             router,
             runner,
+            triggers,
             shutdown,
         })
     }
@@ -90,9 +122,11 @@ impl Application {
     pub async fn run(self) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr(), "dashboard listening");
         let runner = tokio::spawn(self.runner.run(self.shutdown.clone()));
+        let triggers = tokio::spawn(self.triggers.run(self.shutdown.clone()));
         shared::http::serve(self.listener, self.router, self.shutdown.clone()).await?;
         self.shutdown.cancel();
         runner.await?;
+        triggers.await?;
         tracing::info!("dashboard stopped");
         Ok(())
     }

@@ -132,6 +132,7 @@ impl Runner {
             .lock()
             .expect("poisoned")
             .insert(run.id, progress.clone());
+        let read = progress.clone();
         let kafka = self.kafka.clone();
         let (aggregate, events, rejected) = tokio::task::spawn_blocking(move || {
             let mut aggregate = Aggregate::default();
@@ -153,15 +154,12 @@ impl Runner {
         })
         .await??;
         let results = aggregate.finish();
-        runs::succeed(
-            &self.pool,
-            run.id,
-            &results,
+        let counts = runs::Counts {
             events,
             rejected,
-            self.keep_runs,
-        )
-        .await?;
+            bytes: read.bytes(),
+        };
+        runs::succeed(&self.pool, run.id, &results, counts, self.keep_runs).await?;
         Ok((events, events + rejected))
     }
 }

@@ -22,6 +22,7 @@ pub struct Run {
     pub records: Option<i64>,
     pub events: Option<i64>,
     pub rejected: Option<i64>,
+    pub bytes: Option<i64>,
     pub requested_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -43,6 +44,35 @@ pub async fn enqueue(
     .bind(to)
     .fetch_one(pool)
     .await
+}
+
+/// Queues an automatic run unless one is already waiting (then the waiting
+/// one serves this trigger too); returns the new run's id.
+pub async fn enqueue_automatic(pool: &PgPool, trigger: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "INSERT INTO replay_runs (trigger) VALUES ($1)
+         ON CONFLICT ((true)) WHERE state = 'queued' AND trigger <> 'manual' DO NOTHING
+         RETURNING id",
+    )
+    .bind(trigger)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Whether a run is queued or running.
+pub async fn busy(pool: &PgPool) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM replay_runs WHERE state IN ('queued', 'running'))",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// The newest successful run.
+pub async fn last_success(pool: &PgPool) -> sqlx::Result<Option<Run>> {
+    sqlx::query_as("SELECT * FROM replay_runs WHERE state = 'succeeded' ORDER BY id DESC LIMIT 1")
+        .fetch_optional(pool)
+        .await
 }
 
 /// Takes the oldest queued run and marks it running.
@@ -95,14 +125,21 @@ pub async fn record_range(
     Ok(())
 }
 
+/// What a run read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub events: u64,
+    pub rejected: u64,
+    pub bytes: u64,
+}
+
 /// Stores a successful run's results and makes it current, in one
 /// transaction; then keeps only the newest `keep` finished runs.
 pub async fn succeed(
     pool: &PgPool,
     id: i64,
     results: &Results,
-    events: u64,
-    rejected: u64,
+    counts: Counts,
     keep: i64,
 ) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
@@ -151,10 +188,13 @@ pub async fn succeed(
     .bind(top.count)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE replay_runs SET state = 'succeeded', finished_at = now(), events = $2, rejected = $3 WHERE id = $1")
+    sqlx::query(
+        "UPDATE replay_runs SET state = 'succeeded', finished_at = now(), events = $2, rejected = $3, bytes = $4 WHERE id = $1",
+    )
         .bind(id)
-        .bind(events as i64)
-        .bind(rejected as i64)
+        .bind(counts.events as i64)
+        .bind(counts.rejected as i64)
+        .bind(counts.bytes as i64)
         .execute(&mut *tx)
         .await?;
     sqlx::query(

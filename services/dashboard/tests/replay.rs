@@ -4,13 +4,14 @@
 //! replay from a time counts only what came after it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dashboard::{Application, DashboardConfig};
+mod common;
+
+use common::Service;
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 use shared::event::{ClaimRef, ClaimedEvent, EventType};
-use shared::shutdown::CancellationToken;
 use shared::testkit::TestEnv;
 
 const DAYS: [&str; 4] = ["2026-11-10", "2026-11-11", "2026-11-12", "2026-11-13"];
@@ -109,78 +110,6 @@ async fn produce(env: &TestEnv) -> BTreeMap<&'static str, Expected> {
     expected
 }
 
-struct Service {
-    base: String,
-    token: String,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Service {
-    async fn start(env: &TestEnv) -> Service {
-        let shutdown = CancellationToken::new();
-        let config = DashboardConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            keep_runs: 3,
-        };
-        let app = Application::build(env.settings.clone(), config, shutdown.clone())
-            .await
-            .unwrap();
-        let base = format!("http://{}", app.addr());
-        let task = tokio::spawn(app.run());
-        Service {
-            base,
-            token: env.settings.auth.admin_token.expose().to_owned(),
-            client: reqwest::Client::new(),
-            shutdown,
-            task,
-        }
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    }
-
-    /// Starts a replay and waits for it to finish; returns the run and the
-    /// progress fractions seen on the way.
-    async fn replay(&self, body: Value) -> (Value, Vec<f64>) {
-        let response = self
-            .client
-            .post(format!("{}/api/replays", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        let id = response.json::<Value>().await.unwrap()["id"]
-            .as_i64()
-            .unwrap();
-        let (mut seen, until) = (Vec::new(), Instant::now() + Duration::from_secs(60));
-        loop {
-            let (_, run) = self.get(&format!("/api/replays/{id}")).await;
-            seen.push(run["progress"]["fraction"].as_f64().unwrap());
-            if run["state"] == "succeeded" || run["state"] == "failed" {
-                return (run, seen);
-            }
-            assert!(Instant::now() < until, "replay {id} did not finish");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 fn without_run(mut metrics: Value) -> Value {
     metrics["run_id"] = Value::Null;
     metrics
@@ -190,7 +119,7 @@ fn without_run(mut metrics: Value) -> Value {
 async fn metrics_equal_an_independent_count_and_replays_agree() {
     let env = TestEnv::new("dash_replay").await;
     let expected = produce(&env).await;
-    let service = Service::start(&env).await;
+    let service = Service::start(&env, common::config()).await;
 
     let (status, body) = service.get("/api/metrics/daily").await;
     assert_eq!(

@@ -1,0 +1,115 @@
+//! A dashboard in-process on a test's own topics and database.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use dashboard::{Application, DashboardConfig};
+use serde_json::Value;
+use shared::shutdown::CancellationToken;
+use shared::testkit::TestEnv;
+
+/// A test configuration: no schedule, no threshold.
+pub fn config() -> DashboardConfig {
+    DashboardConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        keep_runs: 3,
+        schedule: String::new(),
+        threshold_bytes: 0,
+        threshold_events: 0,
+        check_interval_ms: 200,
+    }
+}
+
+pub struct Service {
+    pub base: String,
+    pub token: String,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    pub async fn start(env: &TestEnv, config: DashboardConfig) -> Service {
+        let shutdown = CancellationToken::new();
+        let app = Application::build(env.settings.clone(), config, shutdown.clone())
+            .await
+            .unwrap();
+        let base = format!("http://{}", app.addr());
+        let task = tokio::spawn(app.run());
+        Service {
+            base,
+            token: env.settings.auth.admin_token.expose().to_owned(),
+            client: reqwest::Client::new(),
+            shutdown,
+            task,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Starts a replay and waits for it to finish; returns the run and the
+    /// progress fractions seen on the way.
+    pub async fn replay(&self, body: Value) -> (Value, Vec<f64>) {
+        let response = self
+            .client
+            .post(format!("{}/api/replays", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let id = response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let (mut seen, until) = (Vec::new(), Instant::now() + Duration::from_secs(60));
+        loop {
+            let (_, run) = self.get(&format!("/api/replays/{id}")).await;
+            seen.push(run["progress"]["fraction"].as_f64().unwrap());
+            if run["state"] == "succeeded" || run["state"] == "failed" {
+                return (run, seen);
+            }
+            assert!(Instant::now() < until, "replay {id} did not finish");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+impl Service {
+    /// Every run, oldest first.
+    pub async fn runs(&self) -> Vec<Value> {
+        let (_, body) = self.get("/api/replays").await;
+        let mut runs = body["runs"].as_array().cloned().unwrap_or_default();
+        runs.reverse();
+        runs
+    }
+
+    /// Waits until `check` holds for the list of runs.
+    pub async fn wait_runs(&self, what: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = self.runs().await;
+            if check(&runs) {
+                return runs;
+            }
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for {what}: {runs:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
