@@ -7,6 +7,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$ROOT/scripts/up.sh"
+# The dashboard's page is checked in a real browser.
+apt_install_if_missing chromium chromium
 
 log "cargo test --workspace"
 (cd "$ROOT" && cargo test --workspace "$@")

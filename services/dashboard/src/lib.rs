@@ -3,6 +3,7 @@
 //! metrics from scratch, and serves the newest successful run.
 
 pub mod aggregate;
+mod page;
 mod routes;
 pub mod runner;
 pub mod runs;

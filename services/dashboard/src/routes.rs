@@ -27,6 +27,7 @@ pub fn router(state: AppState, token: Secret) -> Router {
         .route("/api/replays/{id}", get(get_replay))
         .route("/api/metrics/daily", get(daily))
         .route("/api/products/top", get(top_products))
+        .route("/", get(crate::page::page))
         .merge(admin)
         .with_state(state)
 }
@@ -138,39 +139,44 @@ pub struct Range {
 
 type DayRow = (NaiveDate, i64, i64, i64, i64, i64, i64, i64, i64);
 
+/// A run's stored days.
+pub async fn stored_days(
+    pool: &sqlx::PgPool,
+    run: i64,
+) -> sqlx::Result<std::collections::BTreeMap<NaiveDate, Day>> {
+    let rows: Vec<DayRow> = sqlx::query_as(
+        "SELECT day, active_users, viewing_users, purchasing_users, views, clicks, add_to_cart, purchases, revenue_cents
+         FROM dashboard_daily WHERE run_id = $1 ORDER BY day",
+    )
+    .bind(run)
+    .fetch_all(pool)
+    .await?;
+    let n = |v: i64| v as u64;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let day = Day {
+                active_users: n(r.1),
+                viewing_users: n(r.2),
+                purchasing_users: n(r.3),
+                views: n(r.4),
+                clicks: n(r.5),
+                add_to_cart: n(r.6),
+                purchases: n(r.7),
+                revenue_cents: n(r.8),
+            };
+            (r.0, day)
+        })
+        .collect())
+}
+
 async fn daily(
     State(s): State<AppState>,
     range: Result<Query<Range>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(range) = range?;
     let run = current(&s).await?;
-    let rows: Vec<DayRow> = sqlx::query_as(
-        "SELECT day, active_users, viewing_users, purchasing_users, views, clicks, add_to_cart, purchases, revenue_cents
-         FROM dashboard_daily WHERE run_id = $1 ORDER BY day",
-    )
-    .bind(run.id)
-    .fetch_all(&s.pool)
-    .await
-    .map_err(unavailable)?;
-    let stored: std::collections::BTreeMap<NaiveDate, Day> = rows
-        .into_iter()
-        .map(|r| {
-            let n = |v: i64| v as u64;
-            (
-                r.0,
-                Day {
-                    active_users: n(r.1),
-                    viewing_users: n(r.2),
-                    purchasing_users: n(r.3),
-                    views: n(r.4),
-                    clicks: n(r.5),
-                    add_to_cart: n(r.6),
-                    purchases: n(r.7),
-                    revenue_cents: n(r.8),
-                },
-            )
-        })
-        .collect();
+    let stored = stored_days(&s.pool, run.id).await.map_err(unavailable)?;
     let first = range.from.or_else(|| stored.keys().next().copied());
     let last = range.to.or_else(|| stored.keys().next_back().copied());
     let mut days = Vec::new();

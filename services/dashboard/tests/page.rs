@@ -1,0 +1,135 @@
+//! The web page renders the API's numbers as charts in a real browser
+//! (headless Chromium from Debian's package); a screenshot is kept in
+//! `.run/artifacts/dashboard.png`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::Service;
+use rdkafka::producer::FutureRecord;
+use serde_json::{json, Value};
+use shared::testkit::{repo_root, TestEnv};
+
+fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium is installed (scripts/test.sh installs Debian's chromium)")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_renders_the_charts_from_the_api() {
+    let env = TestEnv::new("dash_page").await;
+    let producer = shared::kafka::producer(&env.settings.kafka).unwrap();
+    for (day, views, purchases) in [
+        ("2026-11-10", 12, 2),
+        ("2026-11-11", 7, 1),
+        ("2026-11-12", 20, 5),
+    ] {
+        for i in 0..(views + purchases) {
+            let (action, price) = if i < views {
+                ("view", "")
+            } else {
+                ("purchase", r#","price_cents":2500"#)
+            };
+            let payload = format!(
+                r#"{{"type":"interaction","user_id":"u{i}","product_id":"p{}","action":"{action}","ts":"{day}T12:00:00Z"{price}}}"#,
+                i % 4
+            );
+            producer
+                .send(
+                    FutureRecord::to(&env.settings.kafka.events_topic)
+                        .key("k")
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }
+    let service = Service::start(&env, common::config()).await;
+    let (run, _) = service.replay(json!({"from": "earliest"})).await;
+    assert_eq!(run["state"], "succeeded");
+    let (_, metrics) = service.get("/api/metrics/daily").await;
+    let days = metrics["days"].as_array().unwrap().clone();
+
+    let profile = repo_root()
+        .join(".run")
+        .join(format!("chromium-{}", std::process::id()));
+    let url = format!("{}/", service.base);
+    let dom = tokio::task::block_in_place(|| {
+        chromium(
+            &["--virtual-time-budget=2000", "--dump-dom", &url],
+            &profile,
+        )
+    });
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    assert!(dom.contains(r#"id="chart-views""#), "{dom}");
+    // One bar per day, carrying exactly the API's numbers.
+    for (chart, field) in [("chart-views", "views"), ("chart-purchases", "purchases")] {
+        let section = dom
+            .split(&format!(r#"id="{chart}""#))
+            .nth(1)
+            .unwrap()
+            .split("</svg>")
+            .next()
+            .unwrap();
+        let values: Vec<u64> = section
+            .split(r#"data-value=""#)
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap().parse::<f64>().unwrap() as u64)
+            .collect();
+        let expected: Vec<u64> = days
+            .iter()
+            .map(|d: &Value| d[field].as_u64().unwrap())
+            .collect();
+        assert_eq!(values, expected, "{chart}");
+    }
+    assert!(dom.contains(&format!(
+        r#"<b id="total-views">{}</b>"#,
+        metrics["totals"]["views"]
+    )));
+    assert!(dom.contains(r#"id="replay""#), "the replay button is there");
+
+    let artifacts = repo_root().join(".run").join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let arg = format!("--screenshot={}", shot.display());
+    tokio::task::block_in_place(|| {
+        chromium(
+            &[
+                "--window-size=900,1500",
+                "--virtual-time-budget=2000",
+                &arg,
+                &url,
+            ],
+            &profile,
+        )
+    });
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "screenshot at {}",
+        shot.display()
+    );
+    let _ = std::fs::remove_dir_all(&profile);
+    service.stop().await;
+}
