@@ -1,0 +1,119 @@
+//! A replay killed midway leaves the previous results served, and the run is
+//! marked failed by the next runner that takes the lock.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Service;
+use futures::future::join_all;
+use rdkafka::producer::FutureRecord;
+use serde_json::{json, Value};
+use shared::testkit::{free_port, TestEnv};
+
+async fn produce(env: &TestEnv, count: usize) {
+    let producer = shared::kafka::producer(&env.settings.kafka).unwrap();
+    let topic = &env.settings.kafka.events_topic;
+    let payloads: Vec<String> = (0..count)
+        .map(|i| format!(r#"{{"type":"interaction","user_id":"u{}","product_id":"p{}","action":"view","ts":"2026-11-1{}T08:00:00Z"}}"#, i % 211, i % 41, i % 7))
+        .collect();
+    for chunk in payloads.chunks(20_000) {
+        let sends = chunk.iter().map(|p| {
+            producer.send(
+                FutureRecord::to(topic).key("k").payload(p),
+                Duration::from_secs(30),
+            )
+        });
+        for result in join_all(sends).await {
+            result.map_err(|(e, _)| e).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_killed_midway_changes_nothing_served() {
+    let env = TestEnv::new("dash_kill").await;
+    produce(&env, 1_000).await;
+    let service = Service::start(&env, common::config()).await;
+    let (good, _) = service.replay(json!({"from": "earliest"})).await;
+    assert_eq!(good["state"], "succeeded");
+    let (_, before) = service.get("/api/metrics/daily").await;
+    service.stop().await;
+
+    // Enough data that the replay takes a while.
+    produce(&env, 400_000).await;
+    let port = free_port();
+    let kafka = &env.settings.kafka;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dashboard"))
+        .env("KAPPA__KAFKA__BROKERS", &kafka.brokers)
+        .env("KAPPA__KAFKA__EVENTS_TOPIC", &kafka.events_topic)
+        .env("KAPPA__DATABASE__URL", env.settings.database.url.expose())
+        .env(
+            "KAPPA__AUTH__ADMIN_TOKEN",
+            env.settings.auth.admin_token.expose(),
+        )
+        .env("KAPPA__DASHBOARD__ADDR", format!("127.0.0.1:{port}"))
+        .env("KAPPA__DASHBOARD__SCHEDULE", "")
+        .env("KAPPA__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let posted = client
+            .post(format!("{base}/api/replays"))
+            .bearer_auth(env.settings.auth.admin_token.expose())
+            .json(&json!({"from": "earliest"}))
+            .send()
+            .await;
+        if let Ok(response) = posted {
+            break response.json::<Value>().await.unwrap()["id"]
+                .as_i64()
+                .unwrap();
+        }
+        assert!(Instant::now() < until, "the dashboard did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Kill it once the replay is well under way.
+    loop {
+        let run: Value = client
+            .get(format!("{base}/api/replays/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let fraction = run["progress"]["fraction"].as_f64().unwrap_or(0.0);
+        assert_ne!(
+            run["state"], "succeeded",
+            "the replay finished before it could be killed"
+        );
+        if run["state"] == "running" && fraction > 0.05 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The next runner marks the run failed; what is served has not changed.
+    let service = Service::start(&env, common::config()).await;
+    let runs = service
+        .wait_runs("the killed run to be marked failed", |runs| {
+            runs.iter().any(|r| r["id"] == id && r["state"] == "failed")
+        })
+        .await;
+    let killed = runs.iter().find(|r| r["id"] == id).unwrap();
+    assert!(
+        killed["error"].as_str().unwrap().contains("interrupted"),
+        "{killed}"
+    );
+    let (_, after) = service.get("/api/metrics/daily").await;
+    assert_eq!(after, before, "the previous run's results are still served");
+    service.stop().await;
+}
