@@ -133,6 +133,16 @@ impl Runner {
             .expect("poisoned")
             .insert(run.id, progress.clone());
         let read = progress.clone();
+        // Progress for /metrics while the run lasts.
+        let _gauge = {
+            let progress = progress.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    metrics::gauge!("kappa_replay_progress").set(progress.view().fraction);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }))
+        };
         let kafka = self.kafka.clone();
         let (aggregate, events, rejected) = tokio::task::spawn_blocking(move || {
             let mut aggregate = Aggregate::default();
@@ -153,6 +163,7 @@ impl Runner {
             anyhow::Ok((aggregate, events, rejected))
         })
         .await??;
+        metrics::gauge!("kappa_replay_progress").set(1.0);
         let results = aggregate.finish();
         let counts = runs::Counts {
             events,
@@ -161,5 +172,14 @@ impl Runner {
         };
         runs::succeed(&self.pool, run.id, &results, counts, self.keep_runs).await?;
         Ok((events, events + rejected))
+    }
+}
+
+/// Stops a background task when the scope that started it ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
