@@ -55,6 +55,38 @@ impl Plan {
             .map(|s| (s.end - s.start).max(0) as u64)
             .sum()
     }
+
+    /// Splits the range into at most `parts` plans of disjoint partitions with
+    /// about equal record counts (largest partitions first, each to the
+    /// lightest part), so that several readers can share a replay.
+    pub fn split(&self, parts: usize) -> Vec<Plan> {
+        let mut spans: Vec<(i32, Span)> = self.spans.iter().map(|(p, s)| (*p, *s)).collect();
+        spans.sort_by_key(|(p, s)| (std::cmp::Reverse(s.end - s.start), *p));
+        let mut plans: Vec<(u64, Plan)> = (0..parts.max(1))
+            .map(|_| {
+                (
+                    0,
+                    Plan {
+                        topic: self.topic.clone(),
+                        spans: BTreeMap::new(),
+                    },
+                )
+            })
+            .collect();
+        for (p, span) in spans {
+            let lightest = plans
+                .iter_mut()
+                .min_by_key(|(load, _)| *load)
+                .expect("at least one part");
+            lightest.0 += (span.end - span.start).max(0) as u64;
+            lightest.1.spans.insert(p, span);
+        }
+        plans
+            .into_iter()
+            .map(|(_, plan)| plan)
+            .filter(|plan| !plan.spans.is_empty())
+            .collect()
+    }
 }
 
 /// A consumer for replays: no group membership, no commits, large fetches.
@@ -242,6 +274,7 @@ pub fn run(
     consumer
         .assign(&list)
         .context("assigning the replay range")?;
+    let mut read = 0u64;
     while !open.is_empty() {
         anyhow::ensure!(!cancel.load(Ordering::Relaxed), "replay cancelled");
         match consumer.poll(Duration::from_millis(500)) {
@@ -256,6 +289,7 @@ pub fn run(
                 }
                 let size = message.payload_len() as u64;
                 visit(classify(&message));
+                read += 1;
                 progress.read.fetch_add(1, Ordering::Relaxed);
                 progress.bytes.fetch_add(size, Ordering::Relaxed);
                 if offset + 1 >= end {
@@ -282,10 +316,10 @@ pub fn run(
             Some(Err(error)) => return Err(error).context("reading the replay range"),
         }
     }
-    // Every record of the range is read: records skipped as transaction
+    // Every record of the range is read: offsets taken by transaction
     // markers count as read, so the fraction ends at exactly 1.
     progress
         .read
-        .store(progress.total.load(Ordering::Relaxed), Ordering::Relaxed);
+        .fetch_add(plan.total().saturating_sub(read), Ordering::Relaxed);
     Ok(())
 }

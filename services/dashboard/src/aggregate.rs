@@ -91,6 +91,27 @@ impl Aggregate {
         }
     }
 
+    /// Folds another aggregation (of other partitions) into this one.
+    pub fn merge(&mut self, other: Aggregate) {
+        for (date, theirs) in other.days {
+            let ours = self.days.entry(date).or_default();
+            ours.day.views += theirs.day.views;
+            ours.day.clicks += theirs.day.clicks;
+            ours.day.add_to_cart += theirs.day.add_to_cart;
+            ours.day.purchases += theirs.day.purchases;
+            ours.day.revenue_cents += theirs.day.revenue_cents;
+            ours.active.extend(theirs.active);
+            ours.viewing.extend(theirs.viewing);
+            ours.purchasing.extend(theirs.purchasing);
+            for (product, n) in theirs.views {
+                *ours.views.entry(product).or_default() += n;
+            }
+            for (product, n) in theirs.bought {
+                *ours.bought.entry(product).or_default() += n;
+            }
+        }
+    }
+
     /// The per-day results, top lists ranked by count then product id.
     pub fn finish(self) -> Results {
         let days = self
@@ -171,5 +192,23 @@ mod tests {
         assert_eq!(views, &vec![("a".to_string(), 2), ("b".to_string(), 1)]);
         assert_eq!(bought, &vec![("a".to_string(), 1)]);
         assert_eq!(conversion(day), 0.5);
+    }
+
+    #[test]
+    fn merging_partial_aggregations_equals_one_aggregation() {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let events = [
+            i("u1", "a", Action::View, None),
+            i("u2", "a", Action::View, None),
+            i("u1", "b", Action::Purchase, Some(7)),
+            i("u3", "a", Action::Purchase, Some(9)),
+        ];
+        let mut whole = Aggregate::default();
+        events.iter().for_each(|e| whole.add(d, e));
+        let (mut left, mut right) = (Aggregate::default(), Aggregate::default());
+        events[..2].iter().for_each(|e| left.add(d, e));
+        events[2..].iter().for_each(|e| right.add(d, e));
+        left.merge(right);
+        assert_eq!(left.finish(), whole.finish());
     }
 }

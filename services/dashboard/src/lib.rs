@@ -36,6 +36,8 @@ pub struct DashboardConfig {
     pub threshold_events: u64,
     /// How often the threshold is checked.
     pub check_interval_ms: u64,
+    /// Readers sharing one replay, each over its own partitions.
+    pub readers: usize,
 }
 
 impl DashboardConfig {
@@ -103,6 +105,7 @@ impl Application {
             kafka: settings.kafka.clone(),
             topic: settings.kafka.events_topic.clone(),
             keep_runs: config.keep_runs,
+            readers: config.readers.max(1),
             registry,
             wake,
         };

@@ -32,6 +32,8 @@ pub struct Runner {
     pub kafka: KafkaConfig,
     pub topic: String,
     pub keep_runs: i64,
+    /// Readers sharing one replay.
+    pub readers: usize,
     pub registry: Registry,
     pub wake: Arc<Notify>,
 }
@@ -143,26 +145,19 @@ impl Runner {
                 }
             }))
         };
-        let kafka = self.kafka.clone();
-        let (aggregate, events, rejected) = tokio::task::spawn_blocking(move || {
-            let mut aggregate = Aggregate::default();
-            let (mut events, mut rejected) = (0u64, 0u64);
-            let cancel = AtomicBool::new(false);
-            replay::run(&kafka, &plan, &progress, &cancel, |record| match record {
-                Ok(received) => {
-                    events += 1;
-                    if let (Envelope::Inline(event), Some(ts)) = (&received.envelope, received.ts())
-                    {
-                        if let EventBody::Interaction(interaction) = &event.body {
-                            aggregate.add(ts.date_naive(), interaction);
-                        }
-                    }
-                }
-                Err(_) => rejected += 1,
-            })?;
-            anyhow::Ok((aggregate, events, rejected))
-        })
-        .await??;
+        // Several readers, each over its own partitions, then one merge.
+        let readers = plan.split(self.readers).into_iter().map(|part| {
+            let (kafka, progress) = (self.kafka.clone(), progress.clone());
+            tokio::task::spawn_blocking(move || read_part(&kafka, &part, &progress))
+        });
+        let mut aggregate = Aggregate::default();
+        let (mut events, mut rejected) = (0u64, 0u64);
+        for reader in futures_join(readers).await {
+            let (part, part_events, part_rejected) = reader??;
+            aggregate.merge(part);
+            events += part_events;
+            rejected += part_rejected;
+        }
         metrics::gauge!("kappa_replay_progress").set(1.0);
         let results = aggregate.finish();
         let counts = runs::Counts {
@@ -173,6 +168,45 @@ impl Runner {
         runs::succeed(&self.pool, run.id, &results, counts, self.keep_runs).await?;
         Ok((events, events + rejected))
     }
+}
+
+/// Reads one part of a plan into an aggregation: (aggregate, events, rejected).
+fn read_part(
+    kafka: &KafkaConfig,
+    plan: &replay::Plan,
+    progress: &Progress,
+) -> anyhow::Result<(Aggregate, u64, u64)> {
+    let mut aggregate = Aggregate::default();
+    let (mut events, mut rejected) = (0u64, 0u64);
+    replay::run(
+        kafka,
+        plan,
+        progress,
+        &AtomicBool::new(false),
+        |record| match record {
+            Ok(received) => {
+                events += 1;
+                if let (Envelope::Inline(event), Some(ts)) = (&received.envelope, received.ts()) {
+                    if let EventBody::Interaction(interaction) = &event.body {
+                        aggregate.add(ts.date_naive(), interaction);
+                    }
+                }
+            }
+            Err(_) => rejected += 1,
+        },
+    )?;
+    Ok((aggregate, events, rejected))
+}
+
+/// Awaits every task, in order.
+async fn futures_join<T>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        out.push(task.await);
+    }
+    out
 }
 
 /// Stops a background task when the scope that started it ends, however it ends.

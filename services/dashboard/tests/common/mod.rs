@@ -17,6 +17,7 @@ pub fn config() -> DashboardConfig {
         threshold_bytes: 0,
         threshold_events: 0,
         check_interval_ms: 200,
+        readers: 2,
     }
 }
 
