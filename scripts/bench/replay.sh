@@ -10,46 +10,28 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 EVENTS=${1:-2000000}
-BROKER=127.0.0.1:9092
 PORT=${BENCH_PORT:-8096}
-RUN_ID=$(date +%s)
-TOPIC=bench-replay-$RUN_ID
-DB=bench_replay_$RUN_ID
-WORK="$RUN_DIR/bench-replay"
-mkdir -p "$WORK"
-export PGPASSWORD=kappa
-
-kcat -L -b "$BROKER" -m 2 >/dev/null 2>&1 || die "no broker on $BROKER: run scripts/up.sh first"
-(cd "$ROOT" && cargo build --release --quiet -p loadgen -p dashboard)
-"$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$TOPIC" \
-  --partitions 6 --replication-factor 1 --config retention.ms=-1 >/dev/null
-psql -h 127.0.0.1 -U kappa -d kappa -qc "CREATE DATABASE $DB" >/dev/null
-cleanup() {
-  kill "${svc_pid:-}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --delete --topic "$TOPIC" >/dev/null 2>&1 || true
-  psql -h 127.0.0.1 -U kappa -d kappa -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+source "$ROOT/scripts/bench/scratch.sh"
+scratch bench-replay loadgen dashboard
 export KAPPA__KAFKA__EVENTS_TOPIC=$TOPIC
 
 fill() {  # fill <events> <seed>
   "$ROOT/target/release/loadgen" --seed "$2" --events "$1" --users 50000 --products 5000 --days 60 \
     --start "$(date -u -d '61 days ago' +%Y-%m-%dT00:00:00Z)" --kafka 2>>"$WORK/fill.log"
 }
-count() { kcat -Q -b "$BROKER" $(for p in 0 1 2 3 4 5; do printf -- '-t %s:%s:-1 ' "$TOPIC" "$p"; done) | awk '{s += $NF} END {print s}'; }
 now() { date +%s%N; }
 
 # round <label>: kcat read + one replay by a fresh dashboard process; prints a result line.
 round() {
   local total t0 t1 kcat_ns id run rss
-  total=$(count)
+  total=$(topic_count)
   t0=$(now); kcat -C -b "$BROKER" -t "$TOPIC" -o beginning -e -q >/dev/null; t1=$(now)
   kcat_ns=$((t1 - t0))
-  KAPPA__DATABASE__URL=postgres://kappa:kappa@127.0.0.1:5432/$DB KAPPA__DASHBOARD__ADDR=127.0.0.1:$PORT \
+  KAPPA__DATABASE__URL=$DB_URL KAPPA__DASHBOARD__ADDR=127.0.0.1:$PORT \
     KAPPA__DASHBOARD__SCHEDULE= KAPPA__DASHBOARD__THRESHOLD_BYTES=0 KAPPA__AUTH__ADMIN_TOKEN=bench \
     KAPPA__LOG__LEVEL=warn "$ROOT/target/release/dashboard" >>"$WORK/service.log" 2>&1 &
   svc_pid=$!
+  SCRATCH_PIDS+=("$svc_pid")
   wait_until 30 "the bench dashboard" curl -fsS "http://127.0.0.1:$PORT/readyz" || die "dashboard did not start"
   id=$(curl -fsS -X POST -H 'Authorization: Bearer bench' -H 'content-type: application/json' \
     -d '{"from":"earliest"}' "http://127.0.0.1:$PORT/api/replays" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

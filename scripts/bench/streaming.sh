@@ -16,33 +16,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 EVENTS=${1:-1000000}
 SECONDS_PER_RATE=${2:-60}
 RATES=${RATES:-"1000 2000 5000"}
-BROKER=127.0.0.1:9092
 PORT=${BENCH_PORT:-8093}
-RUN_ID=$(date +%s)
-TOPIC=bench-stream-$RUN_ID
-DB=bench_stream_$RUN_ID
-WORK="$RUN_DIR/bench-streaming"
-mkdir -p "$WORK"
-export PGPASSWORD=kappa
-
-kcat -L -b "$BROKER" -m 2 >/dev/null 2>&1 || die "no broker on $BROKER: run scripts/up.sh first"
-(cd "$ROOT" && cargo build --release --quiet -p loadgen -p recommendation)
-"$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$TOPIC" \
-  --partitions 6 --replication-factor 1 --config retention.ms=-1 >/dev/null
-psql -h 127.0.0.1 -U kappa -d kappa -qc "CREATE DATABASE $DB" >/dev/null
-cleanup() {
-  kill "${svc_pid:-}" "${load_pid:-}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --delete --topic "$TOPIC" >/dev/null 2>&1 || true
-  psql -h 127.0.0.1 -U kappa -d kappa -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+source "$ROOT/scripts/bench/scratch.sh"
+scratch bench-streaming loadgen recommendation
 export KAPPA__KAFKA__EVENTS_TOPIC=$TOPIC
 
 log "preloading $EVENTS interactions (loadgen: 20000 users, 5000 products)"
 "$ROOT/target/release/loadgen" --seed 11 --events "$EVENTS" --users 20000 --products 5000 --days 30 \
   --start "$(date -u -d '31 days ago' +%Y-%m-%dT00:00:00Z)" --kafka 2>"$WORK/preload.log"
-total=$(kcat -Q -b "$BROKER" $(for p in 0 1 2 3 4 5; do printf -- '-t %s:%s:-1 ' "$TOPIC" "$p"; done) | awk '{s += $NF} END {print s}')
+total=$(topic_count)
 interactions=$(grep -c '"type":"interaction"' <("$ROOT/target/release/loadgen" --seed 11 --events "$EVENTS" --users 20000 --products 5000 --days 30 --start 2026-01-01T00:00:00Z) || true)
 
 now() { date +%s%N; }
@@ -54,10 +36,11 @@ kcat_ns=$((t1 - t0))
 
 log "recommendation: consuming $total messages from scratch, exactly-once"
 t0=$(now)
-KAPPA__DATABASE__URL=postgres://kappa:kappa@127.0.0.1:5432/$DB KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT \
-  KAPPA__RECOMMENDATION__GROUP=bench-$RUN_ID KAPPA__AUTH__ADMIN_TOKEN=bench KAPPA__LOG__LEVEL=warn \
+KAPPA__DATABASE__URL=$DB_URL KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT \
+  KAPPA__RECOMMENDATION__GROUP=$TOPIC KAPPA__AUTH__ADMIN_TOKEN=bench KAPPA__LOG__LEVEL=warn \
   "$ROOT/target/release/recommendation" >"$WORK/service.log" 2>&1 &
 svc_pid=$!
+SCRATCH_PIDS+=("$svc_pid")
 applied() {
   curl -fsS "http://127.0.0.1:$PORT/stats" 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_applied"])' 2>/dev/null || echo 0
@@ -105,6 +88,7 @@ for rate in $RATES; do
   "$ROOT/target/release/loadgen" --seed "$rate" --events $((rate * (SECONDS_PER_RATE + 5))) --users 20000 --products 5000 \
     --realtime --rate "$rate" --kafka 2>"$WORK/load-$rate.log" &
   load_pid=$!
+  SCRATCH_PIDS+=("$load_pid")
   sleep 2
   probe "$SECONDS_PER_RATE" >"$WORK/latency-$rate.txt"
   kill "$load_pid" 2>/dev/null || true

@@ -12,17 +12,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 EVENTS=${1:-100000}
 SAMPLE=${2:-1000}
-BROKER=127.0.0.1:9092
 PORT=${EVAL_PORT:-8092}
-RUN_ID=$(date +%s)
-TOPIC=eval-$RUN_ID
-DB=eval_$RUN_ID
-WORK="$RUN_DIR/eval-recommendation"
-mkdir -p "$WORK"
-export PGPASSWORD=kappa
-
-kcat -L -b "$BROKER" -m 2 >/dev/null 2>&1 || die "no broker on $BROKER: run scripts/up.sh first"
-(cd "$ROOT" && cargo build --release --quiet -p loadgen -p recommendation)
+source "$ROOT/scripts/bench/scratch.sh"
+scratch eval-recommendation loadgen recommendation
 
 log "generating $EVENTS events (seed 7, 3000 users, 600 products in clusters of 20)"
 "$ROOT/target/release/loadgen" --seed 7 --events "$EVENTS" --users 3000 --products 600 --cluster-size 20 --days 14 \
@@ -61,22 +53,13 @@ PY
 train=$(wc -l <"$WORK/train.tsv")
 log "training on $train events; $(wc -l <"$WORK/holdout.tsv") users have a held-out product"
 
-"$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$TOPIC" \
-  --partitions 6 --replication-factor 1 --config retention.ms=-1 >/dev/null
-psql -h 127.0.0.1 -U kappa -d kappa -qc "CREATE DATABASE $DB" >/dev/null
-cleanup() {
-  kill "${svc_pid:-}" 2>/dev/null && wait "${svc_pid:-}" 2>/dev/null || true
-  "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --delete --topic "$TOPIC" >/dev/null 2>&1 || true
-  psql -h 127.0.0.1 -U kappa -d kappa -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
 kcat -P -b "$BROKER" -t "$TOPIC" -K $'\t' -X partitioner=murmur2_random <"$WORK/train.tsv"
-KAPPA__KAFKA__EVENTS_TOPIC=$TOPIC KAPPA__DATABASE__URL=postgres://kappa:kappa@127.0.0.1:5432/$DB \
-  KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT KAPPA__RECOMMENDATION__GROUP=eval-$RUN_ID \
+KAPPA__KAFKA__EVENTS_TOPIC=$TOPIC KAPPA__DATABASE__URL=$DB_URL \
+  KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT KAPPA__RECOMMENDATION__GROUP=$TOPIC \
   KAPPA__AUTH__ADMIN_TOKEN=eval KAPPA__LOG__LEVEL=warn "$ROOT/target/release/recommendation" \
   >"$WORK/service.log" 2>&1 &
 svc_pid=$!
+SCRATCH_PIDS+=("$svc_pid")
 applied() { curl -fsS "http://127.0.0.1:$PORT/stats" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_applied"])' 2>/dev/null || echo 0; }
 wait_until 300 "the service to apply $train events" bash -c "[[ \$(curl -fsS http://127.0.0.1:$PORT/stats 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"events_applied\"])' 2>/dev/null) == $train ]]" \
   || die "the service applied $(applied) of $train events"
