@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a real single-node Apache Kafka broker (KRaft) from the Maven Central jars:
 # Debian has no Kafka package and there is no Docker engine on dev/CI boxes.
-#   scripts/kafka.sh fetch|start|stop|status|restart
+#   scripts/kafka.sh fetch|start|stop|kill|status|restart
+# `kill` is SIGKILL, no shutdown at all: what fault tests use to crash the broker.
 # All knobs are env vars so a test can run a second, private broker next to
 # the main one (e.g. KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 KAFKA_DATA_DIR=...).
 set -euo pipefail
@@ -208,6 +209,21 @@ stop() {
   log "Kafka stopped"
 }
 
+# SIGKILL: the broker gets no chance to flush or close anything (a real crash).
+crash() {
+  if ! pid_alive "$KAFKA_PID_FILE"; then
+    rm -f "$KAFKA_PID_FILE"
+    log "Kafka on $BOOTSTRAP not running"
+    return 0
+  fi
+  local pid
+  pid=$(<"$KAFKA_PID_FILE")
+  log "killing Kafka on $BOOTSTRAP (SIGKILL pid $pid)"
+  kill -KILL "$pid" 2>/dev/null || true
+  wait_until 10 "pid $pid to die" bash -c "! kill -0 $pid" || die "pid $pid survived SIGKILL"
+  rm -f "$KAFKA_PID_FILE"
+}
+
 status() {
   if running; then
     log "Kafka running on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
@@ -222,7 +238,8 @@ case "${1:-}" in
   fetch) fetch ;;
   start) start ;;
   stop) stop ;;
+  kill) crash ;;
   restart) stop; start ;;
   status) status ;;
-  *) echo "usage: $0 {fetch|start|stop|restart|status}" >&2; exit 2 ;;
+  *) echo "usage: $0 {fetch|start|stop|kill|restart|status}" >&2; exit 2 ;;
 esac

@@ -39,6 +39,38 @@ pid_alive() {
   [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
 }
 
+# service_state <pidfile> <port> <binary>: prints `current` when the pid is
+# alive, runs <binary> as it is on disk now (not an older build) and answers
+# /healthz on <port>; otherwise `stopped` (no live pid) or why it is stale.
+service_state() {
+  local f=$1 port=$2 binary=$3 pid exe started built
+  if ! pid_alive "$f"; then
+    echo stopped
+    return
+  fi
+  pid=$(<"$f")
+  # A zombie (killed, not yet reaped) still answers `kill -0`.
+  if [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]]; then
+    echo "exited"
+    return
+  fi
+  # A rebuild replaces the file: the running image is then "(deleted)" or older.
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  # Start time to 10 ms (boot time from the uptime clock, + clock ticks), build time to 1 ms.
+  started=$(awk -v boot="$(awk -v now="$(date +%s.%N)" '{printf "%.3f", now - $1}' /proc/uptime)" -v hz="$(getconf CLK_TCK)" \
+    '{printf "%.3f\n", boot + $22 / hz}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+  built=$(stat -c %.3Y "$binary" 2>/dev/null || echo 0)
+  if [[ $exe != "$binary" ]] || awk -v b="$built" -v s="$started" 'BEGIN {exit !(b > s)}'; then
+    echo "binary rebuilt since it started"
+    return
+  fi
+  if ! curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/healthz"; then
+    echo "no answer on :$port/healthz"
+    return
+  fi
+  echo current
+}
+
 # stop_pidfile <pidfile> [grace_seconds=30]
 # SIGTERM for a clean shutdown (Kafka flushes logs, Postgres checkpoints),
 # SIGKILL only if it does not exit within the grace period. Removes the pidfile.

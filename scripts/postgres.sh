@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A private PostgreSQL cluster for development and tests (not Debian's default
 # cluster): data, socket, log and pid all live under .run/.
-#   scripts/postgres.sh install|start|stop|restart|status
+#   scripts/postgres.sh install|start|stop|crash|restart|status
+# `crash` is `pg_ctl stop -m immediate`: every backend killed, no checkpoint,
+# crash recovery on the next start (what fault tests use).
 # Env vars let a test run a second private cluster on another port.
 # App URL: postgres://kappa:kappa@127.0.0.1:5432/kappa
 set -euo pipefail
@@ -178,6 +180,18 @@ stop() {
   log "PostgreSQL stopped"
 }
 
+crash() {
+  if ! ours_alive; then
+    rm -f "$PG_PID_FILE"
+    log "PostgreSQL ($(rel "$PG_DATA_DIR")) not running"
+    return 0
+  fi
+  log "crashing PostgreSQL on port $PG_PORT (pg_ctl stop -m immediate)"
+  as_pg "$(pg_bin)/pg_ctl" stop -D "$PG_DATA_DIR" -m immediate -w -t 30 >/dev/null \
+    || die "pg_ctl stop -m immediate failed"
+  rm -f "$PG_PID_FILE"
+}
+
 status() {
   if ours_alive && ready; then
     log "PostgreSQL running on 127.0.0.1:$PG_PORT (pid $(head -n 1 "$PG_DATA_DIR/postmaster.pid"))"
@@ -190,7 +204,8 @@ case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
+  crash) crash ;;
   restart) stop; start ;;
   status) status ;;
-  *) echo "usage: $0 {install|start|stop|restart|status}" >&2; exit 2 ;;
+  *) echo "usage: $0 {install|start|stop|crash|restart|status}" >&2; exit 2 ;;
 esac

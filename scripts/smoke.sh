@@ -54,7 +54,10 @@ post_and_read_back() {
 bad_event_is_refused() {
   echo '{"type":"interaction","user_id":"u1","action":"view"}' >"$TMP/bad"
   post application/x-ndjson "$TMP/bad"
-  [[ $(<"$TMP/status") == 400 ]] && grep -q 'missing field `product_id`' "$TMP/body"
+  # One condition per line: under `set -e` only a failing last command of an
+  # `a && b` list stops the check, so a list would hide a false `[[ ]]`.
+  [[ $(<"$TMP/status") == 400 ]]
+  grep -q 'missing field `product_id`' "$TMP/body"
   [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$TMP/bad" "$GATEWAY/events") == 401 ]]
 }
 
@@ -73,7 +76,8 @@ PY
   p=$(json_field '["events"][0]["partition"]' <"$TMP/body")
   o=$(json_field '["events"][0]["offset"]' <"$TMP/body")
   read_at "$p" "$o" >"$TMP/envelope"
-  (($(wc -c <"$TMP/envelope") < 1024)) && grep -q "$token" "$TMP/envelope"
+  (($(wc -c <"$TMP/envelope") < 1024))
+  grep -q "$token" "$TMP/envelope"
   curl -fsS -H "Authorization: Bearer $TOKEN" "$GATEWAY/claims/$token" -o "$TMP/payload"
   grep -q "$(sha256sum "$TMP/payload" | cut -d' ' -f1)" "$TMP/envelope"
 }

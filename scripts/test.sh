@@ -2,16 +2,50 @@
 # Test the suite: bring up what the tests need (scripts/up.sh), run every unit
 # and integration test against the real broker and database, then an
 # end-to-end smoke through the running services.
-#   scripts/test.sh [extra cargo test args]
+#   scripts/test.sh [cargo selection args, e.g. -p gateway]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$ROOT/scripts/up.sh"
-# The dashboard's page is checked in a real browser.
-apt_install_if_missing chromium chromium
+# The dashboard's page is checked in a real browser, clicked through chromedriver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt_install chromium chromium-driver
+fi
 
-log "cargo test --workspace"
-(cd "$ROOT" && cargo test --workspace "$@")
+# Every test binary of the workspace, several at once: most tests wait on
+# the broker, the database or a child process, so a 2-core box runs 4 of
+# them side by side (KAPPA_TEST_JOBS). Each binary's output goes to
+# .run/test-logs/<binary>.log, shown when it fails.
+log "building the workspace's tests"
+LIST=$RUN_DIR/test-binaries.txt
+(cd "$ROOT" && cargo test --workspace --no-run --quiet --message-format=json "$@") | python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
+        print(os.path.dirname(m["manifest_path"]), m["executable"])
+' >"$LIST"
+LOGS=$RUN_DIR/test-logs
+rm -rf "$LOGS" && mkdir -p "$LOGS"
+log "running $(wc -l <"$LIST") test binaries, ${KAPPA_TEST_JOBS:-4} at a time (logs in $(rel "$LOGS"))"
+# One line per binary: "ok|FAIL <name> <seconds>s <summary>".
+export LOGS
+xargs -P "${KAPPA_TEST_JOBS:-4}" -L 1 bash -c '
+  dir=$0 bin=$1 name=$(basename "$1")
+  start=$SECONDS
+  if (cd "$dir" && "$bin") >"$LOGS/$name.log" 2>&1; then status=ok; else status=FAIL; fi
+  echo "$status $name $((SECONDS - start))s $(grep -E "^test result:" "$LOGS/$name.log" | tail -n 1)"
+' <"$LIST" | tee "$RUN_DIR/test-summary.txt"
+if grep -q '^FAIL' "$RUN_DIR/test-summary.txt"; then
+  for name in $(awk '/^FAIL/ {print $2}' "$RUN_DIR/test-summary.txt"); do
+    log "---- $name ----"
+    grep -vE '^test .* ok$' "$LOGS/$name.log" | tail -n 60 >&2
+  done
+  die "test binaries failed: $(awk '/^FAIL/ {print $2}' "$RUN_DIR/test-summary.txt" | tr '\n' ' ')"
+fi
+
+log "up.sh restarts what is stale and keeps what is current"
+"$ROOT/scripts/check-up.sh"
 
 log "end-to-end smoke"
 "$ROOT/scripts/smoke.sh"

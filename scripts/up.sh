@@ -50,9 +50,16 @@ for spec in "${SERVICES[@]}"; do
   name=${spec%%:*} port=${spec##*:}
   binary=${name%-[0-9]*}
   pidfile="$RUN_DIR/$name.pid" logfile="$RUN_DIR/$name.log"
-  if pid_alive "$pidfile"; then
+  # Running means: the pid lives, runs the binary just built, and answers on
+  # its port. Anything less (a pid still dying after kill -9, an old binary
+  # after a rebuild, a hung process) is stopped and started afresh.
+  if current=$(service_state "$pidfile" "$port" "$BIN_DIR/$binary"); [[ $current == current ]]; then
     log "$name already running (pid $(<"$pidfile"))"
     continue
+  fi
+  if [[ $current != stopped ]]; then
+    log "restarting $name (pid $(<"$pidfile"): $current)"
+    stop_pidfile "$pidfile" 30
   fi
   log "starting $name on 127.0.0.1:$port (log $(rel "$logfile"))"
   # The listen address lives in the service's own config section.

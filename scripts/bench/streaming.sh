@@ -21,11 +21,14 @@ source "$ROOT/scripts/bench/scratch.sh"
 scratch bench-streaming loadgen recommendation
 export KAPPA__KAFKA__EVENTS_TOPIC=$TOPIC
 
-log "preloading $EVENTS interactions (loadgen: 20000 users, 5000 products)"
+log "generating $EVENTS events (loadgen: 20000 users, 5000 products), then producing that file"
 "$ROOT/target/release/loadgen" --seed 11 --events "$EVENTS" --users 20000 --products 5000 --days 30 \
-  --start "$(date -u -d '31 days ago' +%Y-%m-%dT00:00:00Z)" --kafka 2>"$WORK/preload.log"
+  --start "$(date -u -d '31 days ago' +%Y-%m-%dT00:00:00Z)" >"$WORK/preload.ndjson"
+# Counted in the very lines that go on the topic.
+interactions=$(grep -c '"type":"interaction"' "$WORK/preload.ndjson" || true)
+"$ROOT/target/release/loadgen" --input "$WORK/preload.ndjson" --kafka 2>"$WORK/preload.log"
 total=$(topic_count)
-interactions=$(grep -c '"type":"interaction"' <("$ROOT/target/release/loadgen" --seed 11 --events "$EVENTS" --users 20000 --products 5000 --days 30 --start 2026-01-01T00:00:00Z) || true)
+((total == EVENTS)) || die "the topic holds $total records, $EVENTS were generated"
 
 now() { date +%s%N; }
 log "kcat: reading $total messages to /dev/null"
@@ -45,10 +48,16 @@ applied() {
   curl -fsS "http://127.0.0.1:$PORT/stats" 2>/dev/null \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_applied"])' 2>/dev/null || echo 0
 }
-until [[ $(applied) == "$total" ]]; do
-  kill -0 "$svc_pid" 2>/dev/null || die "the service died; see $WORK/service.log"
-  sleep 0.2
-done
+# wait_applied <count> <deadline s>: until the service committed every record.
+wait_applied() {
+  local end=$((SECONDS + $2))
+  until [[ $(applied) == "$1" ]]; do
+    kill -0 "$svc_pid" 2>/dev/null || die "the service died; see $WORK/service.log"
+    ((SECONDS < end)) || die "only $(applied) of $1 applied after $2 s"
+    sleep 0.1
+  done
+}
+wait_applied "$total" 1800
 t1=$(now)
 svc_ns=$((t1 - t0))
 rss_after_catchup=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
@@ -82,20 +91,27 @@ while time.time() < end:
     time.sleep(max(0.0, 0.1 - (time.time() - sent)))
 PY
 }
+grown_past() { (($(topic_count) > $1)); }
 latency_report=""
 for rate in $RATES; do
   log "latency at $rate events/s for ${SECONDS_PER_RATE}s"
-  "$ROOT/target/release/loadgen" --seed "$rate" --events $((rate * (SECONDS_PER_RATE + 5))) --users 20000 --products 5000 \
+  before=$(topic_count)
+  "$ROOT/target/release/loadgen" --seed "$rate" --events $((rate * (SECONDS_PER_RATE + 60))) --users 20000 --products 5000 \
     --realtime --rate "$rate" --kafka 2>"$WORK/load-$rate.log" &
   load_pid=$!
   SCRATCH_PIDS+=("$load_pid")
-  sleep 2
+  # Measure once the load is flowing, not after a guessed pause.
+  wait_until 30 "loadgen to reach the topic" grown_past "$before" \
+    || die "loadgen produced nothing; see $WORK/load-$rate.log"
+  from=$(topic_count) t0=$(now)
   probe "$SECONDS_PER_RATE" >"$WORK/latency-$rate.txt"
+  to=$(topic_count) t1=$(now)
   kill "$load_pid" 2>/dev/null || true
   wait "$load_pid" 2>/dev/null || true
-  latency_report+="$rate $(tr '\n' ' ' <"$WORK/latency-$rate.txt")"$'\n'
-  # Let the backlog drain before the next rate.
-  sleep 3
+  reached=$(( (to - from) * 1000000000 / (t1 - t0) ))
+  latency_report+="$rate $reached $(tr '\n' ' ' <"$WORK/latency-$rate.txt")"$'\n'
+  # The next rate starts with no backlog: wait until everything is applied.
+  wait_applied "$(topic_count)" 300
 done
 rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
 
@@ -108,13 +124,13 @@ print(f"  kcat -C to /dev/null                 {total / kcat:>10,.0f} events/s  
 print(f"  recommendation, exactly-once commits {total / svc:>10,.0f} events/s  ({svc:.1f} s, from process start to the last commit)")
 print(f"  ratio recommendation/kcat            {kcat / svc:>10.2f}x")
 for line in sys.argv[8].strip().splitlines():
-    rate, *values = line.split()
+    rate, reached, *values = line.split()
     ok = sorted(float(v) for v in values if v != "timeout")
     lost = sum(v == "timeout" for v in values)
     if not ok:
         print(f"  latency at {rate}/s: no samples")
         continue
     p = lambda q: ok[min(len(ok) - 1, int(q * len(ok)))]
-    print(f"  event -> visible over HTTP at {rate:>5}/s: p50 {p(0.5):6.1f} ms  p99 {p(0.99):6.1f} ms  ({len(ok)} probes over {secs} s{f', {lost} timed out' if lost else ''})")
+    print(f"  event -> visible over HTTP at {rate:>5}/s (reached {int(reached):,}/s): p50 {p(0.5):6.1f} ms  p99 {p(0.99):6.1f} ms  ({len(ok)} probes over {secs} s{f', {lost} timed out' if lost else ''})")
 print(f"  peak RSS: {rss_catchup / 1024:.0f} MiB after catch-up, {rss_peak / 1024:.0f} MiB at the end")
 PY

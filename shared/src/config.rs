@@ -72,6 +72,8 @@ pub struct DatabaseConfig {
     pub url: Secret,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    /// The server ends a session idle inside a transaction for this long.
+    pub idle_in_transaction_timeout_ms: u64,
 }
 
 /// Bearer-token authentication for writes and personal data.
@@ -143,18 +145,31 @@ pub struct HttpConfig {
 /// The merged configuration sources, from which sections are read.
 pub struct Loaded(config::Config);
 
-/// Reads defaults, the optional file and the environment.
+/// Reads defaults, the file named by `KAPPA_CONFIG_FILE` and the environment.
 pub fn load() -> anyhow::Result<Loaded> {
+    let file = std::env::var("KAPPA_CONFIG_FILE").ok();
+    load_from(file.as_deref(), None)
+}
+
+/// Reads defaults, then `file` (TOML), then `env`: the given variables, or
+/// the process environment when `None` (tests pass their own, since the
+/// process environment is shared by tests running in parallel).
+pub fn load_from(
+    file: Option<&str>,
+    env: Option<std::collections::HashMap<String, String>>,
+) -> anyhow::Result<Loaded> {
     let mut builder = config::Config::builder()
         .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
-    if let Ok(path) = std::env::var("KAPPA_CONFIG_FILE") {
-        builder = builder.add_source(config::File::with_name(&path).required(true));
+    if let Some(path) = file {
+        builder =
+            builder.add_source(config::File::new(path, config::FileFormat::Toml).required(true));
     }
     let cfg = builder
         .add_source(
             config::Environment::with_prefix("KAPPA")
                 .prefix_separator("__")
-                .separator("__"),
+                .separator("__")
+                .source(env),
         )
         .build()
         .context("reading configuration")?;
@@ -189,18 +204,97 @@ pub fn librdkafka_key(key: &str) -> String {
 mod tests {
     use super::*;
 
+    fn env(vars: &[(&str, &str)]) -> Option<std::collections::HashMap<String, String>> {
+        Some(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn with_token() -> Option<std::collections::HashMap<String, String>> {
+        env(&[("KAPPA__AUTH__ADMIN_TOKEN", "t")])
+    }
+
     #[test]
-    fn defaults_parse_and_secret_is_redacted() {
-        let loaded = load().unwrap();
-        let mut settings: Settings = loaded.section("").unwrap();
+    fn defaults_parse_and_an_empty_token_is_refused() {
+        let loaded = load_from(None, env(&[])).unwrap();
+        let settings: Settings = loaded.section("").unwrap();
         assert_eq!(settings.kafka.events_topic, "events");
         assert_eq!(settings.claim_check.threshold_bytes, 256 * 1024);
-        assert!(settings.validate().is_err(), "empty token must be rejected");
-        settings.auth.admin_token = Secret::new("s3cr3t");
-        assert!(settings.validate().is_ok());
-        assert!(!format!("{settings:?}").contains("s3cr3t"));
+        let error = loaded.settings().unwrap_err();
+        assert!(
+            format!("{error:#}").contains("auth.admin_token is empty"),
+            "{error:#}"
+        );
         let http: HttpConfig = loaded.section("gateway").unwrap();
         assert_eq!(http.addr.port(), 8080);
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+        let dir = std::env::temp_dir().join(format!("kappa-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("site.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\nbrokers = \"file:1\"\ndelivery_timeout_ms = 42\n[gateway]\nbody_limit_bytes = 7\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("KAPPA__AUTH__ADMIN_TOKEN", "t"),
+            ("KAPPA__KAFKA__BROKERS", "env:2"),
+            ("KAPPA__KAFKA__PRODUCER__LINGER_MS", "9"),
+        ]);
+        let loaded = load_from(file.to_str(), vars).unwrap();
+        let settings = loaded.settings().unwrap();
+        assert_eq!(settings.kafka.brokers, "env:2", "env beats file");
+        assert_eq!(
+            settings.kafka.delivery_timeout_ms, 42,
+            "file beats defaults"
+        );
+        assert_eq!(
+            settings.kafka.events_topic, "events",
+            "defaults fill the rest"
+        );
+        assert_eq!(settings.kafka.producer["linger_ms"], "9");
+        let http: HttpConfig = loaded.section("gateway").unwrap();
+        assert_eq!(http.body_limit_bytes, 7);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let mut vars = with_token().unwrap();
+        vars.insert("KAPPA__KAFKA__BROKRS".into(), "typo:1".into());
+        let error = load_from(None, Some(vars)).unwrap().settings().unwrap_err();
+        assert!(format!("{error:#}").contains("brokrs"), "{error:#}");
+
+        let dir = std::env::temp_dir().join(format!("kappa-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("typo.toml");
+        std::fs::write(&file, "[gateway]\nadr = \"127.0.0.1:1\"\n").unwrap();
+        let loaded = load_from(file.to_str(), with_token()).unwrap();
+        let error = loaded.section::<HttpConfig>("gateway").unwrap_err();
+        assert!(format!("{error:#}").contains("adr"), "{error:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let vars = env(&[
+            ("KAPPA__AUTH__ADMIN_TOKEN", "tok-3f9a1c"),
+            (
+                "KAPPA__DATABASE__URL",
+                "postgres://kappa:pw-77b2e0@127.0.0.1:5432/kappa",
+            ),
+        ]);
+        let settings = load_from(None, vars).unwrap().settings().unwrap();
+        assert_eq!(settings.auth.admin_token.expose(), "tok-3f9a1c");
+        let shown = format!("{settings:?} {settings:#?}");
+        for secret in ["tok-3f9a1c", "pw-77b2e0"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 
     #[test]

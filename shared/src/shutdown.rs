@@ -2,7 +2,7 @@
 //! SIGTERM or Ctrl-C. Tasks take the token as a parameter and stop fetching
 //! when it fires; in tests the token is cancelled directly.
 
-pub use tokio_util::sync::CancellationToken;
+pub use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// A token cancelled when the process receives SIGTERM or SIGINT.
 pub fn on_signal() -> CancellationToken {

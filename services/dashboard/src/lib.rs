@@ -57,6 +57,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub registry: runner::Registry,
     pub wake: Arc<Notify>,
+    pub triggers: triggers::SharedStatus,
 }
 
 /// A built service: bound, connected, not yet running.
@@ -77,10 +78,18 @@ impl Application {
         let pool = shared::db::connect(&settings.database).await?;
         let registry = runner::Registry::default();
         let wake = Arc::new(Notify::new());
+        let schedule = config.schedule()?;
+        let status = Arc::new(std::sync::Mutex::new(triggers::TriggerStatus {
+            schedule: schedule.as_ref().map(|_| config.schedule.trim().to_owned()),
+            threshold_events: config.threshold_events,
+            threshold_bytes: config.threshold_bytes,
+            ..Default::default()
+        }));
         let state = AppState {
             pool: pool.clone(),
             registry: registry.clone(),
             wake: wake.clone(),
+            triggers: status.clone(),
         };
         let readiness = Readiness::default()
             .postgres(pool.clone())
@@ -94,11 +103,12 @@ impl Application {
             pool: pool.clone(),
             kafka: settings.kafka.clone(),
             topic: settings.kafka.events_topic.clone(),
-            schedule: config.schedule()?,
+            schedule,
             threshold_bytes: config.threshold_bytes,
             threshold_events: config.threshold_events,
             check_interval: std::time::Duration::from_millis(config.check_interval_ms.max(100)),
             wake: wake.clone(),
+            status,
         };
         let runner = runner::Runner {
             pool,

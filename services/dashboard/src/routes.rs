@@ -27,6 +27,7 @@ pub fn router(state: AppState, token: Secret) -> Router {
         .route("/api/replays/{id}", get(get_replay))
         .route("/api/metrics/daily", get(daily))
         .route("/api/products/top", get(top_products))
+        .route("/api/triggers", get(trigger_status))
         .route("/", get(crate::page::page))
         .merge(admin)
         .with_state(state)
@@ -258,4 +259,9 @@ async fn top_products(
     Ok(Json(
         json!({"run_id": run.id, "end_offsets": run.end_offsets, "day": q.day, "by": q.by, "items": items}),
     ))
+}
+
+/// The schedule's next run and what the last threshold check found.
+async fn trigger_status(State(s): State<AppState>) -> Json<crate::triggers::TriggerStatus> {
+    Json(s.triggers.lock().expect("poisoned").clone())
 }

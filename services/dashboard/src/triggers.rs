@@ -4,10 +4,11 @@
 //! in the database (one waiting automatic run at most, across instances), so
 //! a trigger that fires during a run is served once, after it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use shared::config::KafkaConfig;
 use shared::shutdown::CancellationToken;
 use sqlx::PgPool;
@@ -18,6 +19,27 @@ use crate::runs;
 /// Average record size assumed before any run measured one.
 const DEFAULT_RECORD_BYTES: u64 = 200;
 
+/// What the triggers saw last, for `GET /api/triggers`: when the next
+/// scheduled run is due and how much new data the threshold check found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TriggerStatus {
+    pub schedule: Option<String>,
+    pub next_scheduled_at: Option<DateTime<Utc>>,
+    pub threshold_events: u64,
+    pub threshold_bytes: u64,
+    /// Threshold checks done since start-up.
+    pub checks: u64,
+    pub last_check_at: Option<DateTime<Utc>>,
+    /// Records appended since the last successful run, at the last check
+    /// (`None` while a run was queued or running).
+    pub new_records: Option<u64>,
+    /// Their estimated size in bytes.
+    pub new_bytes: Option<u64>,
+}
+
+/// The status shared with the HTTP handlers.
+pub type SharedStatus = Arc<Mutex<TriggerStatus>>;
+
 pub struct Triggers {
     pub pool: PgPool,
     pub kafka: KafkaConfig,
@@ -27,6 +49,7 @@ pub struct Triggers {
     pub threshold_events: u64,
     pub check_interval: Duration,
     pub wake: Arc<Notify>,
+    pub status: SharedStatus,
 }
 
 impl Triggers {
@@ -53,6 +76,7 @@ impl Triggers {
             return;
         };
         while let Some(next) = schedule.upcoming(Utc).next() {
+            self.status.lock().expect("poisoned").next_scheduled_at = Some(next);
             let wait = (next - Utc::now()).to_std().unwrap_or_default();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -70,7 +94,16 @@ impl Triggers {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.check_interval) => {}
             }
-            match self.new_data().await {
+            let checked = self.new_data().await;
+            {
+                let mut status = self.status.lock().expect("poisoned");
+                status.checks += 1;
+                status.last_check_at = Some(Utc::now());
+                let seen = checked.as_ref().ok().copied().flatten();
+                status.new_records = seen.map(|(records, _)| records);
+                status.new_bytes = seen.map(|(_, bytes)| bytes);
+            }
+            match checked {
                 Ok(Some((records, bytes))) => {
                     let by_events = self.threshold_events > 0 && records >= self.threshold_events;
                     let by_bytes = self.threshold_bytes > 0 && bytes >= self.threshold_bytes;

@@ -1,5 +1,6 @@
-//! A replay killed midway leaves the previous results served, and the run is
-//! marked failed by the next runner that takes the lock.
+//! A replay killed midway, or one that fails with an error, leaves the
+//! previous results served; a killed run is marked failed by the next runner
+//! that takes the lock.
 
 mod common;
 
@@ -45,21 +46,23 @@ async fn a_replay_killed_midway_changes_nothing_served() {
     produce(&env, 400_000).await;
     let port = free_port();
     let kafka = &env.settings.kafka;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dashboard"))
-        .env("KAPPA__KAFKA__BROKERS", &kafka.brokers)
-        .env("KAPPA__KAFKA__EVENTS_TOPIC", &kafka.events_topic)
-        .env("KAPPA__DATABASE__URL", env.settings.database.url.expose())
-        .env(
-            "KAPPA__AUTH__ADMIN_TOKEN",
-            env.settings.auth.admin_token.expose(),
-        )
-        .env("KAPPA__DASHBOARD__ADDR", format!("127.0.0.1:{port}"))
-        .env("KAPPA__DASHBOARD__SCHEDULE", "")
-        .env("KAPPA__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = shared::testkit::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_dashboard"))
+            .env("KAPPA__KAFKA__BROKERS", &kafka.brokers)
+            .env("KAPPA__KAFKA__EVENTS_TOPIC", &kafka.events_topic)
+            .env("KAPPA__DATABASE__URL", env.settings.database.url.expose())
+            .env(
+                "KAPPA__AUTH__ADMIN_TOKEN",
+                env.settings.auth.admin_token.expose(),
+            )
+            .env("KAPPA__DASHBOARD__ADDR", format!("127.0.0.1:{port}"))
+            .env("KAPPA__DASHBOARD__SCHEDULE", "")
+            .env("KAPPA__LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let until = Instant::now() + Duration::from_secs(30);
@@ -79,7 +82,9 @@ async fn a_replay_killed_midway_changes_nothing_served() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // Kill it once the replay is well under way.
+    let until = Instant::now() + Duration::from_secs(60);
     loop {
+        assert!(Instant::now() < until, "the replay never got under way");
         let run: Value = client
             .get(format!("{base}/api/replays/{id}"))
             .send()
@@ -115,5 +120,45 @@ async fn a_replay_killed_midway_changes_nothing_served() {
     );
     let (_, after) = service.get("/api/metrics/daily").await;
     assert_eq!(after, before, "the previous run's results are still served");
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_that_fails_with_an_error_changes_nothing_served() {
+    let env = TestEnv::new("dash_fail").await;
+    produce(&env, 1_000).await;
+    let service = Service::start(&env, common::config()).await;
+    let (good, _) = service.replay(json!({"from": "earliest"})).await;
+    assert_eq!(good["state"], "succeeded");
+    let (_, before) = service.get("/api/metrics/daily").await;
+
+    // The database refuses the next run's results (as a full disk would).
+    let pool = env.pool().await;
+    for statement in [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no space left (test)'; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON dashboard_daily FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    produce(&env, 500).await;
+    let (failed, _) = service.replay(json!({"from": "earliest"})).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("no space left (test)"),
+        "{failed}"
+    );
+    let (_, after) = service.get("/api/metrics/daily").await;
+    assert_eq!(after, before, "the previous run's results are still served");
+    assert_eq!(after["run_id"], good["id"]);
+
+    let metrics = shared::testkit::metrics_text(service.addr()).await;
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("kappa_replay_failures_total"))
+        .unwrap_or_else(|| panic!("no failure counter in {metrics}"));
+    assert!(!failures.ends_with(" 0"), "{failures}");
     service.stop().await;
 }

@@ -131,5 +131,30 @@ async fn the_page_renders_the_charts_from_the_api() {
         shot.display()
     );
     let _ = std::fs::remove_dir_all(&profile);
+
+    // The Replay button, clicked in a real browser, starts a run that the
+    // page then shows with its progress bar.
+    let browser = common::browser::Browser::start().await;
+    browser.goto(&url).await;
+    browser
+        .execute(
+            "sessionStorage.setItem('token', arguments[0])",
+            json!([service.token]),
+        )
+        .await;
+    browser.click("#replay").await;
+    let runs = service
+        .wait_runs("the run the button started", |runs| runs.len() == 2)
+        .await;
+    let started = runs.last().unwrap();
+    assert_eq!(started["trigger"], "manual", "{started}");
+    let bar = format!(".bar[data-run=\"{}\"]", started["id"]);
+    browser
+        .wait_for(
+            "the new run on the page",
+            &format!("return document.querySelector('{bar}') !== null"),
+        )
+        .await;
+    browser.quit().await;
     service.stop().await;
 }

@@ -26,6 +26,19 @@ struct Expected {
     active: HashSet<String>,
     viewing: HashSet<String>,
     purchasing: HashSet<String>,
+    /// Views per product, for the expected top list.
+    viewed: BTreeMap<String, u64>,
+}
+
+impl Expected {
+    /// The top `n` products by views: most views first, then product id.
+    fn top_views(&self, n: usize) -> Vec<(String, u64)> {
+        let mut ranked: Vec<(String, u64)> =
+            self.viewed.iter().map(|(p, c)| (p.clone(), *c)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(n);
+        ranked
+    }
 }
 
 async fn produce(env: &TestEnv) -> BTreeMap<&'static str, Expected> {
@@ -37,7 +50,8 @@ async fn produce(env: &TestEnv) -> BTreeMap<&'static str, Expected> {
         let e = expected.entry(day).or_default();
         for i in 0..(30 + 10 * d) {
             let user = format!("u{}", (i * 7 + d) % 13);
-            let product = format!("p{}", i % 5);
+            // Uneven views per product, so the ranking is not a tie.
+            let product = format!("p{}", (i * i + d) % 5);
             let (action, price) = if i % 6 == 5 {
                 ("purchase", Some(100 + i as u64))
             } else {
@@ -74,6 +88,7 @@ async fn produce(env: &TestEnv) -> BTreeMap<&'static str, Expected> {
                 None => {
                     e.views += 1;
                     e.viewing.insert(user);
+                    *e.viewed.entry(product.clone()).or_default() += 1;
                 }
             }
         }
@@ -180,7 +195,18 @@ async fn metrics_equal_an_independent_count_and_replays_agree() {
             DAYS[0]
         ))
         .await;
-    assert_eq!(top["items"].as_array().unwrap().len(), 3);
+    let got: Vec<(String, u64)> = top["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["product_id"].as_str().unwrap().to_owned(),
+                i["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected[DAYS[0]].top_views(3), "{top}");
 
     // The same range again: identical numbers.
     let (again, _) = service.replay(json!({"from": "earliest"})).await;
@@ -211,6 +237,52 @@ async fn metrics_equal_an_independent_count_and_replays_agree() {
             + from_day1["totals"]["purchases"].as_u64().unwrap(),
         after
     );
+
+    // Up to a time: only what came before it.
+    let (until_day2, _) = service
+        .replay(json!({"from": "earliest", "to": format!("{}T00:00:00Z", DAYS[2])}))
+        .await;
+    assert_eq!(until_day2["state"], "succeeded", "{until_day2}");
+    let before: u64 = expected
+        .iter()
+        .filter(|(d, _)| **d < DAYS[2])
+        .map(|(_, e)| e.views + e.purchases)
+        .sum();
+    assert_eq!(until_day2["events"], before, "{until_day2}");
+    assert_eq!(until_day2["rejected"], 0, "the poison record is after `to`");
+
+    // The replay metrics are on /metrics.
+    let metrics = shared::testkit::metrics_text(service.addr()).await;
+    for name in [
+        "kappa_replay_duration_seconds_count",
+        "kappa_replay_events_per_second",
+        "kappa_replay_last_success_timestamp_seconds",
+        "kappa_replay_progress 1",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from {metrics}");
+    }
+
+    // Retention keeps the newest 3 finished runs: after a fifth, the first
+    // two are gone with their stored results.
+    let (fifth, _) = service.replay(json!({"from": "earliest"})).await;
+    assert_eq!(fifth["state"], "succeeded");
+    let pool = env.pool().await;
+    for old in [&run, &again] {
+        assert_eq!(
+            service.get(&format!("/api/replays/{}", old["id"])).await.0,
+            404,
+            "run {} is gone",
+            old["id"]
+        );
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM dashboard_daily WHERE run_id = $1")
+                .bind(old["id"].as_i64().unwrap())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(left, 0, "its results are deleted with it");
+    }
+    assert_eq!(service.runs().await.len(), 3);
 
     // Bad requests are 400/401 with JSON.
     let post = |body: Value, token: Option<&str>| {

@@ -1,6 +1,7 @@
-//! Triggers: the schedule fires; the threshold fires on enough new data and
-//! not again without more; automatic triggers during a run coalesce into one
-//! run served after it; two instances never replay at the same time.
+//! Triggers: the schedule fires; the threshold (in records and in bytes)
+//! fires on enough new data and not again without more; automatic triggers
+//! during a run coalesce into one run served after it; two instances never
+//! replay at the same time.
 
 mod common;
 
@@ -12,6 +13,7 @@ use futures::future::join_all;
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 use shared::testkit::TestEnv;
+use sqlx::Connection;
 
 async fn produce(env: &TestEnv, count: usize) {
     let producer = shared::kafka::producer(&env.settings.kafka).unwrap();
@@ -51,59 +53,93 @@ fn done(run: &Value) -> bool {
     run["state"] == "succeeded" || run["state"] == "failed"
 }
 
+fn succeeded(trigger: &'static str) -> impl Fn(&[Value]) -> bool {
+    move |runs| of(runs, trigger).iter().any(|r| r["state"] == "succeeded")
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_schedule_and_the_threshold_fire() {
+async fn the_schedule_and_the_thresholds_fire() {
     let env = TestEnv::new("dash_triggers").await;
     produce(&env, 100).await;
     let mut config = common::config();
     config.schedule = "*/2 * * * * *".into();
     let scheduled = Service::start(&env, config).await;
+    let (_, status) = scheduled.get("/api/triggers").await;
+    assert_eq!(status["schedule"], "*/2 * * * * *");
+    assert!(status["next_scheduled_at"].is_string(), "{status}");
     scheduled
-        .wait_runs("a scheduled run", |runs| {
-            of(runs, "schedule")
-                .iter()
-                .any(|r| r["state"] == "succeeded")
-        })
+        .wait_runs("a scheduled run", succeeded("schedule"))
         .await;
     scheduled.stop().await;
 
+    // Records: the scheduled run covered all 100 records, so 0 are new: below 150.
     let mut config = common::config();
     config.threshold_events = 150;
     let service = Service::start(&env, config).await;
-    // 100 records since no run yet: below the threshold.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let before = of(&service.runs().await, "threshold").len();
-    assert_eq!(before, 0, "no threshold run below the threshold");
-    let last = of(&service.runs().await, "schedule")
-        .last()
-        .cloned()
-        .unwrap();
-    assert!(done(&last));
-    produce(&env, 200).await;
+    let status = service.threshold_checks(2).await;
+    assert_eq!(status["new_records"], 0, "{status}");
+    assert!(of(&service.runs().await, "threshold").is_empty());
+    // 100 new records: still below.
+    produce(&env, 100).await;
+    let status = service.threshold_checks(2).await;
+    assert_eq!(status["new_records"], 100, "{status}");
+    assert!(of(&service.runs().await, "threshold").is_empty());
+    // 200 new: above; one run.
+    produce(&env, 100).await;
     let runs = service
-        .wait_runs("a threshold run", |runs| {
-            of(runs, "threshold")
-                .iter()
-                .any(|r| r["state"] == "succeeded")
-        })
+        .wait_runs("a threshold run", succeeded("threshold"))
         .await;
     assert_eq!(of(&runs, "threshold").len(), 1);
-    // Nothing new: no second threshold run.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Nothing new since that run: no second one, however often it checks.
+    let status = service.threshold_checks(3).await;
+    assert_eq!(status["new_records"], 0, "{status}");
     assert_eq!(of(&service.runs().await, "threshold").len(), 1);
+    service.stop().await;
+
+    // Bytes: estimated from the last run's measured average record size.
+    let last = of(&runs, "threshold").pop().unwrap();
+    let average = last["bytes"].as_u64().unwrap() / last["records"].as_u64().unwrap();
+    let mut config = common::config();
+    config.threshold_bytes = average * 150;
+    let service = Service::start(&env, config).await;
+    produce(&env, 100).await;
+    let status = service.threshold_checks(2).await;
+    assert_eq!(status["new_bytes"], average * 100, "{status}");
+    assert!(of(&service.runs().await, "threshold").len() == 1);
+    produce(&env, 100).await;
+    let runs = service
+        .wait_runs("a run on the bytes threshold", |runs| {
+            of(runs, "threshold").len() == 2 && of(runs, "threshold").iter().all(done)
+        })
+        .await;
+    assert!(of(&runs, "threshold")
+        .iter()
+        .all(|r| r["state"] == "succeeded"));
     service.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn triggers_during_a_run_coalesce_and_instances_never_overlap() {
     let env = TestEnv::new("dash_lock").await;
-    produce(&env, 200_000).await;
+    produce(&env, 20_000).await;
     // Keep every run of the test (retention would delete the oldest).
     let mut config = common::config();
     config.keep_runs = 10;
     let first = Service::start(&env, config.clone()).await;
     let second = Service::start(&env, config).await;
     let pool = env.pool().await;
+
+    // Hold the run at its very end: storing results needs this table, so the
+    // run stays `running` until the lock is released. The triggers below then
+    // certainly fire during a run.
+    let mut holder = sqlx::PgConnection::connect(env.settings.database.url.expose())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE dashboard_current IN EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
 
     let response = first
         .client
@@ -116,13 +152,22 @@ async fn triggers_during_a_run_coalesce_and_instances_never_overlap() {
     let manual = response.json::<Value>().await.unwrap()["id"]
         .as_i64()
         .unwrap();
+    let running = || async {
+        sqlx::query_scalar::<_, String>("SELECT state FROM replay_runs WHERE id = $1")
+            .bind(manual)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
     first
-        .wait_runs("the manual run to start", |runs| {
-            runs.iter()
-                .any(|r| r["id"] == manual && r["state"] != "queued")
+        .wait_runs("the manual run to read its whole range", |runs| {
+            runs.iter().any(|r| {
+                r["id"] == manual && r["state"] == "running" && r["progress"]["fraction"] == 1.0
+            })
         })
         .await;
     // Three automatic triggers while it runs: one waiting run serves them all.
+    assert_eq!(running().await, "running");
     let fired: Vec<Option<i64>> = vec![
         dashboard::runs::enqueue_automatic(&pool, "schedule")
             .await
@@ -146,6 +191,13 @@ async fn triggers_during_a_run_coalesce_and_instances_never_overlap() {
             .await
             .unwrap();
     }
+    assert_eq!(
+        running().await,
+        "running",
+        "all of it happened during the run"
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
     let runs = first
         .wait_runs("every run to finish", |runs| {
             runs.len() == 4 && runs.iter().all(done)

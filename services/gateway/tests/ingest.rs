@@ -41,7 +41,8 @@ async fn ten_thousand_ndjson_events_arrive_in_order_per_key() {
     for m in messages {
         by_partition.entry(m.partition()).or_default().push(m);
     }
-    let mut seen_ids = std::collections::HashSet::new();
+    // Where each id really is: (partition, offset) as read back from the topic.
+    let mut positions = HashMap::new();
     for (_, mut list) in by_partition {
         list.sort_by_key(|m| m.offset());
         for m in list {
@@ -54,14 +55,23 @@ async fn ten_thousand_ndjson_events_arrive_in_order_per_key() {
             let seq: i64 = i.product_id.trim_start_matches("seq-").parse().unwrap();
             let prev = last_seq.insert(i.user_id.clone(), seq);
             assert!(prev.is_none_or(|p| p < seq), "order kept for {}", i.user_id);
-            assert!(seen_ids.insert(event.id.unwrap()), "no duplicates");
+            let at = (m.partition(), m.offset());
+            assert!(
+                positions.insert(event.id.unwrap(), at).is_none(),
+                "no duplicates"
+            );
         }
     }
     assert_eq!(last_seq.len(), 50);
-    // The answer's ids and positions match what is on the topic.
+    // The answer's ids and positions match what is on the topic, one for one.
+    assert_eq!(positions.len(), n);
     for ack in acks {
-        assert!(seen_ids.contains(&ack["id"].as_str().unwrap().parse().unwrap()));
-        assert!(ack["offset"].as_i64().unwrap() >= 0);
+        let id: uuid::Uuid = ack["id"].as_str().unwrap().parse().unwrap();
+        let answered = (
+            ack["partition"].as_i64().unwrap() as i32,
+            ack["offset"].as_i64().unwrap(),
+        );
+        assert_eq!(positions.get(&id), Some(&answered), "{ack}");
     }
     app.stop().await;
 }

@@ -51,6 +51,38 @@ async fn bad_input_is_answered_and_nothing_is_produced() {
         "{error}"
     );
 
+    // Several invalid lines are reported together, each with its own code.
+    let body = format!(
+        "{valid}\n{}\n{valid}\n{}\n\n{}\n",
+        cases[0].0, cases[2].0, cases[5].0
+    );
+    let (status, body) = json(app.post_ndjson(body).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["invalid"], 3);
+    let listed: Vec<(u64, &str)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (2, "invalid_json"),
+            (4, "missing_field"),
+            (6, "not_an_object")
+        ]
+    );
+
+    // At most 100 errors are listed; `invalid` counts them all.
+    let many: String = (0..150).map(|_| format!("{}\n", cases[1].0)).collect();
+    let (status, body) = json(app.post_ndjson(many).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["invalid"], 150);
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 100);
+    assert_eq!(errors[99]["line"], 100, "the first hundred, in order");
+
     let (status, body) = json(app.post_ndjson("\n\n").await).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("empty_body")));
 

@@ -41,7 +41,7 @@ async fn kcat_typed_events_are_parsed_and_poison_goes_to_the_dlq() {
         &format!("{typed}\n{poison}\n{after}\n"),
     );
 
-    let consumer = shared::kafka::consumer(kafka, "stream-kcat-test").unwrap();
+    let consumer = shared::kafka::consumer(kafka, &env.unique("stream-kcat-test")).unwrap();
     consumer.subscribe(&[&kafka.events_topic]).unwrap();
     let producer = shared::kafka::producer(kafka).unwrap();
     let events = EventConsumer::new(consumer, DeadLetters::new(producer, &kafka.dlq_topic));
@@ -105,4 +105,17 @@ async fn kcat_typed_events_are_parsed_and_poison_goes_to_the_dlq() {
     );
     assert_eq!(header_str(headers, header::PARTITION), Some("0"));
     assert_eq!(header_str(headers, header::OFFSET), Some("1"));
+    // The origin's timestamp, as the original message carries it.
+    let original = env
+        .read_exactly(&kafka.events_topic, 3, std::time::Duration::from_secs(30))
+        .await
+        .into_iter()
+        .find(|m| m.offset() == 1)
+        .unwrap();
+    let millis = original.timestamp().to_millis().unwrap();
+    assert!(millis > 0);
+    assert_eq!(
+        header_str(headers, header::TIMESTAMP),
+        Some(millis.to_string().as_str())
+    );
 }

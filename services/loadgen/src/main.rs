@@ -8,13 +8,9 @@
 //! The same seed and options give the same output, byte for byte (except
 //! with `--realtime`, which stamps events with the time they are sent).
 
-mod access_log;
-mod catalog;
-mod sessions;
-mod sink;
-
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
+use loadgen::{sink, Options};
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -63,42 +59,30 @@ struct Args {
     /// Target rate in lines per second; 0 = as fast as possible.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Send the events of this NDJSON file (one event per line, e.g. an
+    /// earlier `loadgen` output) instead of generating them; each keyed by
+    /// its entity and stamped with its `ts`.
+    #[arg(long, value_name = "FILE")]
+    input: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        args.users > 0 && args.products > 0 && args.cluster_size > 0,
-        "users, products and cluster size must be positive"
-    );
-    let catalog = catalog::Catalog::new(args.users, args.products, args.cluster_size);
-    let span_secs = f64::from(args.days) * 86_400.0;
-    let step_ms = (span_secs * 1000.0 / args.events.max(1) as f64).max(0.0);
-    let clock = sessions::Clock {
+    let options = Options {
+        seed: args.seed,
+        lines: args.events,
+        users: args.users,
+        products: args.products,
+        cluster_size: args.cluster_size,
+        days: args.days,
         start: args.start,
-        step_ms,
         realtime: args.realtime,
     };
-    let lines: Box<dyn Iterator<Item = sink::Line> + Send> = match args.format {
-        Format::Events => Box::new(
-            sessions::Sessions::new(args.seed, catalog, clock)
-                .take(args.events as usize)
-                .map(|e| sink::Line {
-                    key: Some(e.key().to_owned()),
-                    payload: e.to_json(),
-                    ts: e.ts,
-                }),
-        ),
-        Format::AccessLog => Box::new(
-            access_log::AccessLog::new(args.seed, catalog, clock)
-                .take(args.events as usize)
-                .map(|line| sink::Line {
-                    key: None,
-                    payload: line.into_bytes(),
-                    ts: None,
-                }),
-        ),
+    let lines: Box<dyn Iterator<Item = sink::Line> + Send> = match (&args.input, args.format) {
+        (Some(path), _) => Box::new(loadgen::from_file(path)?.into_iter()),
+        (None, Format::Events) => Box::new(options.events()?),
+        (None, Format::AccessLog) => Box::new(options.access_log()?),
     };
     if args.kafka {
         let kafka: shared::config::KafkaConfig = shared::config::load()?.section("kafka")?;

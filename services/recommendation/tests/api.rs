@@ -56,11 +56,11 @@ async fn hand_built_dataset_gives_the_worked_out_answers() {
     ];
     common::produce(&env.settings.kafka, &events).await;
     let url = env.settings.database.url.expose().to_owned();
-    let service = common::InProcess::start(&env, &url, "rec-hand").await;
+    let service = common::InProcess::start(&env, &url, &env.unique("rec-hand")).await;
     let pool = env.pool().await;
     common::wait_applied(
         &pool,
-        "rec-hand",
+        &env.unique("rec-hand"),
         &env.settings.kafka.events_topic,
         8,
         Duration::from_secs(60),

@@ -79,6 +79,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// A detail field of the JSON body, if set.
+    pub fn detail(&self, key: &str) -> Option<&Value> {
+        self.details.get(key)
+    }
 }
 
 impl IntoResponse for ApiError {

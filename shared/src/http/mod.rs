@@ -15,6 +15,9 @@ pub use ops::Readiness;
 
 /// Adds the ops endpoints, request metrics and the JSON 404 to a service's routes.
 pub fn finish(service: &'static str, routes: Router, readiness: Readiness) -> Router {
+    // Install the recorder now, so that what happens before the first
+    // request (a failed commit, a dead letter) is counted too.
+    ops::metrics_handle();
     routes
         .merge(ops::router(service, readiness))
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -16,6 +16,14 @@ pub(super) struct SinkContext<S> {
 }
 
 impl<S: Sink> ClientContext for SinkContext<S> {
+    // Broker connections failing, all brokers down...: counted, so an outage
+    // shows on /metrics; librdkafka reconnects by itself.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        metrics::counter!("kappa_kafka_client_errors_total", "client" => self.name.clone())
+            .increment(1);
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+
     fn stats(&self, statistics: Statistics) {
         let name = &self.name;
         for topic in statistics.topics.values() {

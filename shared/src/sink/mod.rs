@@ -191,6 +191,8 @@ impl<S: Sink> Core<S> {
         }
         self.next.insert(partition, message.offset() + 1);
         self.opened.get_or_insert_with(Instant::now);
+        metrics::gauge!("kappa_sink_records_in_hand", "consumer" => self.options.name.clone())
+            .set((self.batch.len() + self.rejected.len()) as f64);
     }
 
     fn time_left(&self) -> Option<Duration> {
@@ -364,6 +366,8 @@ impl<S: Sink> Core<S> {
     }
 
     fn clear(&mut self) {
+        metrics::gauge!("kappa_sink_records_in_hand", "consumer" => self.options.name.clone())
+            .set(0.0);
         self.batch.clear();
         self.rejected.clear();
         self.next.clear();

@@ -1,6 +1,8 @@
 //! A dashboard in-process on a test's own topics and database.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::time::{Duration, Instant};
 
 use dashboard::{Application, DashboardConfig};
@@ -27,6 +29,8 @@ pub struct Service {
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Stops the service if a test fails before `stop`.
+    _stop_on_drop: shared::shutdown::DropGuard,
 }
 
 impl Service {
@@ -41,9 +45,15 @@ impl Service {
             base,
             token: env.settings.auth.admin_token.expose().to_owned(),
             client: reqwest::Client::new(),
+            _stop_on_drop: shutdown.clone().drop_guard(),
             shutdown,
             task,
         }
+    }
+
+    /// `host:port` of the service.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -96,6 +106,26 @@ impl Service {
         let mut runs = body["runs"].as_array().cloned().unwrap_or_default();
         runs.reverse();
         runs
+    }
+
+    /// Waits until the threshold checker has run `more` more times after
+    /// now, and returns its status: a negative check ("no run fired") waits
+    /// on this condition, not on a guessed sleep.
+    pub async fn threshold_checks(&self, more: u64) -> Value {
+        let (_, now) = self.get("/api/triggers").await;
+        let target = now["checks"].as_u64().unwrap() + more;
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, status) = self.get("/api/triggers").await;
+            if status["checks"].as_u64().unwrap() >= target {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "the threshold checker stopped: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until `check` holds for the list of runs.

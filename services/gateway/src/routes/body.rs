@@ -158,13 +158,41 @@ mod tests {
         parse_events(&Bytes::from_static(body), single)
     }
 
+    /// (line, code) of every listed error.
+    fn listed(error: &ApiError) -> Vec<(u64, String)> {
+        error
+            .detail("errors")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["line"].as_u64().unwrap(),
+                    e["code"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn ndjson_lines_are_numbered_and_blank_lines_skipped() {
-        let body = b"{\"type\":\"page_access\",\"page\":\"/a\"}\r\n\n{\"type\":\"nope\"}\n";
-        assert_eq!(parse(body, false).unwrap_err().code(), "invalid_events");
+        // CRLF endings and blank lines (also "\r\n" alone) still count as lines.
+        let body = b"{\"type\":\"page_access\",\"page\":\"/a\"}\r\n\n{\"type\":\"nope\"}\r\n\r\n\n{\"type\":\"page_access\"}\n";
+        let error = parse(body, false).unwrap_err();
+        assert_eq!(error.code(), "invalid_events");
+        assert_eq!(
+            listed(&error),
+            vec![
+                (3, "unknown_type".to_owned()),
+                (6, "missing_field".to_owned())
+            ]
+        );
+        assert_eq!(error.detail("invalid"), Some(&serde_json::json!(2)));
         let ok = parse(b"{\"type\":\"page_access\",\"page\":\"/a\"}\r\n\n", false).unwrap();
         assert_eq!(ok.len(), 1);
         assert!(ok[0].event.id.is_some());
+        assert!(!ok[0].wire.ends_with(b"\r"), "CR is not part of the event");
     }
 
     #[test]
@@ -199,8 +227,25 @@ mod tests {
     }
 
     #[test]
-    fn far_future_times_are_rejected() {
-        let body = b"{\"type\":\"page_access\",\"page\":\"/a\",\"ts\":\"2999-01-01T00:00:00Z\"}";
-        assert_eq!(parse(body, true).unwrap_err().code(), "invalid_events");
+    fn times_more_than_an_hour_ahead_are_rejected() {
+        let at = |ahead: TimeDelta| {
+            let ts = (Utc::now() + ahead).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            Bytes::from(format!(
+                "{{\"type\":\"page_access\",\"page\":\"/a\",\"ts\":\"{ts}\"}}"
+            ))
+        };
+        let just_inside = at(MAX_FUTURE_SKEW - TimeDelta::seconds(5));
+        assert!(parse_events(&just_inside, true).is_ok());
+        let just_outside = at(MAX_FUTURE_SKEW + TimeDelta::seconds(5));
+        let error = parse_events(&just_outside, true).unwrap_err();
+        assert_eq!(listed(&error), vec![(1, "ts_in_future".to_owned())]);
+        let far = parse(
+            b"{\"type\":\"page_access\",\"page\":\"/a\",\"ts\":\"2999-01-01T00:00:00Z\"}",
+            true,
+        );
+        assert_eq!(
+            listed(&far.unwrap_err()),
+            vec![(1, "ts_in_future".to_owned())]
+        );
     }
 }

@@ -14,6 +14,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Stops the gateway if a test fails before `stop`.
+    _stop_on_drop: shared::shutdown::DropGuard,
 }
 
 impl TestApp {
@@ -86,6 +88,7 @@ pub async fn spawn_on(env: TestEnv, tweak: impl FnOnce(&mut Settings, &mut HttpC
         env,
         addr,
         client: reqwest::Client::new(),
+        _stop_on_drop: shutdown.clone().drop_guard(),
         shutdown,
         server,
     }

@@ -2,7 +2,7 @@
 //! child process (to kill it), and waiting on its committed progress.
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -140,19 +140,31 @@ pub struct InProcess {
     pub addr: std::net::SocketAddr,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Stops the service if a test fails before `stop` (its consumer
+    /// thread would otherwise keep the test process alive).
+    _stop_on_drop: shared::shutdown::DropGuard,
 }
 
 impl InProcess {
     pub async fn start(env: &TestEnv, database_url: &str, group: &str) -> InProcess {
         let mut settings = env.settings.clone();
         settings.database.url = Secret::new(database_url);
+        Self::start_with(settings, config(group)).await
+    }
+
+    /// With settings and configuration of the test's choosing.
+    pub async fn start_with(
+        settings: shared::config::Settings,
+        config: RecommendationConfig,
+    ) -> InProcess {
         let shutdown = CancellationToken::new();
-        let app = Application::build(settings, config(group), shutdown.clone())
+        let app = Application::build(settings, config, shutdown.clone())
             .await
             .expect("builds");
         let addr = app.addr();
         InProcess {
             addr,
+            _stop_on_drop: shutdown.clone().drop_guard(),
             shutdown,
             task: tokio::spawn(app.run()),
         }
@@ -168,51 +180,119 @@ impl InProcess {
     }
 }
 
-/// The service as a child process (so a test can SIGKILL it).
+/// The service as a child process (so a test can SIGKILL or SIGSTOP it),
+/// with its HTTP port known (metrics, queries).
+pub struct Child {
+    pub process: std::process::Child,
+    pub port: u16,
+}
+
+impl Child {
+    /// Starts the binary on `env`'s topics, `database_url` and `group`.
+    pub fn spawn(env: &TestEnv, database_url: &str, group: &str, log: &str) -> Child {
+        Self::spawn_with(env, database_url, group, log, &[])
+    }
+
+    /// [`Child::spawn`] with extra `KAPPA__...` variables.
+    pub fn spawn_with(
+        env: &TestEnv,
+        database_url: &str,
+        group: &str,
+        log: &str,
+        extra: &[(&str, &str)],
+    ) -> Child {
+        let log_path = shared::testkit::repo_root()
+            .join(".run")
+            .join(format!("{log}.log"));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let kafka = &env.settings.kafka;
+        let port = shared::testkit::free_port();
+        let process = Command::new(env!("CARGO_BIN_EXE_recommendation"))
+            .env("KAPPA__KAFKA__BROKERS", &kafka.brokers)
+            .env("KAPPA__KAFKA__EVENTS_TOPIC", &kafka.events_topic)
+            .env("KAPPA__KAFKA__DLQ_TOPIC", &kafka.dlq_topic)
+            // A killed member's partitions move after this, not after the 45 s default.
+            .env("KAPPA__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "6000")
+            .env("KAPPA__DATABASE__URL", database_url)
+            .env(
+                "KAPPA__AUTH__ADMIN_TOKEN",
+                env.settings.auth.admin_token.expose(),
+            )
+            .env("KAPPA__RECOMMENDATION__ADDR", format!("127.0.0.1:{port}"))
+            .env("KAPPA__RECOMMENDATION__GROUP", group)
+            .env("KAPPA__RECOMMENDATION__MAX_BATCH_EVENTS", "500")
+            .env("KAPPA__RECOMMENDATION__MAX_BATCH_MS", "20")
+            .env("KAPPA__LOG__LEVEL", "info")
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("starting the recommendation binary");
+        Child { process, port }
+    }
+
+    /// Its Prometheus metrics (empty while it does not answer).
+    pub async fn metrics(&self) -> String {
+        shared::testkit::metrics_text(&format!("127.0.0.1:{}", self.port)).await
+    }
+
+    /// Waits until the counter `name` reaches `at_least`.
+    pub async fn wait_metric(&self, name: &str, at_least: f64) -> f64 {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let value = shared::testkit::metric(&self.metrics().await, name, &[]);
+            if value >= at_least {
+                return value;
+            }
+            assert!(
+                Instant::now() < until,
+                "{name} is {value}, not {at_least}, after a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, `-TERM`...).
+    pub fn signal(&self, signal: &str) {
+        Command::new("kill")
+            .args([signal, &self.process.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Child {
+    // A failed test must not leave its service running (it would stay in
+    // the consumer group and hold up the next rebalance).
+    fn drop(&mut self) {
+        if matches!(self.process.try_wait(), Ok(None)) {
+            self.signal("-CONT");
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+}
+
+/// The binary as a child process, on the test's topics.
 pub fn spawn_child(env: &TestEnv, database_url: &str, group: &str, log: &str) -> Child {
-    let log_path = shared::testkit::repo_root()
-        .join(".run")
-        .join(format!("{log}.log"));
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .unwrap();
-    let kafka = &env.settings.kafka;
-    Command::new(env!("CARGO_BIN_EXE_recommendation"))
-        .env("KAPPA__KAFKA__BROKERS", &kafka.brokers)
-        .env("KAPPA__KAFKA__EVENTS_TOPIC", &kafka.events_topic)
-        .env("KAPPA__KAFKA__DLQ_TOPIC", &kafka.dlq_topic)
-        // A killed member's partitions move after this, not after the 45 s default.
-        .env("KAPPA__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "6000")
-        .env("KAPPA__DATABASE__URL", database_url)
-        .env(
-            "KAPPA__AUTH__ADMIN_TOKEN",
-            env.settings.auth.admin_token.expose(),
-        )
-        .env("KAPPA__RECOMMENDATION__ADDR", "127.0.0.1:0")
-        .env("KAPPA__RECOMMENDATION__GROUP", group)
-        .env("KAPPA__RECOMMENDATION__MAX_BATCH_EVENTS", "500")
-        .env("KAPPA__RECOMMENDATION__MAX_BATCH_MS", "20")
-        .env("KAPPA__LOG__LEVEL", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .expect("starting the recommendation binary")
+    Child::spawn(env, database_url, group, log)
 }
 
 /// SIGKILL: no shutdown code runs.
 pub fn kill9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.process.kill().unwrap();
+    child.process.wait().unwrap();
 }
 
 /// SIGTERM, then wait for a clean exit.
 pub fn terminate(child: &mut Child) {
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = child.wait().unwrap();
+    child.signal("-TERM");
+    let status = child.process.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
 

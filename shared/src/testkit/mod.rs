@@ -12,8 +12,14 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::config::{self, Secret, Settings};
+
+mod pg_proxy;
+mod servers;
+
 use crate::consume::assign_from_start;
 use crate::kafka;
+pub use pg_proxy::PgProxy;
+pub use servers::{PrivateBroker, PrivatePostgres};
 
 /// Partitions of every test's events topic.
 pub const PARTITIONS: i32 = 6;
@@ -32,6 +38,8 @@ pub fn admin_database_url() -> String {
 /// One test's private topics and database, removed on drop.
 pub struct TestEnv {
     pub settings: Settings,
+    /// The random part of this test's names.
+    pub suffix: String,
     pub database: String,
     pub topics: Vec<String>,
     /// More databases made by [`TestEnv::another_database`], dropped with this one.
@@ -89,10 +97,18 @@ impl TestEnv {
         settings.database.max_connections = 8;
         TestEnv {
             settings,
+            suffix: suffix.to_owned(),
             database,
             topics,
             extra_databases: Vec::new(),
         }
+    }
+
+    /// `name` made unique to this test run: consumer groups live in the
+    /// shared broker, and a group name reused by an earlier run (or by a
+    /// process it left behind) would join the same group.
+    pub fn unique(&self, name: &str) -> String {
+        format!("{name}-{}", self.suffix)
     }
 
     /// Another empty database beside the test's own (e.g. for a reference
@@ -248,133 +264,65 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A private server run by one of the project's scripts (`start`, `stop`)
-/// with its own ports and data under `.run/test-*`; stopped and removed on drop.
-struct Scripted {
-    script: &'static str,
-    env: Vec<(&'static str, String)>,
-    dir: std::path::PathBuf,
+/// The value of a Prometheus sample: the sum over every label set of
+/// `name` whose labels contain all of `labels` (e.g. `consumer="g"`).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest),
+                None => (series, ""),
+            };
+            (metric == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }
 
-impl Scripted {
-    fn start(
-        script: &'static str,
-        kind: &str,
-        env: impl FnOnce(&std::path::Path) -> Vec<(&'static str, String)>,
-    ) -> Self {
-        let dir = repo_root()
-            .join(".run")
-            .join(format!("test-{kind}-{}", Uuid::new_v4().simple()));
-        let server = Scripted {
-            script,
-            env: env(&dir),
-            dir,
-        };
-        server.run("start");
-        server
+/// The Prometheus text a service at `addr` (`host:port`) serves on
+/// `/metrics`; empty while it does not answer. A plain HTTP/1.0 GET, so
+/// every crate's tests can read metrics the same way.
+pub async fn metrics_text(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut answer = Vec::new();
+    if stream.write_all(request.as_bytes()).await.is_err()
+        || stream.read_to_end(&mut answer).await.is_err()
+    {
+        return String::new();
     }
+    let text = String::from_utf8_lossy(&answer);
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
 
-    fn run(&self, command: &str) {
-        let status = std::process::Command::new("bash")
-            .arg(repo_root().join("scripts").join(self.script))
-            .arg(command)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .status()
-            .unwrap_or_else(|e| panic!("running scripts/{}: {e}", self.script));
-        assert!(
-            status.success(),
-            "scripts/{} {command} failed; see {}",
-            self.script,
-            self.dir.display()
-        );
+/// A child process killed (SIGKILL) when dropped, so a failed test leaves
+/// nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
-impl Drop for Scripted {
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        self.run("stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn path(dir: &std::path::Path, name: &str) -> String {
-    dir.join(name).display().to_string()
-}
-
-/// A second, private Kafka broker started by `scripts/kafka.sh`, for tests
-/// that stop and restart the broker without disturbing the shared one.
-pub struct PrivateBroker {
-    pub port: u16,
-    server: Scripted,
-}
-
-impl PrivateBroker {
-    /// Starts a broker on free ports with its own data directory.
-    pub fn start() -> PrivateBroker {
-        let port = free_port();
-        let server = Scripted::start("kafka.sh", "kafka", |dir| {
-            vec![
-                ("KAFKA_PORT", port.to_string()),
-                ("KAFKA_CONTROLLER_PORT", free_port().to_string()),
-                ("KAFKA_DATA_DIR", path(dir, "data")),
-                ("KAFKA_PID_FILE", path(dir, "kafka.pid")),
-                ("KAFKA_LOG_FILE", path(dir, "kafka.log")),
-                ("KAFKA_HEAP", "256m".to_string()),
-            ]
-        });
-        PrivateBroker { port, server }
-    }
-
-    /// `127.0.0.1:<port>`.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Stops the broker (SIGTERM, then SIGKILL after a grace period).
-    pub fn stop(&self) {
-        self.server.run("stop");
-    }
-
-    /// Starts it again on the same data: topics and offsets survive.
-    pub fn restart(&self) {
-        self.server.run("start");
-    }
-}
-
-/// A private PostgreSQL cluster started by `scripts/postgres.sh` on a free
-/// port, for tests that stop the database.
-pub struct PrivatePostgres {
-    pub port: u16,
-    server: Scripted,
-}
-
-impl PrivatePostgres {
-    /// Starts a cluster with role and database `kappa`.
-    pub fn start() -> PrivatePostgres {
-        let port = free_port();
-        let server = Scripted::start("postgres.sh", "pg", |dir| {
-            vec![
-                ("PG_PORT", port.to_string()),
-                ("PG_DATA_DIR", path(dir, "data")),
-                ("PG_PID_FILE", path(dir, "postgres.pid")),
-                ("PG_LOG_FILE", path(dir, "postgres.log")),
-            ]
-        });
-        PrivatePostgres { port, server }
-    }
-
-    /// The URL of its `kappa` database.
-    pub fn url(&self) -> String {
-        format!("postgres://kappa:kappa@127.0.0.1:{}/kappa", self.port)
-    }
-
-    /// Stops the server (fast shutdown: open transactions roll back).
-    pub fn stop(&self) {
-        self.server.run("stop");
-    }
-
-    /// Starts it again on the same data.
-    pub fn restart(&self) {
-        self.server.run("start");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
