@@ -7,6 +7,7 @@
 //! a grace period. Every read checks the hash: corruption is an error, never
 //! wrong data.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -14,7 +15,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::event::{parse, ClaimRef, Envelope, Event};
+use crate::consume::{Received, Rejection};
+use crate::event::{parse, ClaimRef, ClaimedEvent, Envelope, Event};
 
 /// Why a payload could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum ClaimError {
         expected: String,
         actual: String,
     },
+    #[error("claim-check payload {token} does not match its envelope: {what}")]
+    Mismatch { token: Uuid, what: String },
     #[error("claim-check payload {token} is not a valid {expected} event: {reason}")]
     BadPayload {
         token: Uuid,
@@ -43,6 +47,7 @@ impl ClaimError {
         match self {
             ClaimError::NotFound(_) => "claim_check_missing",
             ClaimError::Corrupt { .. } => "claim_check_corrupt",
+            ClaimError::Mismatch { .. } => "claim_check_mismatch",
             ClaimError::BadPayload { .. } => "claim_check_invalid",
             ClaimError::Database(_) => "claim_check_unavailable",
         }
@@ -105,11 +110,6 @@ impl ClaimStore {
         Ok(())
     }
 
-    /// The exact stored bytes, verified against the stored hash.
-    pub async fn fetch(&self, token: Uuid) -> Result<Vec<u8>, ClaimError> {
-        Ok(self.fetch_typed(token).await?.0)
-    }
-
     /// The exact stored bytes and their content type, verified against the stored hash.
     #[tracing::instrument(skip(self))]
     pub async fn fetch_typed(&self, token: Uuid) -> Result<(Vec<u8>, String), ClaimError> {
@@ -131,36 +131,137 @@ impl ClaimStore {
         Ok((payload, content_type))
     }
 
-    /// The full event behind an envelope: inline events as they are,
-    /// claim-checked ones fetched, verified against the envelope's hash and
-    /// parsed.
-    pub async fn resolve(&self, envelope: Envelope) -> Result<Event, ClaimError> {
-        let claimed = match envelope {
-            Envelope::Inline(event) => return Ok(event),
-            Envelope::Claimed(claimed) => claimed,
+    /// The stored bytes of many payloads in one query, each verified against
+    /// its stored hash; tokens with no payload are absent from the map.
+    pub async fn fetch_many(
+        &self,
+        tokens: &[Uuid],
+    ) -> Result<HashMap<Uuid, Result<Vec<u8>, ClaimError>>, ClaimError> {
+        let rows: Vec<(Uuid, Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT token, payload, sha256 FROM claim_checks WHERE token = ANY($1)")
+                .bind(tokens)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(token, payload, stored)| {
+                let actual = Sha256::digest(&payload);
+                let checked = if actual.as_slice() == stored.as_slice() {
+                    Ok(payload)
+                } else {
+                    Err(ClaimError::Corrupt {
+                        token,
+                        expected: hex::encode(stored),
+                        actual: hex::encode(actual),
+                    })
+                };
+                (token, checked)
+            })
+            .collect())
+    }
+
+    /// Resolves received claim-checked envelopes in one query: each becomes
+    /// the full event, or the rejection (reason and code) that says why not.
+    /// Inline events pass as they are. Fails only when the store cannot be
+    /// read (transient).
+    pub async fn resolve_received(
+        &self,
+        received: Vec<Received>,
+    ) -> Result<Vec<Result<Received, Rejection>>, ClaimError> {
+        let tokens: Vec<Uuid> = received
+            .iter()
+            .filter_map(|r| match &r.envelope {
+                Envelope::Claimed(c) => Some(c.claim_check.token),
+                Envelope::Inline(_) => None,
+            })
+            .collect();
+        // One token may stand in several envelopes (content-addressed payloads).
+        let fetched = if tokens.is_empty() {
+            HashMap::new()
+        } else {
+            self.fetch_many(&tokens).await?
         };
-        let ClaimRef { token, sha256, .. } = &claimed.claim_check;
-        let bytes = self.fetch(*token).await?;
-        let actual = sha256_hex(&bytes);
+        Ok(received
+            .into_iter()
+            .map(|r| {
+                let Envelope::Claimed(claimed) = &r.envelope else {
+                    return Ok(r);
+                };
+                let token = claimed.claim_check.token;
+                let opened = match fetched.get(&token) {
+                    None => Err(ClaimError::NotFound(token)),
+                    Some(Err(ClaimError::Corrupt {
+                        expected, actual, ..
+                    })) => Err(ClaimError::Corrupt {
+                        token,
+                        expected: expected.clone(),
+                        actual: actual.clone(),
+                    }),
+                    Some(Err(other)) => Err(ClaimError::BadPayload {
+                        token,
+                        expected: "stored payload",
+                        reason: other.to_string(),
+                    }),
+                    Some(Ok(bytes)) => Self::open(claimed, bytes),
+                };
+                match opened {
+                    Ok(event) => Ok(Received {
+                        envelope: Envelope::Inline(event),
+                        ..r
+                    }),
+                    Err(error) => {
+                        metrics::counter!("kappa_claim_checks_rejected_total", "code" => error.code())
+                            .increment(1);
+                        Err(Rejection {
+                            code: error.code(),
+                            reason: error.to_string(),
+                        })
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// The event in a payload fetched for `claimed`: its size and sha256
+    /// must be the envelope's, and it must be an event of the envelope's
+    /// type (with the envelope's key).
+    pub fn open(claimed: &ClaimedEvent, bytes: &[u8]) -> Result<Event, ClaimError> {
+        let ClaimRef {
+            token,
+            sha256,
+            size,
+            ..
+        } = &claimed.claim_check;
+        let token = *token;
+        if bytes.len() as u64 != *size {
+            return Err(ClaimError::Mismatch {
+                token,
+                what: format!("{} bytes stored, the envelope says {size}", bytes.len()),
+            });
+        }
+        let actual = sha256_hex(bytes);
         if &actual != sha256 {
-            return Err(ClaimError::Corrupt {
-                token: *token,
-                expected: sha256.clone(),
-                actual,
+            return Err(ClaimError::Mismatch {
+                token,
+                what: format!("sha256 {actual}, the envelope says {sha256}"),
             });
         }
         let expected = claimed.event_type.as_str();
         let bad = |reason: String| ClaimError::BadPayload {
-            token: *token,
+            token,
             expected,
             reason,
         };
-        match parse(&bytes).map_err(|e| bad(e.to_string()))? {
-            Envelope::Inline(event) if event.body.event_type() == claimed.event_type => Ok(event),
-            Envelope::Inline(event) => Err(bad(format!(
-                "payload is a {}",
-                event.body.event_type().as_str()
+        match parse(bytes).map_err(|e| bad(e.to_string()))? {
+            Envelope::Inline(event) if event.body.event_type() != claimed.event_type => Err(bad(
+                format!("payload is a {}", event.body.event_type().as_str()),
+            )),
+            Envelope::Inline(event) if event.key() != claimed.key => Err(bad(format!(
+                "payload is about {}, the envelope about {}",
+                event.key(),
+                claimed.key
             ))),
+            Envelope::Inline(event) => Ok(event),
             Envelope::Claimed(_) => Err(bad("payload is itself a claim check".into())),
         }
     }
@@ -178,17 +279,17 @@ impl ClaimStore {
     }
 
     /// Runs [`ClaimStore::sweep`] every `interval` until `shutdown`.
-    pub fn spawn_sweeper(
+    pub async fn sweep_until(
         self,
         interval: Duration,
         grace: Duration,
         shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
+    ) -> anyhow::Result<()> {
+        {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => return Ok(()),
                     _ = tick.tick() => {}
                 }
                 match self.sweep(grace).await {
@@ -201,6 +302,6 @@ impl ClaimStore {
                     }
                 }
             }
-        })
+        }
     }
 }

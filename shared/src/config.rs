@@ -116,6 +116,22 @@ pub struct Settings {
     pub auth: AuthConfig,
     pub claim_check: ClaimCheckConfig,
     pub log: LogConfig,
+    pub events: crate::event::Limits,
+    pub shutdown: ShutdownConfig,
+}
+
+/// How long a stopping service may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, tasks get this long to finish their work in hand.
+    pub grace_ms: u64,
+}
+
+impl ShutdownConfig {
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
 }
 
 impl Settings {
@@ -129,6 +145,9 @@ impl Settings {
         }
         if self.claim_check.threshold_bytes < 1024 {
             bail!("claim_check.threshold_bytes must be at least 1024");
+        }
+        if self.events.max_id_bytes == 0 || self.events.max_id_bytes > 2048 {
+            bail!("events.max_id_bytes must be between 1 and 2048 (PostgreSQL indexes them)");
         }
         Ok(())
     }

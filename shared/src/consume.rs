@@ -1,13 +1,13 @@
 //! Reading the event stream: every message becomes a typed [`Received`] event
-//! or a dead letter with its reason; the consumer never stops on bad input.
+//! or a [`Rejection`] with its reason (bound for the DLQ); no input stops a
+//! consumer.
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::TopicPartitionList;
 use uuid::Uuid;
 
-use crate::dlq::DeadLetters;
 use crate::event::{derived_id, parse, Envelope};
 
 /// A parsed event with its origin.
@@ -42,93 +42,39 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// Parses one Kafka message.
+/// Parses one message. Its event time must fit the message's own
+/// timestamp (when it arrived): not before 1970, not beyond the configured
+/// skew after it.
 pub fn classify(message: &BorrowedMessage<'_>) -> Result<Received, Rejection> {
     let payload = message.payload().ok_or_else(|| Rejection {
         code: "empty_payload",
         reason: "message has no payload".into(),
     })?;
-    let envelope = parse(payload).map_err(|e| Rejection {
+    let rejected = |e: crate::event::ParseError| Rejection {
         code: e.code(),
         reason: e.to_string(),
-    })?;
+    };
+    let envelope = parse(payload).map_err(rejected)?;
+    let timestamp = message
+        .timestamp()
+        .to_millis()
+        .and_then(DateTime::from_timestamp_millis);
+    envelope
+        .check_time(timestamp.unwrap_or_else(Utc::now))
+        .map_err(rejected)?;
     Ok(Received {
         envelope,
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
-        timestamp: message
-            .timestamp()
-            .to_millis()
-            .and_then(DateTime::from_timestamp_millis),
+        timestamp,
     })
-}
-
-/// A group consumer of the event stream that dead-letters what it cannot
-/// parse. At-least-once: an offset is stored for commit only when the caller
-/// says its effect is durable ([`EventConsumer::done`]), or once a rejected
-/// message's copy is acknowledged by the DLQ.
-pub struct EventConsumer {
-    consumer: StreamConsumer,
-    dead_letters: DeadLetters,
-}
-
-impl EventConsumer {
-    /// Wraps a consumer that is already subscribed or assigned.
-    pub fn new(consumer: StreamConsumer, dead_letters: DeadLetters) -> Self {
-        Self {
-            consumer,
-            dead_letters,
-        }
-    }
-
-    /// The next parsed event; rejected messages are dead-lettered on the way.
-    pub async fn next(&self) -> anyhow::Result<Received> {
-        loop {
-            let message = self.consumer.recv().await?;
-            match classify(&message) {
-                Ok(received) => return Ok(received),
-                Err(rejection) => {
-                    self.dead_letters
-                        .send(&message, rejection.code, &rejection.reason)
-                        .await?;
-                    self.consumer.store_offset_from_message(&message)?;
-                }
-            }
-        }
-    }
-
-    /// Marks `received` processed: its offset will be committed.
-    pub fn done(&self, received: &Received) -> anyhow::Result<()> {
-        self.consumer
-            .store_offset(&received.topic, received.partition, received.offset)?;
-        Ok(())
-    }
-
-    /// Commits the stored offsets now.
-    pub fn commit(&self) -> anyhow::Result<()> {
-        match self
-            .consumer
-            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
-        {
-            Ok(())
-            | Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The underlying consumer, for assignment and seeking.
-    pub fn consumer(&self) -> &StreamConsumer {
-        &self.consumer
-    }
 }
 
 /// Assigns every partition of `topic` from the beginning: a reader that joins
 /// no group (tests, inspection, replays).
 pub fn assign_from_start(
-    consumer: &StreamConsumer,
+    consumer: &impl Consumer,
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<()> {

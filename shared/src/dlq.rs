@@ -1,11 +1,20 @@
-//! The dead-letter queue: a message that cannot be parsed or resolved is
-//! copied to the DLQ topic, byte for byte, with the reason and its origin in
-//! headers, and the consumer goes on. Nothing is dropped silently.
+//! The dead-letter queue: a message that cannot be parsed, resolved or
+//! stored is copied to the DLQ topic, byte for byte, with the reason and its
+//! origin in headers, and the consumer goes on. Nothing is dropped silently.
+//! The `dlq.*` headers are this module's alone: ones the message arrived
+//! with are dropped, so a record cannot bring its own reason.
+
+use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::worker::Output;
 
 /// Header names on dead-lettered messages.
 pub mod header {
@@ -17,20 +26,60 @@ pub mod header {
     pub const TIMESTAMP: &str = "dlq.origin.timestamp";
 }
 
+/// The headers of a dead letter: the message's own (but `dlq.*`), then the
+/// reason and the origin.
+fn headers<M: Message>(message: &M, code: &str, reason: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .filter(|h| !h.key.starts_with("dlq."))
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let timestamp = message.timestamp().to_millis().unwrap_or(-1);
+    for (key, value) in [
+        (header::REASON, reason.to_owned()),
+        (header::CODE, code.to_owned()),
+        (header::TOPIC, message.topic().to_owned()),
+        (header::PARTITION, message.partition().to_string()),
+        (header::OFFSET, message.offset().to_string()),
+        (header::TIMESTAMP, timestamp.to_string()),
+    ] {
+        out.push((key.to_owned(), value.into_bytes()));
+    }
+    out
+}
+
+/// The dead letter of `message` as a record for `topic` (for writers that
+/// produce it themselves, e.g. inside a Kafka transaction).
+pub fn record<M: Message>(message: &M, code: &str, reason: &str, topic: &str) -> Output {
+    Output {
+        topic: topic.to_owned(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers: headers(message, code, reason),
+        timestamp: None,
+    }
+}
+
 /// Writes rejected messages to the DLQ topic.
 #[derive(Clone)]
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
+    kafka: KafkaConfig,
 }
 
 impl DeadLetters {
-    /// A writer to `topic` through `producer`.
-    pub fn new(producer: FutureProducer, topic: impl Into<String>) -> Self {
-        Self {
-            producer,
-            topic: topic.into(),
-        }
+    /// A writer to `kafka.dlq_topic`.
+    pub fn new(kafka: &KafkaConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            producer: crate::kafka::producer(kafka)?,
+            topic: kafka.dlq_topic.clone(),
+            kafka: kafka.clone(),
+        })
     }
 
     /// Copies `message` to the DLQ and waits until the broker acknowledged it,
@@ -42,59 +91,75 @@ impl DeadLetters {
         code: &str,
         reason: &str,
     ) -> anyhow::Result<()> {
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let timestamp = message.timestamp().to_millis().unwrap_or(-1).to_string();
-        let mut headers = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for h in original.iter() {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
-        }
-        let headers = headers
-            .insert(Header {
-                key: header::REASON,
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: header::CODE,
-                value: Some(code),
-            })
-            .insert(Header {
-                key: header::TOPIC,
-                value: Some(message.topic()),
-            })
-            .insert(Header {
-                key: header::PARTITION,
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: header::OFFSET,
-                value: Some(&offset),
-            })
-            .insert(Header {
-                key: header::TIMESTAMP,
-                value: Some(&timestamp),
+        let letter = record(message, code, reason, &self.topic);
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (key, value) in &letter.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
             });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.topic).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
         }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .headers(headers)
+            .payload(&letter.payload);
+        if let Some(key) = &letter.key {
+            out = out.key(key);
         }
         self.producer
-            .send(record, Timeout::Never)
+            .send(out, Timeout::Never)
             .await
             .map_err(|(err, _)| err)
             .context("writing to the dead-letter topic")?;
         metrics::counter!("kappa_dlq_messages_total", "code" => code.to_owned()).increment(1);
         tracing::warn!(reason, "message dead-lettered");
         Ok(())
+    }
+
+    /// The original record at `topic`/`partition`/`offset`, read back from
+    /// the broker (for events refused after parsing: their copy in the DLQ
+    /// is still the record, byte for byte).
+    pub async fn fetch_origin(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> anyhow::Result<OwnedMessage> {
+        let (kafka, topic) = (self.kafka.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<OwnedMessage> {
+            // Assign-only: the group id is required, never joined.
+            let consumer: BaseConsumer = crate::kafka::client_config(&kafka)
+                .set("group.id", "kappa-dlq-origin")
+                .set("enable.auto.commit", "false")
+                .create()
+                .context("creating a reader for the origin")?;
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+            consumer.assign(&list)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+                    let message = message?;
+                    if message.offset() == offset {
+                        return Ok(message.detach());
+                    }
+                }
+            }
+            anyhow::bail!("record {topic}/{partition}/{offset} could not be read back")
+        })
+        .await?
+    }
+
+    /// [`DeadLetters::send`] for the record at an origin (see [`DeadLetters::fetch_origin`]).
+    pub async fn send_from_origin(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        code: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let message = self.fetch_origin(topic, partition, offset).await?;
+        self.send(&message, code, reason).await
     }
 }
 

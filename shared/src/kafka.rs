@@ -108,22 +108,6 @@ pub async fn ensure_topic(
     Ok(())
 }
 
-/// Asks the broker for `topic`'s metadata: the readiness probe of a Kafka user.
-pub async fn probe(cfg: &KafkaConfig, topic: &str, timeout: Duration) -> anyhow::Result<()> {
-    let cfg = cfg.clone();
-    let topic = topic.to_owned();
-    // fetch_metadata blocks; keep it off the async workers.
-    tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = client_config(&cfg).create()?;
-        let metadata = client.fetch_metadata(Some(&topic), timeout)?;
-        match metadata.topics().first().and_then(|t| t.error()) {
-            Some(err) => anyhow::bail!("topic {topic}: {:?}", RDKafkaErrorCode::from(err)),
-            None => Ok(()),
-        }
-    })
-    .await?
-}
-
 /// Low and high watermarks of every partition of `topic`, in partition order.
 pub async fn watermarks(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<(i64, i64)>> {
     let cfg = cfg.clone();

@@ -16,10 +16,11 @@ pub mod kafka_batch;
 pub mod replay;
 pub mod service;
 pub mod shutdown;
-pub mod sink;
+pub mod tasks;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod worker;
 
 pub use config::Settings;
 pub use event::{Envelope, Event, EventBody, ParseError};

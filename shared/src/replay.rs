@@ -12,7 +12,7 @@
 //! fetches no payload), and keeps [`Progress`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::consume::{classify, Received, Rejection};
+use crate::shutdown::CancellationToken;
 
 /// Where a replay starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,13 +254,15 @@ impl Progress {
 }
 
 /// Reads every record of `plan`, handing each to `visit` in per-partition
-/// order, until the range is read or `cancel` is set. Blocking: run it on a
-/// blocking thread.
+/// order, until the range is read or `shutdown` fires (an error: the run is
+/// incomplete). Claim-checked envelopes arrive as envelopes: a caller that
+/// needs their bodies resolves them (`ClaimStore::resolve_received`).
+/// Blocking: run it on a blocking thread.
 pub fn run(
     kafka: &KafkaConfig,
     plan: &Plan,
     progress: &Progress,
-    cancel: &AtomicBool,
+    shutdown: &CancellationToken,
     mut visit: impl FnMut(Result<Received, Rejection>),
 ) -> anyhow::Result<()> {
     let consumer = reader(kafka)?;
@@ -276,7 +279,7 @@ pub fn run(
         .context("assigning the replay range")?;
     let mut read = 0u64;
     while !open.is_empty() {
-        anyhow::ensure!(!cancel.load(Ordering::Relaxed), "replay cancelled");
+        anyhow::ensure!(!shutdown.is_cancelled(), "replay cancelled: shutting down");
         match consumer.poll(Duration::from_millis(500)) {
             None => {}
             Some(Ok(message)) => {

@@ -9,12 +9,6 @@ use serde::de::DeserializeOwned;
 use crate::config::Settings;
 use crate::shutdown::CancellationToken;
 
-/// mimalloc for every binary: the hot paths (JSON, Kafka records, model
-/// updates) allocate per event, and glibc's malloc/free showed up as ~17% of
-/// the gateway's CPU in a profile.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Loads `[section]` and the shared settings, starts telemetry as `service`,
 /// and runs `start` until it returns (SIGTERM/SIGINT cancel its token).
 pub async fn main<C, F, Fut>(service: &'static str, section: &str, start: F) -> anyhow::Result<()>
@@ -27,6 +21,7 @@ where
     let settings = loaded.settings()?;
     let config: C = loaded.section(section)?;
     crate::telemetry::init(service, &settings.log);
+    crate::event::Limits::install(settings.events);
     let shutdown = crate::shutdown::on_signal();
     start(settings, config, shutdown).await
 }

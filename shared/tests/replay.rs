@@ -2,7 +2,6 @@
 //! whatever arrives meanwhile; ranges start and end by time; claim-checked
 //! envelopes are counted without their payload; progress ends at 1.
 
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
@@ -42,7 +41,7 @@ fn read(env: &TestEnv, plan: &replay::Plan) -> (Vec<(i32, i64, String)>, usize, 
         &env.settings.kafka,
         plan,
         &progress,
-        &AtomicBool::new(false),
+        &shared::shutdown::CancellationToken::new(),
         |r| match r {
             Ok(received) => {
                 let what = match &received.envelope {

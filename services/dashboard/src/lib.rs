@@ -6,7 +6,7 @@ pub mod aggregate;
 mod page;
 mod routes;
 pub mod runner;
-pub mod runs;
+pub mod store;
 pub mod triggers;
 
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use serde::Deserialize;
 use shared::config::Settings;
 use shared::http::Readiness;
 use shared::shutdown::CancellationToken;
+use shared::tasks::Tasks;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -66,6 +67,7 @@ pub struct Application {
     router: axum::Router,
     runner: runner::Runner,
     triggers: triggers::Triggers,
+    grace: std::time::Duration,
     shutdown: CancellationToken,
 }
 
@@ -94,8 +96,12 @@ impl Application {
         let readiness = Readiness::default()
             .postgres(pool.clone())
             .kafka(&settings.kafka, settings.kafka.events_topic.clone())?;
-        let routes = routes::router(state, settings.auth.admin_token.clone());
-        let router = shared::http::finish("dashboard", routes, readiness);
+        let router = shared::http::finish(
+            "dashboard",
+            routes::router(state),
+            readiness,
+            settings.auth.admin_token.clone(),
+        );
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
@@ -124,6 +130,7 @@ impl Application {
             router,
             runner,
             triggers,
+            grace: settings.shutdown.grace(),
             shutdown,
         })
     }
@@ -135,12 +142,22 @@ impl Application {
     /// Serves and runs replays until shutdown.
     pub async fn run(self) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr(), "dashboard listening");
-        let runner = tokio::spawn(self.runner.run(self.shutdown.clone()));
-        let triggers = tokio::spawn(self.triggers.run(self.shutdown.clone()));
-        shared::http::serve(self.listener, self.router, self.shutdown.clone()).await?;
-        self.shutdown.cancel();
-        runner.await?;
-        triggers.await?;
+        let mut tasks = Tasks::new(self.shutdown.clone());
+        let (runner, triggers, stop) = (self.runner, self.triggers, self.shutdown.clone());
+        tasks.spawn("replays", async move {
+            runner.run(stop).await;
+            Ok(())
+        });
+        let stop = self.shutdown.clone();
+        tasks.spawn("triggers", async move {
+            triggers.run(stop).await;
+            Ok(())
+        });
+        tasks.spawn(
+            "http",
+            shared::http::serve(self.listener, self.router, self.shutdown.clone()),
+        );
+        tasks.run(self.grace).await?;
         tracing::info!("dashboard stopped");
         Ok(())
     }

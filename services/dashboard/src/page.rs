@@ -10,7 +10,7 @@ use axum::response::Html;
 use chrono::NaiveDate;
 
 use crate::aggregate::{conversion, Day};
-use crate::runs::{self, Run};
+use crate::store::{self, By, Run, RunState};
 use crate::AppState;
 
 /// Escapes text for HTML.
@@ -71,10 +71,10 @@ fn progress_bar(run: &Run, fraction: f64) -> String {
 }
 
 pub async fn page(State(s): State<AppState>) -> Html<String> {
-    let current = runs::current(&s.pool).await.ok().flatten();
-    let list = runs::list(&s.pool, 10).await.unwrap_or_default();
+    let current = store::current(&s.pool).await.ok().flatten();
+    let list = store::list(&s.pool, 10).await.unwrap_or_default();
     let days: Vec<(NaiveDate, Day)> = match &current {
-        Some(run) => crate::routes::stored_days(&s.pool, run.id)
+        Some(run) => store::stored_days(&s.pool, run.id)
             .await
             .unwrap_or_default()
             .into_iter()
@@ -129,14 +129,9 @@ pub async fn page(State(s): State<AppState>) -> Html<String> {
                 |v| format!("{:.1}%", v * 100.0),
             ));
             if let Some((last, _)) = days.last() {
-                let top: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT product_id, count FROM dashboard_top_products WHERE run_id = $1 AND day = $2 AND by = 'purchases' ORDER BY rank LIMIT 10",
-                )
-                .bind(run.id)
-                .bind(last)
-                .fetch_all(&s.pool)
-                .await
-                .unwrap_or_default();
+                let top = store::top_products(&s.pool, run.id, *last, By::Purchases, 10)
+                    .await
+                    .unwrap_or_default();
                 let _ = write!(
                     html,
                     r#"<h2>Top products by purchases, {last}</h2><table id="top"><tr><th>product</th><th>purchases</th></tr>"#
@@ -151,17 +146,20 @@ pub async fn page(State(s): State<AppState>) -> Html<String> {
     html.push_str(r#"<h2>Replays <button id="replay">Replay now</button></h2><table id="runs"><tr><th>#</th><th>trigger</th><th>state</th><th>progress</th><th>records</th><th>finished</th></tr>"#);
     let registry = s.registry.lock().expect("poisoned").clone();
     for run in &list {
-        let fraction = registry
-            .get(&run.id)
-            .map(|p| p.view().fraction)
-            .unwrap_or(if run.state == "succeeded" { 1.0 } else { 0.0 });
+        let fraction = registry.get(&run.id).map(|p| p.view().fraction).unwrap_or(
+            if run.state == RunState::Succeeded {
+                1.0
+            } else {
+                0.0
+            },
+        );
         let _ = write!(
             html,
             r#"<tr><td>{}</td><td>{}</td><td class="state {}">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             run.id,
-            esc(&run.trigger),
-            esc(&run.state),
-            esc(&run.state),
+            run.trigger.as_str(),
+            run.state.as_str(),
+            run.state.as_str(),
             progress_bar(run, fraction),
             run.records.map(|r| r.to_string()).unwrap_or_default(),
             run.finished_at

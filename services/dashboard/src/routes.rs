@@ -2,43 +2,28 @@
 //! `GET /api/metrics/daily?from=&to=`, `GET /api/products/top?day=&by=&limit=`.
 //! Metrics answers name the run and offsets they come from.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::config::Secret;
-use shared::http::auth::require_token;
-use shared::http::ApiError;
+use shared::http::{self, Admin, ApiError, Path, Query};
 
 use crate::aggregate::{conversion, Day};
-use crate::runs::{self, Run};
+use crate::store::{self, By, Run, RunState, Trigger};
 use crate::AppState;
 
-pub fn router(state: AppState, token: Secret) -> Router {
-    let admin = Router::new()
-        .route("/api/replays", post(start_replay))
-        .route_layer(axum::middleware::from_fn_with_state(token, require_token));
+pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/replays", get(list_replays))
+        .route("/api/replays", get(list_replays).post(start_replay))
         .route("/api/replays/{id}", get(get_replay))
         .route("/api/metrics/daily", get(daily))
         .route("/api/products/top", get(top_products))
         .route("/api/triggers", get(trigger_status))
         .route("/", get(crate::page::page))
-        .merge(admin)
         .with_state(state)
-}
-
-fn unavailable(error: sqlx::Error) -> ApiError {
-    tracing::warn!(%error, "query failed");
-    ApiError::unavailable(
-        "database_unavailable",
-        "the dashboard store is unavailable; retry shortly",
-    )
 }
 
 #[derive(Deserialize)]
@@ -50,10 +35,10 @@ pub struct ReplayRequest {
 }
 
 async fn start_replay(
+    _: Admin,
     State(s): State<AppState>,
-    body: Result<Json<ReplayRequest>, JsonRejection>,
+    http::Json(request): http::Json<ReplayRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(request) = body?;
     let from = match request.from.as_str() {
         "earliest" => None,
         time => Some(
@@ -75,9 +60,7 @@ async fn start_replay(
             ));
         }
     }
-    let id = runs::enqueue(&s.pool, "manual", from, request.to)
-        .await
-        .map_err(unavailable)?;
+    let id = store::enqueue(&s.pool, Trigger::Manual, from, request.to).await?;
     s.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
@@ -94,9 +77,9 @@ fn describe(run: Run, s: &AppState) -> Value {
         .get(&run.id)
         .map(|p| p.view());
     let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
-    let progress = match (progress, run.state.as_str()) {
+    let progress = match (progress, run.state) {
         (Some(view), _) => json!(view),
-        (None, "succeeded") => json!({"fraction": 1.0}),
+        (None, RunState::Succeeded) => json!({"fraction": 1.0}),
         (None, _) => json!({"fraction": 0.0}),
     };
     value["progress"] = progress;
@@ -104,7 +87,7 @@ fn describe(run: Run, s: &AppState) -> Value {
 }
 
 async fn list_replays(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let list = runs::list(&s.pool, 50).await.map_err(unavailable)?;
+    let list = store::list(&s.pool, 50).await?;
     Ok(Json(
         json!({"runs": list.into_iter().map(|r| describe(r, &s)).collect::<Vec<_>>()}),
     ))
@@ -112,23 +95,18 @@ async fn list_replays(State(s): State<AppState>) -> Result<Json<Value>, ApiError
 
 async fn get_replay(
     State(s): State<AppState>,
-    id: Result<Path<i64>, PathRejection>,
+    Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let Path(id) = id?;
-    let run = runs::get(&s.pool, id)
-        .await
-        .map_err(unavailable)?
+    let run = store::get(&s.pool, id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no replay run {id}")))?;
     Ok(Json(describe(run, &s)))
 }
 
 async fn current(s: &AppState) -> Result<Run, ApiError> {
-    runs::current(&s.pool)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| {
-            ApiError::not_found("no replay has succeeded yet; start one with POST /api/replays")
-        })
+    store::current(&s.pool).await?.ok_or_else(|| {
+        ApiError::not_found("no replay has succeeded yet; start one with POST /api/replays")
+    })
 }
 
 #[derive(Deserialize)]
@@ -138,46 +116,12 @@ pub struct Range {
     to: Option<NaiveDate>,
 }
 
-type DayRow = (NaiveDate, i64, i64, i64, i64, i64, i64, i64, i64);
-
-/// A run's stored days.
-pub async fn stored_days(
-    pool: &sqlx::PgPool,
-    run: i64,
-) -> sqlx::Result<std::collections::BTreeMap<NaiveDate, Day>> {
-    let rows: Vec<DayRow> = sqlx::query_as(
-        "SELECT day, active_users, viewing_users, purchasing_users, views, clicks, add_to_cart, purchases, revenue_cents
-         FROM dashboard_daily WHERE run_id = $1 ORDER BY day",
-    )
-    .bind(run)
-    .fetch_all(pool)
-    .await?;
-    let n = |v: i64| v as u64;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let day = Day {
-                active_users: n(r.1),
-                viewing_users: n(r.2),
-                purchasing_users: n(r.3),
-                views: n(r.4),
-                clicks: n(r.5),
-                add_to_cart: n(r.6),
-                purchases: n(r.7),
-                revenue_cents: n(r.8),
-            };
-            (r.0, day)
-        })
-        .collect())
-}
-
 async fn daily(
     State(s): State<AppState>,
-    range: Result<Query<Range>, QueryRejection>,
+    Query(range): Query<Range>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(range) = range?;
     let run = current(&s).await?;
-    let stored = stored_days(&s.pool, run.id).await.map_err(unavailable)?;
+    let stored = store::stored_days(&s.pool, run.id).await?;
     let first = range.from.or_else(|| stored.keys().next().copied());
     let last = range.to.or_else(|| stored.keys().next_back().copied());
     let mut days = Vec::new();
@@ -219,21 +163,14 @@ async fn daily(
 #[serde(deny_unknown_fields)]
 pub struct TopQuery {
     day: NaiveDate,
-    by: String,
+    by: By,
     limit: Option<i64>,
 }
 
 async fn top_products(
     State(s): State<AppState>,
-    query: Result<Query<TopQuery>, QueryRejection>,
+    Query(q): Query<TopQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query?;
-    if q.by != "views" && q.by != "purchases" {
-        return Err(ApiError::bad_request(
-            "invalid_by",
-            "`by` must be views or purchases",
-        ));
-    }
     let limit = q.limit.unwrap_or(10);
     if !(1..=crate::aggregate::TOP as i64).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -242,16 +179,7 @@ async fn top_products(
         ));
     }
     let run = current(&s).await?;
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT product_id, count FROM dashboard_top_products WHERE run_id = $1 AND day = $2 AND by = $3 ORDER BY rank LIMIT $4",
-    )
-    .bind(run.id)
-    .bind(q.day)
-    .bind(&q.by)
-    .bind(limit)
-    .fetch_all(&s.pool)
-    .await
-    .map_err(unavailable)?;
+    let rows = store::top_products(&s.pool, run.id, q.day, q.by, limit).await?;
     let items: Vec<Value> = rows
         .into_iter()
         .map(|(p, c)| json!({"product_id": p, "count": c}))

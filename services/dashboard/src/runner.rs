@@ -5,23 +5,20 @@
 //! failed and changes nothing that is served.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use shared::claim_check::ClaimStore;
 use shared::config::KafkaConfig;
-use shared::event::{Envelope, EventBody};
+use shared::consume::Received;
+use shared::event::{Envelope, EventBody, EventType};
 use shared::replay::{self, From, Progress};
 use shared::shutdown::CancellationToken;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use crate::aggregate::Aggregate;
-use crate::runs::{self, Run};
-
-/// The advisory lock key of "a replay is running" (any 64-bit constant
-/// shared by all instances).
-const REPLAY_LOCK: i64 = 0x6b61_7070_6164_6173;
+use crate::store::{self, Run};
 
 /// Progress of the runs this instance is executing, for the API.
 pub type Registry = Arc<Mutex<HashMap<i64, Arc<Progress>>>>;
@@ -59,39 +56,32 @@ impl Runner {
     /// Under the lock, runs every queued run.
     async fn serve_queue(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let mut lock_conn = self.pool.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(REPLAY_LOCK)
-            .fetch_one(&mut *lock_conn)
-            .await?;
-        if !locked {
+        if !store::try_lock(&mut lock_conn).await? {
             return Ok(());
         }
         let result = async {
-            let interrupted = runs::fail_interrupted(&mut lock_conn).await?;
+            let interrupted = store::fail_interrupted(&mut lock_conn).await?;
             if interrupted > 0 {
                 tracing::warn!(interrupted, "marked runs of a stopped process as failed");
             }
             while !shutdown.is_cancelled() {
-                let Some(run) = runs::claim_next(&mut lock_conn).await? else {
+                let Some(run) = store::claim_next(&mut lock_conn).await? else {
                     break;
                 };
-                self.execute(run).await;
+                self.execute(run, shutdown).await;
             }
             anyhow::Ok(())
         }
         .await;
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(REPLAY_LOCK)
-            .execute(&mut *lock_conn)
-            .await?;
+        store::unlock(&mut lock_conn).await?;
         result
     }
 
-    async fn execute(&self, run: Run) {
+    async fn execute(&self, run: Run, shutdown: &CancellationToken) {
         let id = run.id;
-        tracing::info!(run = id, trigger = %run.trigger, "replay started");
+        tracing::info!(run = id, trigger = run.trigger.as_str(), "replay started");
         let started = Instant::now();
-        match self.replay(&run).await {
+        match self.replay(&run, shutdown).await {
             Ok((events, records)) => {
                 let secs = started.elapsed().as_secs_f64();
                 metrics::histogram!("kappa_replay_duration_seconds").record(secs);
@@ -111,7 +101,7 @@ impl Runner {
                 let message = format!("{error:#}");
                 tracing::warn!(run = id, error = %message, "replay failed");
                 metrics::counter!("kappa_replay_failures_total").increment(1);
-                if let Err(e) = runs::fail(&self.pool, id, &message).await {
+                if let Err(e) = store::fail(&self.pool, id, &message).await {
                     tracing::error!(run = id, error = %e, "could not mark the run failed");
                 }
             }
@@ -120,14 +110,14 @@ impl Runner {
     }
 
     /// Plans, reads and aggregates the run's range, then stores the results.
-    async fn replay(&self, run: &Run) -> anyhow::Result<(u64, u64)> {
+    async fn replay(&self, run: &Run, shutdown: &CancellationToken) -> anyhow::Result<(u64, u64)> {
         let from = run.from_time.map_or(From::Earliest, From::Time);
         let (kafka, topic, to) = (self.kafka.clone(), self.topic.clone(), run.to_time);
         let plan =
             tokio::task::spawn_blocking(move || replay::plan(&kafka, &topic, from, to)).await??;
         let start: BTreeMap<i32, i64> = plan.spans.iter().map(|(p, s)| (*p, s.start)).collect();
         let end: BTreeMap<i32, i64> = plan.spans.iter().map(|(p, s)| (*p, s.end)).collect();
-        runs::record_range(&self.pool, run.id, &start, &end, plan.total()).await?;
+        store::record_range(&self.pool, run.id, &start, &end, plan.total()).await?;
 
         let progress = Progress::new(plan.total());
         self.registry
@@ -147,55 +137,93 @@ impl Runner {
         };
         // Several readers, each over its own partitions, then one merge.
         let readers = plan.split(self.readers).into_iter().map(|part| {
-            let (kafka, progress) = (self.kafka.clone(), progress.clone());
-            tokio::task::spawn_blocking(move || read_part(&kafka, &part, &progress))
+            let (kafka, progress, shutdown) =
+                (self.kafka.clone(), progress.clone(), shutdown.clone());
+            tokio::task::spawn_blocking(move || read_part(&kafka, &part, &progress, &shutdown))
         });
-        let mut aggregate = Aggregate::default();
-        let (mut events, mut rejected) = (0u64, 0u64);
+        let mut whole = Part::default();
         for reader in futures_join(readers).await {
-            let (part, part_events, part_rejected) = reader??;
-            aggregate.merge(part);
-            events += part_events;
-            rejected += part_rejected;
+            let part = reader??;
+            whole.aggregate.merge(part.aggregate);
+            whole.events += part.events;
+            whole.rejected += part.rejected;
+            whole.claimed.extend(part.claimed);
         }
+        // Claim-checked interactions count with their full bodies; one whose
+        // payload is missing or does not match is a rejected record.
+        let claimed = std::mem::take(&mut whole.claimed);
+        for resolved in ClaimStore::new(self.pool.clone())
+            .resolve_received(claimed)
+            .await?
+        {
+            match resolved {
+                Ok(received) => whole.add(&received),
+                Err(_) => {
+                    whole.events -= 1;
+                    whole.rejected += 1;
+                }
+            }
+        }
+        let Part {
+            aggregate,
+            events,
+            rejected,
+            ..
+        } = whole;
         metrics::gauge!("kappa_replay_progress").set(1.0);
         let results = aggregate.finish();
-        let counts = runs::Counts {
+        let counts = store::Counts {
             events,
             rejected,
             bytes: read.bytes(),
         };
-        runs::succeed(&self.pool, run.id, &results, counts, self.keep_runs).await?;
+        store::succeed(&self.pool, run.id, &results, counts, self.keep_runs).await?;
         Ok((events, events + rejected))
     }
 }
 
-/// Reads one part of a plan into an aggregation: (aggregate, events, rejected).
+/// What one reader took from its part of a plan.
+#[derive(Default)]
+struct Part {
+    aggregate: Aggregate,
+    events: u64,
+    rejected: u64,
+    /// Claim-checked interactions, resolved after reading (rare; their
+    /// payloads come from the claim-check store, not the topic).
+    claimed: Vec<Received>,
+}
+
+impl Part {
+    fn add(&mut self, received: &Received) {
+        if let (Envelope::Inline(event), Some(ts)) = (&received.envelope, received.ts()) {
+            if let EventBody::Interaction(interaction) = &event.body {
+                self.aggregate.add(ts.date_naive(), interaction);
+            }
+        }
+    }
+}
+
+/// Reads one part of a plan into an aggregation.
 fn read_part(
     kafka: &KafkaConfig,
     plan: &replay::Plan,
     progress: &Progress,
-) -> anyhow::Result<(Aggregate, u64, u64)> {
-    let mut aggregate = Aggregate::default();
-    let (mut events, mut rejected) = (0u64, 0u64);
-    replay::run(
-        kafka,
-        plan,
-        progress,
-        &AtomicBool::new(false),
-        |record| match record {
-            Ok(received) => {
-                events += 1;
-                if let (Envelope::Inline(event), Some(ts)) = (&received.envelope, received.ts()) {
-                    if let EventBody::Interaction(interaction) = &event.body {
-                        aggregate.add(ts.date_naive(), interaction);
-                    }
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Part> {
+    let mut part = Part::default();
+    replay::run(kafka, plan, progress, shutdown, |record| match record {
+        Ok(received) => {
+            part.events += 1;
+            match &received.envelope {
+                Envelope::Claimed(c) if c.event_type == EventType::Interaction => {
+                    part.claimed.push(received)
                 }
+                _ => part.add(&received),
             }
-            Err(_) => rejected += 1,
-        },
-    )?;
-    Ok((aggregate, events, rejected))
+        }
+        Err(_) => part.rejected += 1,
+    })?;
+    Ok(part)
 }
 
 /// Awaits every task, in order.

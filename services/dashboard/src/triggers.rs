@@ -14,7 +14,7 @@ use shared::shutdown::CancellationToken;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::runs;
+use crate::store::{self, Trigger};
 
 /// Average record size assumed before any run measured one.
 const DEFAULT_RECORD_BYTES: u64 = 200;
@@ -57,17 +57,19 @@ impl Triggers {
         tokio::join!(self.on_schedule(&shutdown), self.on_threshold(&shutdown));
     }
 
-    async fn fire(&self, trigger: &str) {
-        match runs::enqueue_automatic(&self.pool, trigger).await {
+    async fn fire(&self, trigger: Trigger) {
+        match store::enqueue_automatic(&self.pool, trigger).await {
             Ok(Some(id)) => {
-                tracing::info!(run = id, trigger, "replay queued");
+                tracing::info!(run = id, trigger = trigger.as_str(), "replay queued");
                 self.wake.notify_one();
             }
             Ok(None) => tracing::debug!(
-                trigger,
+                trigger = trigger.as_str(),
                 "an automatic replay is already waiting; it serves this trigger"
             ),
-            Err(error) => tracing::warn!(%error, trigger, "could not queue a replay"),
+            Err(error) => {
+                tracing::warn!(%error, trigger = trigger.as_str(), "could not queue a replay")
+            }
         }
     }
 
@@ -80,7 +82,7 @@ impl Triggers {
             let wait = (next - Utc::now()).to_std().unwrap_or_default();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => self.fire("schedule").await,
+                _ = tokio::time::sleep(wait) => self.fire(Trigger::Schedule).await,
             }
         }
     }
@@ -109,7 +111,7 @@ impl Triggers {
                     let by_bytes = self.threshold_bytes > 0 && bytes >= self.threshold_bytes;
                     if by_events || by_bytes {
                         tracing::info!(records, bytes, "new data passed the threshold");
-                        self.fire("threshold").await;
+                        self.fire(Trigger::Threshold).await;
                     }
                 }
                 Ok(None) => {}
@@ -123,11 +125,11 @@ impl Triggers {
     /// Records and (estimated) bytes appended since the last successful run;
     /// `None` while a run is queued or running.
     async fn new_data(&self) -> anyhow::Result<Option<(u64, u64)>> {
-        if runs::busy(&self.pool).await? {
+        if store::busy(&self.pool).await? {
             return Ok(None);
         }
         let marks = shared::kafka::watermarks(&self.kafka, &self.topic).await?;
-        let last = runs::last_success(&self.pool).await?;
+        let last = store::last_success(&self.pool).await?;
         let covered: i64 = match last.as_ref().and_then(|r| r.end_offsets.as_ref()) {
             Some(ends) => ends
                 .as_object()

@@ -32,9 +32,27 @@ async fn produce(env: &TestEnv, count: usize) {
     }
 }
 
+/// How a replay in progress is interrupted.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// SIGKILL: the next runner marks the run failed.
+    Kill,
+    /// SIGTERM: the process ends the run itself (failed), within its bound.
+    Terminate,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replay_killed_midway_changes_nothing_served() {
-    let env = TestEnv::new("dash_kill").await;
+    interrupted_replay("dash_kill", Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_replay_ends_within_the_bound_and_changes_nothing_served() {
+    interrupted_replay("dash_term", Stop::Terminate).await;
+}
+
+async fn interrupted_replay(name: &str, stop: Stop) {
+    let env = TestEnv::new(name).await;
     produce(&env, 1_000).await;
     let service = Service::start(&env, common::config()).await;
     let (good, _) = service.replay(json!({"from": "earliest"})).await;
@@ -57,6 +75,7 @@ async fn a_replay_killed_midway_changes_nothing_served() {
             )
             .env("KAPPA__DASHBOARD__ADDR", format!("127.0.0.1:{port}"))
             .env("KAPPA__DASHBOARD__SCHEDULE", "")
+            .env("KAPPA__SHUTDOWN__GRACE_MS", "3000")
             .env("KAPPA__LOG__LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -103,20 +122,44 @@ async fn a_replay_killed_midway_changes_nothing_served() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    match stop {
+        Stop::Kill => {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        Stop::Terminate => {
+            let started = Instant::now();
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            while child.try_wait().unwrap().is_none() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "still running 15 s after SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 
-    // The next runner marks the run failed; what is served has not changed.
+    // The run is marked failed (by the next runner after a kill, by the
+    // process itself after SIGTERM); what is served has not changed.
     let service = Service::start(&env, common::config()).await;
     let runs = service
-        .wait_runs("the killed run to be marked failed", |runs| {
+        .wait_runs("the interrupted run to be marked failed", |runs| {
             runs.iter().any(|r| r["id"] == id && r["state"] == "failed")
         })
         .await;
-    let killed = runs.iter().find(|r| r["id"] == id).unwrap();
+    let interrupted = runs.iter().find(|r| r["id"] == id).unwrap();
+    let why = if stop == Stop::Kill {
+        "interrupted"
+    } else {
+        "shutting down"
+    };
     assert!(
-        killed["error"].as_str().unwrap().contains("interrupted"),
-        "{killed}"
+        interrupted["error"].as_str().unwrap().contains(why),
+        "{interrupted}"
     );
     let (_, after) = service.get("/api/metrics/daily").await;
     assert_eq!(after, before, "the previous run's results are still served");

@@ -169,13 +169,13 @@ async fn triggers_during_a_run_coalesce_and_instances_never_overlap() {
     // Three automatic triggers while it runs: one waiting run serves them all.
     assert_eq!(running().await, "running");
     let fired: Vec<Option<i64>> = vec![
-        dashboard::runs::enqueue_automatic(&pool, "schedule")
+        dashboard::store::enqueue_automatic(&pool, dashboard::store::Trigger::Schedule)
             .await
             .unwrap(),
-        dashboard::runs::enqueue_automatic(&pool, "threshold")
+        dashboard::store::enqueue_automatic(&pool, dashboard::store::Trigger::Threshold)
             .await
             .unwrap(),
-        dashboard::runs::enqueue_automatic(&pool, "schedule")
+        dashboard::store::enqueue_automatic(&pool, dashboard::store::Trigger::Schedule)
             .await
             .unwrap(),
     ];

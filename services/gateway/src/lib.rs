@@ -16,6 +16,7 @@ use shared::config::{HttpConfig, Settings};
 use shared::http::Readiness;
 use shared::kafka_batch::BatchProducer;
 use shared::shutdown::CancellationToken;
+use shared::tasks::Tasks;
 use tokio::net::TcpListener;
 
 pub use publish::{Ack, Incoming, PublishError, Publisher};
@@ -55,9 +56,14 @@ impl Application {
         let readiness = Readiness::default()
             .postgres(pool)
             .kafka(&settings.kafka, settings.kafka.events_topic.clone())?;
-        let routes = routes::router(state.clone(), settings.auth.admin_token.clone())
-            .layer(DefaultBodyLimit::max(http.body_limit_bytes));
-        let router = shared::http::finish("gateway", routes, readiness);
+        let routes =
+            routes::router(state.clone()).layer(DefaultBodyLimit::max(http.body_limit_bytes));
+        let router = shared::http::finish(
+            "gateway",
+            routes,
+            readiness,
+            settings.auth.admin_token.clone(),
+        );
         let listener = TcpListener::bind(http.addr)
             .await
             .with_context(|| format!("binding {}", http.addr))?;
@@ -80,17 +86,23 @@ impl Application {
     /// Serves until shutdown, sweeping uncommitted claim-check payloads meanwhile.
     pub async fn run(self) -> anyhow::Result<()> {
         let cc = &self.settings.claim_check;
-        let sweeper = self.state.claims.clone().spawn_sweeper(
-            Duration::from_secs(cc.sweep_interval_secs),
-            Duration::from_secs(cc.grace_secs),
-            self.shutdown.clone(),
-        );
         tracing::info!(addr = %self.addr(), topic = %self.settings.kafka.events_topic, "gateway listening");
-        shared::http::serve(self.listener, self.router, self.shutdown.clone()).await?;
-        self.shutdown.cancel();
-        let _ = sweeper.await;
+        let mut tasks = Tasks::new(self.shutdown.clone());
+        tasks.spawn(
+            "claim-sweeper",
+            self.state.claims.clone().sweep_until(
+                Duration::from_secs(cc.sweep_interval_secs),
+                Duration::from_secs(cc.grace_secs),
+                self.shutdown.clone(),
+            ),
+        );
+        tasks.spawn(
+            "http",
+            shared::http::serve(self.listener, self.router, self.shutdown.clone()),
+        );
+        let stopped = tasks.run(self.settings.shutdown.grace()).await;
         self.state.publisher.flush(Duration::from_secs(10));
         tracing::info!("gateway stopped");
-        Ok(())
+        stopped
     }
 }

@@ -39,6 +39,11 @@ pub enum PublishError {
     /// The claim-check store could not take a large payload; nothing was produced.
     #[error(transparent)]
     ClaimStore(#[from] ClaimError),
+    /// The broker refuses messages this large (retrying cannot help).
+    #[error(
+        "{count} event(s) are larger than the broker accepts (message.max.bytes, {limit} bytes)"
+    )]
+    TooLarge { count: usize, limit: usize },
 }
 
 /// One message ready to produce.
@@ -63,6 +68,8 @@ pub struct Publisher {
     claims: ClaimStore,
     topic: String,
     threshold: usize,
+    /// The producer's `message.max.bytes`: larger messages are refused.
+    max_message_bytes: usize,
 }
 
 impl Publisher {
@@ -73,6 +80,12 @@ impl Publisher {
             claims,
             topic: settings.kafka.events_topic.clone(),
             threshold: settings.claim_check.threshold_bytes,
+            max_message_bytes: settings
+                .kafka
+                .producer
+                .get("message_max_bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1_000_000),
         }
     }
 
@@ -81,6 +94,20 @@ impl Publisher {
         let mut outgoing = Vec::with_capacity(events.len());
         for incoming in events {
             outgoing.push(self.prepare(incoming).await?);
+        }
+        // All or nothing: a message the broker would refuse fails the request
+        // before anything is produced (retrying could never help).
+        let too_large = outgoing
+            .iter()
+            .filter(|o| o.payload.len() + o.key.len() > self.max_message_bytes)
+            .count();
+        if too_large > 0 {
+            metrics::counter!("kappa_gateway_events_rejected_total", "reason" => "too_large")
+                .increment(too_large as u64);
+            return Err(PublishError::TooLarge {
+                count: too_large,
+                limit: self.max_message_bytes,
+            });
         }
         let messages: Vec<kafka_batch::Outgoing<'_>> = outgoing
             .iter()
@@ -111,6 +138,7 @@ impl Publisher {
         }
         let tokens: Vec<Uuid> = acknowledged.iter().filter_map(|a| a.claim_check).collect();
         self.claims.commit(&tokens).await?;
+
         metrics::counter!("kappa_gateway_events_produced_total")
             .increment(acknowledged.len() as u64);
         if failed.is_empty() {

@@ -88,8 +88,18 @@ async fn broker_outage_gives_503_then_recovers_without_duplicates() {
         waited < Duration::from_millis(DELIVERY_TIMEOUT_MS) + Duration::from_secs(5),
         "waited {waited:?}"
     );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["error"], "broker_unavailable");
+    // No internal text in a 5xx: the id to quote instead.
+    assert_eq!(answer["request_id"], request_id.as_str());
+    assert!(
+        !answer["message"].as_str().unwrap().contains("Local:"),
+        "{answer}"
+    );
     assert_eq!(
         answer["failed"].as_array().unwrap().len() + acked_ids(&answer).len(),
         50

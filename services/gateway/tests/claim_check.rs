@@ -49,11 +49,8 @@ async fn large_event_travels_as_a_token() {
     // Resolving returns the posted event; the HTTP route returns the exact stored bytes.
     let posted = Event::parse(line.as_bytes()).unwrap();
     let store = ClaimStore::new(app.env.pool().await);
-    let resolved = store
-        .resolve(Envelope::Claimed(claimed.clone()))
-        .await
-        .unwrap();
-    assert_eq!(resolved, posted);
+    let (stored, _) = store.fetch_typed(claimed.claim_check.token).await.unwrap();
+    assert_eq!(ClaimStore::open(&claimed, &stored).unwrap(), posted);
     let fetched = app.get_authed(&format!("/claims/{token}")).await;
     assert_eq!(fetched.status(), 200);
     let bytes = fetched.bytes().await.unwrap();
@@ -64,7 +61,7 @@ async fn large_event_travels_as_a_token() {
     );
     assert_eq!(sha256_hex(&bytes), claimed.claim_check.sha256);
 
-    // Tampering with the stored bytes is detected, over HTTP and in resolve.
+    // Tampering with the stored bytes is detected, over HTTP and in the store.
     let pool = app.env.pool().await;
     sqlx::query("UPDATE claim_checks SET payload = overlay(payload placing '\\x00'::bytea from 100) WHERE token = $1")
         .bind(claimed.claim_check.token)
@@ -76,12 +73,12 @@ async fn large_event_travels_as_a_token() {
     let body: Value = tampered.json().await.unwrap();
     assert_eq!(body["error"], "claim_check_corrupt");
     let err = store
-        .resolve(Envelope::Claimed(claimed.clone()))
+        .fetch_typed(claimed.claim_check.token)
         .await
         .unwrap_err();
     assert!(matches!(err, ClaimError::Corrupt { .. }), "{err}");
 
-    // A missing payload is a 404 and a clear resolve error.
+    // A missing payload is a 404 and a clear store error.
     sqlx::query("DELETE FROM claim_checks")
         .execute(&pool)
         .await
@@ -90,7 +87,7 @@ async fn large_event_travels_as_a_token() {
     assert_eq!(missing.status(), 404);
     assert_eq!(
         store
-            .resolve(Envelope::Claimed(claimed))
+            .fetch_typed(claimed.claim_check.token)
             .await
             .unwrap_err()
             .code(),
@@ -118,9 +115,12 @@ async fn uncommitted_payloads_are_swept_after_the_grace_period() {
 
     assert_eq!(store.sweep(Duration::from_secs(3600)).await.unwrap(), 1);
     assert!(matches!(
-        store.fetch(old.token).await,
+        store.fetch_typed(old.token).await,
         Err(ClaimError::NotFound(_))
     ));
-    assert_eq!(store.fetch(young.token).await.unwrap(), b"pending, young");
-    assert_eq!(store.fetch(kept.token).await.unwrap(), b"committed");
+    assert_eq!(
+        store.fetch_typed(young.token).await.unwrap().0,
+        b"pending, young"
+    );
+    assert_eq!(store.fetch_typed(kept.token).await.unwrap().0, b"committed");
 }

@@ -83,6 +83,53 @@ async fn bad_input_is_answered_and_nothing_is_produced() {
     assert_eq!(errors.len(), 100);
     assert_eq!(errors[99]["line"], 100, "the first hundred, in order");
 
+    // Ids that no store could hold: too long, or with a control character.
+    let long_id = format!(
+        r#"{{"type":"interaction","user_id":"{}","product_id":"p","action":"view"}}"#,
+        "u".repeat(3000)
+    );
+    let (status, body) = json(app.post_ndjson(long_id).await).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256 bytes"),
+        "{body}"
+    );
+
+    // Wrong method: 405 with the JSON shape, before any token check.
+    let get_events = app.client.get(app.url("/events")).send().await.unwrap();
+    assert_eq!(get_events.headers()["content-type"], "application/json");
+    let (status, body) = json(get_events).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    // A path segment that does not decode: 400 with the JSON shape.
+    let bad_segment = app
+        .client
+        .get(app.url("/claims/%FF"))
+        .bearer_auth(app.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(bad_segment).await.0, 400);
+    // The scheme of a token is case-insensitive (RFC 7235).
+    let lowercase = app
+        .client
+        .post(app.url("/events"))
+        .header("authorization", format!("bearer {}", app.token()))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json(lowercase).await.0,
+        400,
+        "authenticated, then refused for its body"
+    );
+
     let (status, body) = json(app.post_ndjson("\n\n").await).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("empty_body")));
 
@@ -140,6 +187,32 @@ async fn bad_input_is_answered_and_nothing_is_produced() {
         .unwrap();
     assert_eq!(json(bad_path).await.0, 400);
 
+    let topic = app.env.settings.kafka.events_topic.clone();
+    assert_eq!(app.env.count(&topic).await, 0, "nothing reached the topic");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_too_large_for_the_broker_is_413_with_the_limit_named() {
+    // Claim-check above 2 MiB, so a 1.2 MB event would go to the broker inline.
+    let app = common::spawn_app("too_large", |s, _| {
+        s.claim_check.threshold_bytes = 2 * 1024 * 1024
+    })
+    .await;
+    let big = format!(
+        r#"{{"type":"mail_requested","user_id":"u1","subject":"s","body":"{}"}}"#,
+        "x".repeat(1_200_000)
+    );
+    let (status, body) = json(app.post_ndjson(big).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("message.max.bytes") && message.contains("1000000"),
+        "{message}"
+    );
     let topic = app.env.settings.kafka.events_topic.clone();
     assert_eq!(app.env.count(&topic).await, 0, "nothing reached the topic");
     app.stop().await;

@@ -1,28 +1,29 @@
 //! The streaming half of the Kappa architecture: consumes `events`
 //! continuously and keeps item-to-item recommendations current, exactly once
 //! per interaction, with state partitioned like the topic (see `model` and
-//! `shared::sink`).
+//! `shared::worker`).
 
 pub mod model;
 pub mod query;
+mod recommender;
 mod routes;
 pub mod store;
-mod worker;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
 use shared::config::Settings;
-use shared::dlq::DeadLetters;
 use shared::http::Readiness;
 use shared::shutdown::CancellationToken;
-use shared::sink::SinkOptions;
+use shared::tasks::Tasks;
+use shared::worker::{Health, Options, Setup};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-pub use worker::Recommender;
+pub use recommender::Recommender;
 
 /// The `[recommendation]` configuration section.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +38,8 @@ pub struct RecommendationConfig {
     pub max_batch_ms: u64,
     /// Half-life of interaction weights, in days.
     pub half_life_days: f64,
+    /// `/readyz` fails when events were held this long without a commit.
+    pub stuck_after_ms: u64,
 }
 
 impl RecommendationConfig {
@@ -61,6 +64,7 @@ pub struct Application {
     settings: Settings,
     config: RecommendationConfig,
     pool: PgPool,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 }
 
@@ -77,11 +81,17 @@ impl Application {
             topic: settings.kafka.events_topic.clone(),
             half_life_secs: config.half_life_secs(),
         };
+        let health = Health::new(Duration::from_millis(config.stuck_after_ms));
         let readiness = Readiness::default()
             .postgres(pool.clone())
-            .kafka(&settings.kafka, settings.kafka.events_topic.clone())?;
-        let routes = routes::router(state, settings.auth.admin_token.clone());
-        let router = shared::http::finish("recommendation", routes, readiness);
+            .kafka(&settings.kafka, settings.kafka.events_topic.clone())?
+            .worker(health.clone());
+        let router = shared::http::finish(
+            "recommendation",
+            routes::router(state),
+            readiness,
+            settings.auth.admin_token.clone(),
+        );
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
@@ -91,6 +101,7 @@ impl Application {
             settings,
             config,
             pool,
+            health,
             shutdown,
         })
     }
@@ -99,42 +110,32 @@ impl Application {
         self.listener.local_addr().expect("bound")
     }
 
-    /// Consumes and serves until shutdown; if the consumer dies, so does the service.
+    /// Consumes and serves until shutdown; if either stops, so does the other.
     pub async fn run(self) -> anyhow::Result<()> {
-        let options = SinkOptions {
-            name: self.config.group.clone(),
-            topic: self.settings.kafka.events_topic.clone(),
-            max_batch_events: self.config.max_batch_events,
-            max_batch_ms: self.config.max_batch_ms,
+        let setup = Setup {
+            kafka: self.settings.kafka.clone(),
+            pool: self.pool.clone(),
+            options: Options {
+                group: self.config.group.clone(),
+                topic: self.settings.kafka.events_topic.clone(),
+                max_batch_events: self.config.max_batch_events,
+                max_batch_ms: self.config.max_batch_ms,
+                stuck_after: Duration::from_millis(self.config.stuck_after_ms),
+                instance: self.config.group.clone(),
+            },
         };
-        let producer = shared::kafka::producer(&self.settings.kafka)?;
-        let dead_letters = DeadLetters::new(producer, &self.settings.kafka.dlq_topic);
-        let sink = Recommender::new(self.config.half_life_secs());
-        let (kafka, pool, handle, stop) = (
-            self.settings.kafka.clone(),
-            self.pool.clone(),
-            tokio::runtime::Handle::current(),
-            self.shutdown.clone(),
-        );
-        let mut consumer = tokio::task::spawn_blocking(move || {
-            shared::sink::run(options, &kafka, pool, dead_letters, sink, handle, stop)
-        });
         tracing::info!(addr = %self.addr(), "recommendation listening");
-        let serve = shared::http::serve(self.listener, self.router, self.shutdown.clone());
-        tokio::pin!(serve);
-        let result = tokio::select! {
-            served = &mut serve => {
-                served?;
-                // The HTTP side stopped on shutdown: let the consumer finish its batch.
-                tokio::time::timeout(Duration::from_secs(30), &mut consumer).await.context("consumer did not stop")??
-            }
-            consumed = &mut consumer => {
-                self.shutdown.cancel();
-                let _ = serve.await;
-                consumed?
-            }
-        };
-        result.context("the consumer stopped")?;
+        let mut tasks = Tasks::new(self.shutdown.clone());
+        let recommender = Recommender::new(self.config.half_life_secs());
+        tasks.spawn(
+            "worker",
+            shared::worker::run(recommender, setup, self.health, self.shutdown.clone()),
+        );
+        tasks.spawn(
+            "http",
+            shared::http::serve(self.listener, self.router, self.shutdown.clone()),
+        );
+        tasks.run(self.settings.shutdown.grace()).await?;
         tracing::info!("recommendation stopped");
         Ok(())
     }

@@ -22,6 +22,7 @@
 
 use chrono::{DateTime, Utc};
 use shared::event::{Action, Interaction};
+use shared::worker::Refused;
 
 /// Distinct recent products remembered per user.
 pub const RECENT: usize = 10;
@@ -94,17 +95,32 @@ fn slot<'m, V: Default>(map: &'m mut Map<String, V>, key: &str) -> &'m mut V {
 }
 
 impl PartitionModel {
-    /// Folds one interaction into the model.
-    pub fn apply(&mut self, interaction: &Interaction, ts: DateTime<Utc>, half_life_secs: f64) {
+    /// Folds one interaction into the model. A weight or score that would
+    /// not be a finite number is refused (the caller reloads the partition
+    /// and dead-letters the event): nothing non-finite reaches the state.
+    pub fn apply(
+        &mut self,
+        interaction: &Interaction,
+        ts: DateTime<Utc>,
+        half_life_secs: f64,
+    ) -> Result<(), Refused> {
         let product = interaction.product_id.as_str();
         let weight = action_weight(interaction.action) * growth(ts, half_life_secs);
+        if !weight.is_finite() {
+            return Err(Refused(format!("weight at {ts} is not a finite number")));
+        }
         let user = slot(&mut self.users, &interaction.user_id);
 
         for (other, _) in user.recent.iter().filter(|(q, _)| q != product) {
             for (a, b) in [(product, other.as_str()), (other.as_str(), product)] {
                 let neighbors = slot(&mut self.cooc, a);
                 match neighbors.scores.get_mut(b) {
-                    Some(score) => *score += weight,
+                    Some(score) => {
+                        *score += weight;
+                        if !score.is_finite() {
+                            return Err(Refused(format!("score of {a} with {b} overflows")));
+                        }
+                    }
                     None => {
                         neighbors.scores.insert(b.to_owned(), weight);
                     }
@@ -140,6 +156,10 @@ impl PartitionModel {
         let popularity = slot(&mut self.popularity, product);
         popularity.score += weight;
         popularity.dirty = true;
+        if !popularity.score.is_finite() {
+            return Err(Refused(format!("popularity of {product} overflows")));
+        }
+        Ok(())
     }
 
     /// Clears the change flags (after a save).
@@ -192,9 +212,12 @@ mod tests {
     #[test]
     fn co_occurrence_is_symmetric_and_action_weighted() {
         let mut m = PartitionModel::default();
-        m.apply(&event("u1", "a", Action::View), t0(), 7.0 * DAY);
-        m.apply(&event("u1", "b", Action::Purchase), t0(), 7.0 * DAY);
-        m.apply(&event("u1", "a", Action::Click), t0(), 7.0 * DAY);
+        m.apply(&event("u1", "a", Action::View), t0(), 7.0 * DAY)
+            .unwrap();
+        m.apply(&event("u1", "b", Action::Purchase), t0(), 7.0 * DAY)
+            .unwrap();
+        m.apply(&event("u1", "a", Action::Click), t0(), 7.0 * DAY)
+            .unwrap();
         // b pairs with a at weight 8; the click on a pairs with b at 2.
         assert_eq!(m.cooc["a"].scores["b"], 10.0);
         assert_eq!(m.cooc["b"].scores["a"], 10.0);
@@ -215,7 +238,8 @@ mod tests {
                 &event("u1", &format!("p{i}"), Action::View),
                 t0(),
                 7.0 * DAY,
-            );
+            )
+            .unwrap();
         }
         assert_eq!(m.users["u1"].recent.len(), RECENT);
         assert!(m.cooc.values().all(|n| n.scores.len() < 2 * NEIGHBORS));

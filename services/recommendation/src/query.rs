@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::model::{growth, rank};
-use crate::store::{Products, Scores};
+use crate::store::{finite_scores, products, Json};
 
 /// One recommended product.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,7 +31,7 @@ pub async fn as_of(pool: &PgPool, consumer: &str, topic: &str) -> sqlx::Result<A
         sqlx::query_scalar("SELECT max(last_event_at) FROM rec_partitions")
             .fetch_one(pool)
             .await?;
-    let next_offsets = shared::sink::offsets::progress(pool, consumer, topic)
+    let next_offsets = shared::worker::offsets::progress(pool, consumer, topic)
         .await?
         .into_iter()
         .map(|(p, next, _, _)| (p.to_string(), next))
@@ -58,7 +58,7 @@ pub async fn for_user(
     as_of: &AsOf,
     half_life_secs: f64,
 ) -> sqlx::Result<(Vec<Scored>, bool)> {
-    let rows: Vec<(Scores, Products)> =
+    let rows: Vec<(Json<Value>, Json<Value>)> =
         sqlx::query_as("SELECT recent, purchased FROM rec_users WHERE user_id = $1")
             .bind(user)
             .fetch_all(pool)
@@ -66,24 +66,24 @@ pub async fn for_user(
     let mut recent: HashMap<String, f64> = HashMap::new();
     let mut purchased: HashSet<String> = HashSet::new();
     for (r, p) in rows {
-        for (item, weight) in r.0 {
+        for (item, weight) in finite_scores(&r.0) {
             let w = recent.entry(item).or_insert(0.0);
             *w = w.max(weight);
         }
-        purchased.extend(p.0);
+        purchased.extend(products(&p.0));
     }
     let f = scale(as_of, half_life_secs);
     let mut scores: HashMap<String, f64> = HashMap::new();
     if !recent.is_empty() {
         let items: Vec<&str> = recent.keys().map(String::as_str).collect();
-        let rows: Vec<(String, Scores)> =
+        let rows: Vec<(String, Json<Value>)> =
             sqlx::query_as("SELECT item, neighbors FROM rec_cooc WHERE item = ANY($1)")
                 .bind(&items)
                 .fetch_all(pool)
                 .await?;
         for (item, neighbors) in rows {
             let weight = recent[&item] / f;
-            for (candidate, score) in neighbors.0 {
+            for (candidate, score) in finite_scores(&neighbors.0) {
                 if !purchased.contains(&candidate) {
                     *scores.entry(candidate).or_insert(0.0) += weight * score / f;
                 }
@@ -147,13 +147,14 @@ pub async fn similar(
     as_of: &AsOf,
     half_life_secs: f64,
 ) -> sqlx::Result<Vec<Scored>> {
-    let rows: Vec<(Scores,)> = sqlx::query_as("SELECT neighbors FROM rec_cooc WHERE item = $1")
-        .bind(item)
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<(Json<Value>,)> =
+        sqlx::query_as("SELECT neighbors FROM rec_cooc WHERE item = $1")
+            .bind(item)
+            .fetch_all(pool)
+            .await?;
     let mut scores: HashMap<String, f64> = HashMap::new();
     for (neighbors,) in rows {
-        for (candidate, score) in neighbors.0 {
+        for (candidate, score) in finite_scores(&neighbors.0) {
             *scores.entry(candidate).or_insert(0.0) += score;
         }
     }

@@ -1,29 +1,26 @@
 //! `GET /users/{id}/recommendations` (token: it reveals a user's history),
 //! `GET /products/{id}/similar`, `GET /stats`, `GET /stats/daily`.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::config::Secret;
-use shared::http::auth::require_token;
-use shared::http::ApiError;
+use shared::http::{Admin, ApiError, Path, Query};
 
 use crate::{query, AppState};
 
 const MAX_LIMIT: usize = 100;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limit {
     limit: Option<usize>,
 }
 
 impl Limit {
-    fn get(query: Result<Query<Limit>, QueryRejection>) -> Result<usize, ApiError> {
-        let Query(Limit { limit }) = query?;
-        match limit.unwrap_or(10) {
+    fn get(self) -> Result<usize, ApiError> {
+        match self.limit.unwrap_or(10) {
             n @ 1..=MAX_LIMIT => Ok(n),
             n => Err(ApiError::bad_request(
                 "invalid_limit",
@@ -33,38 +30,25 @@ impl Limit {
     }
 }
 
-pub fn router(state: AppState, token: Secret) -> Router {
-    let personal = Router::new()
-        .route("/users/{id}/recommendations", get(recommendations))
-        .route_layer(axum::middleware::from_fn_with_state(token, require_token));
+pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/users/{id}/recommendations", get(recommendations))
         .route("/products/{id}/similar", get(similar))
         .route("/stats", get(stats))
         .route("/stats/daily", get(daily))
-        .merge(personal)
         .with_state(state)
 }
 
-fn unavailable(error: sqlx::Error) -> ApiError {
-    tracing::warn!(%error, "query failed");
-    ApiError::unavailable(
-        "database_unavailable",
-        "the recommendation store is unavailable; retry shortly",
-    )
-}
-
 async fn recommendations(
+    _: Admin,
     State(s): State<AppState>,
     Path(user): Path<String>,
-    limit: Result<Query<Limit>, QueryRejection>,
+    Query(limit): Query<Limit>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = Limit::get(limit)?;
-    let as_of = query::as_of(&s.pool, &s.consumer, &s.topic)
-        .await
-        .map_err(unavailable)?;
-    let (items, fallback) = query::for_user(&s.pool, &user, limit, &as_of, s.half_life_secs)
-        .await
-        .map_err(unavailable)?;
+    let limit = limit.get()?;
+    let as_of = query::as_of(&s.pool, &s.consumer, &s.topic).await?;
+    let (items, fallback) =
+        query::for_user(&s.pool, &user, limit, &as_of, s.half_life_secs).await?;
     Ok(Json(
         json!({"user_id": user, "items": items, "fallback": fallback, "as_of": as_of}),
     ))
@@ -73,24 +57,18 @@ async fn recommendations(
 async fn similar(
     State(s): State<AppState>,
     Path(product): Path<String>,
-    limit: Result<Query<Limit>, QueryRejection>,
+    Query(limit): Query<Limit>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = Limit::get(limit)?;
-    let as_of = query::as_of(&s.pool, &s.consumer, &s.topic)
-        .await
-        .map_err(unavailable)?;
-    let items = query::similar(&s.pool, &product, limit, &as_of, s.half_life_secs)
-        .await
-        .map_err(unavailable)?;
+    let limit = limit.get()?;
+    let as_of = query::as_of(&s.pool, &s.consumer, &s.topic).await?;
+    let items = query::similar(&s.pool, &product, limit, &as_of, s.half_life_secs).await?;
     Ok(Json(
         json!({"product_id": product, "items": items, "as_of": as_of}),
     ))
 }
 
 async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let rows = shared::sink::offsets::progress(&s.pool, &s.consumer, &s.topic)
-        .await
-        .map_err(unavailable)?;
+    let rows = shared::worker::offsets::progress(&s.pool, &s.consumer, &s.topic).await?;
     let next: serde_json::Map<String, Value> = rows
         .iter()
         .map(|(p, next, _, _)| (p.to_string(), Value::from(*next)))
@@ -103,7 +81,5 @@ async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn daily(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({"days": query::daily(&s.pool).await.map_err(unavailable)?}),
-    ))
+    Ok(Json(json!({"days": query::daily(&s.pool).await?})))
 }

@@ -4,40 +4,65 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use crate::model::{Neighbors, PartitionModel, Popularity, UserState};
 
-/// A stored list of `[product, score]` pairs.
-pub type Scores = sqlx::types::Json<Vec<(String, f64)>>;
-/// A stored list of products.
-pub type Products = sqlx::types::Json<Vec<String>>;
+/// A stored JSON column.
+pub type Json<T> = sqlx::types::Json<T>;
 
-/// Reads a partition's whole model.
+/// The `[product, score]` pairs of a stored list that are well-formed with a
+/// finite score (queries skip anything else rather than fail).
+pub fn finite_scores(stored: &Value) -> impl Iterator<Item = (String, f64)> + '_ {
+    stored.as_array().into_iter().flatten().filter_map(|item| {
+        let pair = item.as_array()?;
+        let score = pair.get(1)?.as_f64().filter(|s| s.is_finite())?;
+        Some((pair.first()?.as_str()?.to_owned(), score))
+    })
+}
+
+/// The product ids of a stored list.
+pub fn products(stored: &Value) -> impl Iterator<Item = String> + '_ {
+    stored
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+}
+
+/// Reads a partition's whole model. A stored entry that is not a product
+/// with a finite score (written by an older version, or by hand) is dropped,
+/// counted and logged with its partition and row: one bad row must not stop
+/// the partition from loading.
 pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionModel> {
     let mut model = PartitionModel::default();
-    let users: Vec<(String, Scores, Products)> =
+    let users: Vec<(String, Json<Value>, Json<Value>)> =
         sqlx::query_as("SELECT user_id, recent, purchased FROM rec_users WHERE partition = $1")
             .bind(partition)
             .fetch_all(pool)
             .await?;
     for (user, recent, purchased) in users {
+        let recent = scores(partition, "rec_users", &user, &recent.0);
+        let purchased = products(&purchased.0).collect();
         model.users.insert(
             user,
             UserState {
-                recent: recent.0,
-                purchased: purchased.0,
+                recent,
+                purchased,
                 dirty: false,
             },
         );
     }
-    let cooc: Vec<(String, Scores)> =
+    let cooc: Vec<(String, Json<Value>)> =
         sqlx::query_as("SELECT item, neighbors FROM rec_cooc WHERE partition = $1")
             .bind(partition)
             .fetch_all(pool)
             .await?;
     for (item, neighbors) in cooc {
-        let scores = neighbors.0.into_iter().collect();
+        let scores = scores(partition, "rec_cooc", &item, &neighbors.0)
+            .into_iter()
+            .collect();
         model.cooc.insert(
             item,
             Neighbors {
@@ -51,19 +76,40 @@ pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionMode
             .bind(partition)
             .fetch_all(pool)
             .await?;
-    model.popularity = popularity
-        .into_iter()
-        .map(|(item, score)| {
-            (
-                item,
-                Popularity {
-                    score,
-                    dirty: false,
-                },
-            )
-        })
-        .collect();
+    for (item, score) in popularity {
+        if !score.is_finite() {
+            bad_row(partition, "rec_popularity", &item);
+            continue;
+        }
+        let popularity = Popularity {
+            score,
+            dirty: false,
+        };
+        model.popularity.insert(item, popularity);
+    }
     Ok(model)
+}
+
+/// `[[product, score], ...]` as stored; entries that are not that, with a
+/// finite score, are dropped (and reported).
+fn scores(partition: i32, table: &str, row: &str, stored: &Value) -> Vec<(String, f64)> {
+    let out: Vec<(String, f64)> = finite_scores(stored).collect();
+    let stored_len = stored.as_array().map_or(0, Vec::len);
+    if out.len() != stored_len || !stored.is_array() {
+        bad_row(partition, table, row);
+    }
+    out
+}
+
+fn bad_row(partition: i32, table: &str, row: &str) {
+    metrics::counter!("kappa_recommendation_bad_entries_total", "table" => table.to_owned())
+        .increment(1);
+    tracing::warn!(
+        partition,
+        table,
+        row,
+        "dropped a stored entry that is not a finite score"
+    );
 }
 
 /// Writes what changed in `model` since the last save. Lists go to

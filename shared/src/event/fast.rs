@@ -10,12 +10,12 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::parse::Rfc3339;
-use super::types::*;
+use super::schema::{EventBody, EventType};
 use super::Event;
 
 /// Parses an inline event, or `None` when the precise path must decide.
@@ -51,14 +51,12 @@ impl<'de> Visitor<'de> for EventVisitor {
             inner: map,
             id: None,
             ts: None,
+            seen: (false, false),
         };
         let event_type = loop {
             let key = lifting.inner.next_key::<Key<'de>>()?;
             match key.as_ref().map(Key::as_str) {
-                Some("id") => lifting.id = lifting.inner.next_value()?,
-                Some("ts") => {
-                    lifting.ts = lifting.inner.next_value::<Option<Rfc3339>>()?.map(|t| t.0)
-                }
+                Some(name @ ("id" | "ts")) => lifting.lift(name)?,
                 Some("type") => {
                     let name: Key<'de> = lifting.inner.next_value()?;
                     break EventType::from_name(name.as_str())
@@ -67,24 +65,10 @@ impl<'de> Visitor<'de> for EventVisitor {
                 _ => return Err(de::Error::custom("a body field before `type`")),
             }
         };
-        fn body<'de, T: DeserializeOwned, A: MapAccess<'de>>(
-            lifting: &mut Lifting<A>,
-            wrap: fn(T) -> EventBody,
-        ) -> Result<EventBody, A::Error> {
-            T::deserialize(de::value::MapAccessDeserializer::new(lifting)).map(wrap)
-        }
-        let l = &mut lifting;
-        let body = match event_type {
-            EventType::Interaction => body(l, EventBody::Interaction),
-            EventType::UserUpdated => body(l, EventBody::UserUpdated),
-            EventType::MailRequested => body(l, EventBody::MailRequested),
-            EventType::ProductUploaded => body(l, |p| EventBody::ProductUploaded(Box::new(p))),
-            EventType::AssetProcessed => body(l, EventBody::AssetProcessed),
-            EventType::AssetFailed => body(l, EventBody::AssetFailed),
-            EventType::ProductCreated => body(l, EventBody::ProductCreated),
-            EventType::ProductFailed => body(l, EventBody::ProductFailed),
-            EventType::PageAccess => body(l, EventBody::PageAccess),
-        }?;
+        let body = EventBody::deserialize_as(
+            event_type,
+            de::value::MapAccessDeserializer::new(&mut lifting),
+        )?;
         Ok(Event {
             id: lifting.id,
             ts: lifting.ts,
@@ -98,6 +82,28 @@ struct Lifting<A> {
     inner: A,
     id: Option<Uuid>,
     ts: Option<DateTime<Utc>>,
+    /// Whether `id` and `ts` were seen: a second one is left to the precise
+    /// path, which refuses duplicate fields by name.
+    seen: (bool, bool),
+}
+
+impl<'de, A: MapAccess<'de>> Lifting<A> {
+    fn lift(&mut self, name: &str) -> Result<(), A::Error> {
+        let seen = if name == "id" {
+            &mut self.seen.0
+        } else {
+            &mut self.seen.1
+        };
+        if std::mem::replace(seen, true) {
+            return Err(de::Error::custom("duplicate envelope field"));
+        }
+        if name == "id" {
+            self.id = self.inner.next_value()?;
+        } else {
+            self.ts = self.inner.next_value::<Option<Rfc3339>>()?.map(|t| t.0);
+        }
+        Ok(())
+    }
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Lifting<A> {
@@ -111,8 +117,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Lifting<A> {
             match key.as_str() {
                 // A second `type`: let the precise path decide which one counts.
                 "type" => return Err(de::Error::custom("duplicate `type`")),
-                "id" => self.id = self.inner.next_value()?,
-                "ts" => self.ts = self.inner.next_value::<Option<Rfc3339>>()?.map(|t| t.0),
+                name @ ("id" | "ts") => self.lift(name)?,
                 name => return seed.deserialize(name.into_deserializer()).map(Some),
             }
         }

@@ -10,15 +10,22 @@
 //! value. Parse errors name the field and what was expected.
 
 mod fast;
+mod limits;
 mod parse;
+mod schema;
 mod types;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use limits::Limits;
 pub use parse::{parse, ParseError};
-pub use types::*;
+pub use schema::{EventBody, EventType};
+pub use types::{
+    Action, AssetFailed, AssetKind, AssetProcessed, Interaction, MailRequested, PageAccess,
+    ProductCreated, ProductFailed, ProductUploaded, UploadedAsset, UserUpdated,
+};
 
 /// An event with its body inline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,7 +52,7 @@ impl Event {
     /// [`Event::parse`] for text already validated as UTF-8 (faster on bulk input).
     pub fn parse_str(text: &str) -> Result<Event, ParseError> {
         match fast::parse_inline_str(text) {
-            Some(event) if parse::validate(&event.body).is_ok() => Ok(event),
+            Some(event) if event.body.validate(Limits::get()).is_ok() => Ok(event),
             _ => Event::parse(text.as_bytes()),
         }
     }
@@ -140,6 +147,12 @@ impl Envelope {
             Envelope::Inline(e) => e.ts,
             Envelope::Claimed(c) => c.ts,
         }
+    }
+
+    /// Checks the event time against when the event arrived (see [`Limits::time`]).
+    pub fn check_time(&self, arrival: DateTime<Utc>) -> Result<(), ParseError> {
+        self.ts()
+            .map_or(Ok(()), |ts| Limits::get().time(ts, arrival))
     }
 }
 

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::types::*;
+use super::limits::Limits;
+use super::schema::{EventBody, EventType};
 use super::{ClaimRef, ClaimedEvent, Envelope, Event};
 
 /// Why a message is not a valid event.
@@ -30,10 +31,16 @@ pub enum ParseError {
     MissingField(String),
     #[error("unknown field `{0}`")]
     UnknownField(String),
+    #[error("duplicate field `{0}`")]
+    DuplicateField(String),
     #[error("field `{field}`: {message}")]
     InvalidField { field: String, message: String },
     #[error("a claim-check envelope where an inline event was expected")]
     UnexpectedClaimCheck,
+    #[error("field `ts`: {ts} is more than {ahead_secs} s after the event arrived")]
+    TsInFuture { ts: DateTime<Utc>, ahead_secs: i64 },
+    #[error("field `ts`: {0} is before 1970")]
+    TsTooOld(DateTime<Utc>),
 }
 
 impl ParseError {
@@ -46,12 +53,15 @@ impl ParseError {
             ParseError::UnknownType(_) => "unknown_type",
             ParseError::MissingField(_) => "missing_field",
             ParseError::UnknownField(_) => "unknown_field",
+            ParseError::DuplicateField(_) => "duplicate_field",
             ParseError::InvalidField { .. } => "invalid_field",
             ParseError::UnexpectedClaimCheck => "unexpected_claim_check",
+            ParseError::TsInFuture { .. } => "ts_in_future",
+            ParseError::TsTooOld(_) => "ts_too_old",
         }
     }
 
-    fn field(field: &str, message: impl Into<String>) -> Self {
+    pub(super) fn field(field: &str, message: impl Into<String>) -> Self {
         ParseError::InvalidField {
             field: field.to_owned(),
             message: message.into(),
@@ -62,7 +72,7 @@ impl ParseError {
 /// Parses one message into an inline event or a claim-check envelope.
 pub fn parse(bytes: &[u8]) -> Result<Envelope, ParseError> {
     if let Some(event) = super::fast::parse_inline(bytes) {
-        if validate(&event.body).is_ok() {
+        if event.body.validate(Limits::get()).is_ok() {
             return Ok(Envelope::Inline(event));
         }
     }
@@ -72,8 +82,7 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, ParseError> {
 /// The reference parser: builds a JSON tree first, so that every error can
 /// name its field. The fast path defers to it whenever it cannot decide.
 pub(super) fn parse_precisely(bytes: &[u8]) -> Result<Envelope, ParseError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
+    let value = strict_json(bytes)?;
     let mut map = match value {
         Value::Object(map) => map,
         other => return Err(ParseError::NotAnObject(json_kind(&other))),
@@ -99,6 +108,7 @@ pub(super) fn parse_precisely(bytes: &[u8]) -> Result<Envelope, ParseError> {
         if let Some(extra) = map.keys().next() {
             return Err(ParseError::UnknownField(extra.clone()));
         }
+        Limits::get().id("key", &key)?;
         return Ok(Envelope::Claimed(ClaimedEvent {
             event_type,
             id,
@@ -108,19 +118,13 @@ pub(super) fn parse_precisely(bytes: &[u8]) -> Result<Envelope, ParseError> {
         }));
     }
 
-    let rest = Value::Object(map);
-    let body = match event_type {
-        EventType::Interaction => EventBody::Interaction(typed(rest, "")?),
-        EventType::UserUpdated => EventBody::UserUpdated(typed(rest, "")?),
-        EventType::MailRequested => EventBody::MailRequested(typed(rest, "")?),
-        EventType::ProductUploaded => EventBody::ProductUploaded(Box::new(typed(rest, "")?)),
-        EventType::AssetProcessed => EventBody::AssetProcessed(typed(rest, "")?),
-        EventType::AssetFailed => EventBody::AssetFailed(typed(rest, "")?),
-        EventType::ProductCreated => EventBody::ProductCreated(typed(rest, "")?),
-        EventType::ProductFailed => EventBody::ProductFailed(typed(rest, "")?),
-        EventType::PageAccess => EventBody::PageAccess(typed(rest, "")?),
-    };
-    validate(&body)?;
+    let mut track = serde_path_to_error::Track::new();
+    let body = EventBody::deserialize_as(
+        event_type,
+        serde_path_to_error::Deserializer::new(Value::Object(map), &mut track),
+    )
+    .map_err(|e| named(track.path().to_string(), e.to_string(), ""))?;
+    body.validate(Limits::get())?;
     Ok(Envelope::Inline(Event { id, ts, body }))
 }
 
@@ -150,43 +154,6 @@ impl<'de> serde::Deserialize<'de> for Rfc3339 {
     }
 }
 
-/// Rules the field types alone do not express.
-pub(super) fn validate(body: &EventBody) -> Result<(), ParseError> {
-    if body.key().trim().is_empty() {
-        return Err(ParseError::field(
-            key_field(body.event_type()),
-            "must not be empty",
-        ));
-    }
-    match body {
-        EventBody::Interaction(i) => {
-            if i.product_id.trim().is_empty() {
-                return Err(ParseError::field("product_id", "must not be empty"));
-            }
-            if i.action == Action::Purchase && i.price_cents.is_none() {
-                return Err(ParseError::field(
-                    "price_cents",
-                    "required when action is purchase",
-                ));
-            }
-        }
-        EventBody::UserUpdated(u) if !u.email.contains('@') => {
-            return Err(ParseError::field("email", "expected an email address"));
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// The JSON field that holds the key of each type.
-fn key_field(event_type: EventType) -> &'static str {
-    match event_type {
-        EventType::Interaction | EventType::UserUpdated | EventType::MailRequested => "user_id",
-        EventType::PageAccess => "page",
-        _ => "product_id",
-    }
-}
-
 /// Removes an optional field and deserializes it; `null` counts as absent.
 fn take<T: DeserializeOwned>(
     map: &mut Map<String, Value>,
@@ -201,20 +168,93 @@ fn take<T: DeserializeOwned>(
 /// Deserializes a value, naming the path of the first offending field.
 /// `prefix` is the field the value came from ("" for the event body).
 fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ParseError> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let message = err.inner().to_string();
-        let field = match (prefix, path.as_str()) {
-            (p, ".") => p.to_owned(),
-            ("", path) => path.to_owned(),
-            (p, path) => format!("{p}.{path}"),
-        };
-        if let Some(name) = quoted_after(&message, "missing field ") {
-            ParseError::MissingField(join(prefix, &name))
-        } else if let Some(name) = quoted_after(&message, "unknown field ") {
-            ParseError::UnknownField(join(prefix, &name))
-        } else {
-            ParseError::InvalidField { field, message }
+    serde_path_to_error::deserialize(value)
+        .map_err(|err| named(err.path().to_string(), err.inner().to_string(), prefix))
+}
+
+/// The error for `message` at `path` (under `prefix`, "" for the body).
+fn named(path: String, message: String, prefix: &str) -> ParseError {
+    let field = match (prefix, path.as_str()) {
+        (p, ".") => p.to_owned(),
+        ("", path) => path.to_owned(),
+        (p, path) => format!("{p}.{path}"),
+    };
+    if let Some(name) = quoted_after(&message, "missing field ") {
+        ParseError::MissingField(join(prefix, &name))
+    } else if let Some(name) = quoted_after(&message, "unknown field ") {
+        ParseError::UnknownField(join(prefix, &name))
+    } else if let Some(name) = quoted_after(&message, "duplicate field ") {
+        ParseError::DuplicateField(join(prefix, &name))
+    } else {
+        ParseError::InvalidField { field, message }
+    }
+}
+
+/// JSON into a tree, refusing an object that names a field twice (which
+/// one would count differs between parsers; no guessing).
+fn strict_json(bytes: &[u8]) -> Result<Value, ParseError> {
+    struct Strict(Value);
+    impl<'de> serde::Deserialize<'de> for Strict {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(StrictVisitor).map(Strict)
+        }
+    }
+    struct StrictVisitor;
+    impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(Strict(item)) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "duplicate field `{key}`"
+                    )));
+                }
+                let Strict(value) = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed =
+        serde::Deserialize::deserialize(&mut de).and_then(|Strict(v)| de.end().map(|()| v));
+    parsed.map_err(|e| {
+        let message = e.to_string();
+        match quoted_after(&message, "duplicate field ") {
+            Some(name) => ParseError::DuplicateField(name),
+            None => ParseError::InvalidJson(message),
         }
     })
 }

@@ -1,119 +1,14 @@
-//! The event types and their fields. Field names are the JSON names.
+//! The event bodies and their fields (field names are the JSON names), each
+//! with the rules its field types alone do not express.
 
 use serde::{Deserialize, Serialize};
 
-/// Every event type the stream carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventType {
-    Interaction,
-    UserUpdated,
-    MailRequested,
-    ProductUploaded,
-    AssetProcessed,
-    AssetFailed,
-    ProductCreated,
-    ProductFailed,
-    PageAccess,
-}
+use super::limits::Limits;
+use super::ParseError;
 
-impl EventType {
-    /// All types, in documentation order.
-    pub const ALL: [EventType; 9] = [
-        EventType::Interaction,
-        EventType::UserUpdated,
-        EventType::MailRequested,
-        EventType::ProductUploaded,
-        EventType::AssetProcessed,
-        EventType::AssetFailed,
-        EventType::ProductCreated,
-        EventType::ProductFailed,
-        EventType::PageAccess,
-    ];
-
-    /// The `type` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Interaction => "interaction",
-            EventType::UserUpdated => "user_updated",
-            EventType::MailRequested => "mail_requested",
-            EventType::ProductUploaded => "product_uploaded",
-            EventType::AssetProcessed => "asset_processed",
-            EventType::AssetFailed => "asset_failed",
-            EventType::ProductCreated => "product_created",
-            EventType::ProductFailed => "product_failed",
-            EventType::PageAccess => "page_access",
-        }
-    }
-
-    /// The type named by a `type` string.
-    pub fn from_name(name: &str) -> Option<EventType> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-}
-
-/// The typed body of an event; serialized with its `type` tag.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EventBody {
-    Interaction(Interaction),
-    UserUpdated(UserUpdated),
-    MailRequested(MailRequested),
-    /// Boxed: by far the largest body, and rare next to interactions.
-    ProductUploaded(Box<ProductUploaded>),
-    AssetProcessed(AssetProcessed),
-    AssetFailed(AssetFailed),
-    ProductCreated(ProductCreated),
-    ProductFailed(ProductFailed),
-    PageAccess(PageAccess),
-}
-
-impl EventBody {
-    /// The type tag of this body.
-    pub fn event_type(&self) -> EventType {
-        match self {
-            EventBody::Interaction(_) => EventType::Interaction,
-            EventBody::UserUpdated(_) => EventType::UserUpdated,
-            EventBody::MailRequested(_) => EventType::MailRequested,
-            EventBody::ProductUploaded(_) => EventType::ProductUploaded,
-            EventBody::AssetProcessed(_) => EventType::AssetProcessed,
-            EventBody::AssetFailed(_) => EventType::AssetFailed,
-            EventBody::ProductCreated(_) => EventType::ProductCreated,
-            EventBody::ProductFailed(_) => EventType::ProductFailed,
-            EventBody::PageAccess(_) => EventType::PageAccess,
-        }
-    }
-
-    /// The key, taken out of the body without copying.
-    pub fn into_key(self) -> String {
-        match self {
-            EventBody::Interaction(e) => e.user_id,
-            EventBody::UserUpdated(e) => e.user_id,
-            EventBody::MailRequested(e) => e.user_id,
-            EventBody::ProductUploaded(e) => e.product_id,
-            EventBody::AssetProcessed(e) => e.product_id,
-            EventBody::AssetFailed(e) => e.product_id,
-            EventBody::ProductCreated(e) => e.product_id,
-            EventBody::ProductFailed(e) => e.product_id,
-            EventBody::PageAccess(e) => e.page,
-        }
-    }
-
-    /// The entity the event is about, used as the Kafka key so that one
-    /// entity's events stay in one partition, in order.
-    pub fn key(&self) -> &str {
-        match self {
-            EventBody::Interaction(e) => &e.user_id,
-            EventBody::UserUpdated(e) => &e.user_id,
-            EventBody::MailRequested(e) => &e.user_id,
-            EventBody::ProductUploaded(e) => &e.product_id,
-            EventBody::AssetProcessed(e) => &e.product_id,
-            EventBody::AssetFailed(e) => &e.product_id,
-            EventBody::ProductCreated(e) => &e.product_id,
-            EventBody::ProductFailed(e) => &e.product_id,
-            EventBody::PageAccess(e) => &e.page,
-        }
-    }
+/// Rules a body's fields must follow beyond their types.
+pub(super) trait Validate {
+    fn validate(&self, limits: &Limits) -> Result<(), ParseError>;
 }
 
 /// What a user did with a product.
@@ -237,4 +132,93 @@ pub struct PageAccess {
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+}
+
+impl Validate for Interaction {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("user_id", &self.user_id)?;
+        l.id("product_id", &self.product_id)?;
+        l.amount("price_cents", self.price_cents)?;
+        if self.action == Action::Purchase && self.price_cents.is_none() {
+            return Err(ParseError::field(
+                "price_cents",
+                "required when action is purchase",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for UserUpdated {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("user_id", &self.user_id)?;
+        l.text("email", &self.email)?;
+        if !self.email.contains('@') {
+            return Err(ParseError::field("email", "expected an email address"));
+        }
+        self.name.as_deref().map_or(Ok(()), |n| l.text("name", n))
+    }
+}
+
+impl Validate for MailRequested {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("user_id", &self.user_id)?;
+        l.text("subject", &self.subject)?;
+        l.text("body", &self.body)
+    }
+}
+
+impl Validate for ProductUploaded {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("product_id", &self.product_id)?;
+        l.id("seller_id", &self.seller_id)?;
+        l.text("title", &self.title)?;
+        self.description
+            .as_deref()
+            .map_or(Ok(()), |d| l.text("description", d))?;
+        l.amount("price_cents", self.price_cents)?;
+        for asset in &self.assets {
+            l.text("assets.name", &asset.name)?;
+            l.text("assets.content_type", &asset.content_type)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for AssetProcessed {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("product_id", &self.product_id)?;
+        l.json("result", &self.result)
+    }
+}
+
+impl Validate for AssetFailed {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("product_id", &self.product_id)?;
+        l.text("reason", &self.reason)
+    }
+}
+
+impl Validate for ProductCreated {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("product_id", &self.product_id)?;
+        l.text("title", &self.title)?;
+        l.json("assets", &self.assets)
+    }
+}
+
+impl Validate for ProductFailed {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("product_id", &self.product_id)?;
+        l.text("reason", &self.reason)
+    }
+}
+
+impl Validate for PageAccess {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("page", &self.page)?;
+        self.user_id
+            .as_deref()
+            .map_or(Ok(()), |u| l.id("user_id", u))
+    }
 }

@@ -1,34 +1,53 @@
-//! Bearer-token authentication for writes, admin and personal-data routes.
+//! Bearer-token authentication for writes, admin and personal-data routes:
+//! a handler that needs it takes [`Admin`] as an argument. Being an
+//! extractor (not a layer), it runs only once the route and method matched,
+//! so a wrong method is 405 and an unknown path 404, whatever the token.
 
-use axum::extract::{Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::request::Parts;
 
 use super::ApiError;
 use crate::config::Secret;
 
-/// Middleware: lets the request through only with `Authorization: Bearer <token>`.
-/// Use with `axum::middleware::from_fn_with_state(secret, require_token)`.
-pub async fn require_token(State(token): State<Secret>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(candidate) if constant_time_eq(candidate.as_bytes(), token.expose().as_bytes()) => {
-            next.run(request).await
-        }
-        _ => {
-            let mut response = ApiError::unauthorized().into_response();
-            response
-                .headers_mut()
-                .insert("www-authenticate", "Bearer".parse().expect("static header"));
-            response
+/// The admin token, installed for every request by `shared::http::finish`.
+#[derive(Clone)]
+pub struct AdminToken(pub Secret);
+
+/// Proof that the request carried the admin token.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(AdminToken(token)) = parts.extensions.get::<AdminToken>() else {
+            return Err(ApiError::internal("no admin token installed on the router"));
+        };
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer);
+        match presented {
+            Some(candidate)
+                if constant_time_eq(candidate.as_bytes(), token.expose().as_bytes()) =>
+            {
+                Ok(Admin)
+            }
+            _ => Err(ApiError::unauthorized()),
         }
     }
+}
+
+/// The credentials of a `Bearer` authorization; the scheme is
+/// case-insensitive (RFC 7235).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, credentials) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
 }
 
 /// Compares without an early exit, so response time does not reveal how much
@@ -47,5 +66,14 @@ mod tests {
         assert!(super::constant_time_eq(b"abc", b"abc"));
         assert!(!super::constant_time_eq(b"abc", b"abd"));
         assert!(!super::constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        assert_eq!(super::bearer("Bearer t0k"), Some("t0k"));
+        assert_eq!(super::bearer("bearer t0k"), Some("t0k"));
+        assert_eq!(super::bearer("BEARER  t0k "), Some("t0k"));
+        assert_eq!(super::bearer("Basic t0k"), None);
+        assert_eq!(super::bearer("Bearer"), None);
     }
 }

@@ -1,31 +1,41 @@
 //! One JSON error type for every HTTP answer that is not a success:
 //! `{"error": "<code>", "message": "<human text>", ...details}`.
-//! 5xx answers are logged in full and show the client no internals.
+//!
+//! A 5xx answer never carries internal text: the cause is logged with the
+//! request id, and the client gets a public message and that id
+//! (`request_id`) to quote. Errors of the layers below convert with `?`
+//! (`From<sqlx::Error>`, `From<ClaimError>`, extractor rejections), so
+//! handlers do not map errors by hand.
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// An HTTP error with a stable code, a message and optional details.
+use crate::claim_check::ClaimError;
+
+/// An HTTP error with a stable code, a public message and optional details.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
     details: Map<String, Value>,
+    /// What went wrong inside: logged, never sent.
+    cause: Option<String>,
 }
 
 impl ApiError {
-    /// An error with `status`, machine-readable `code` and human `message`.
+    /// An error with `status`, machine-readable `code` and public `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
             message: message.into(),
             details: Map::new(),
+            cause: None,
         }
     }
 
@@ -33,6 +43,12 @@ impl ApiError {
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
         let value = serde_json::to_value(value).unwrap_or(Value::Null);
         self.details.insert(key.to_owned(), value);
+        self
+    }
+
+    /// Records the internal cause: logged with the request id, not sent.
+    pub fn caused_by(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
         self
     }
 
@@ -55,19 +71,28 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 405: the path exists, not with this method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not take that method",
+        )
+    }
+
     /// 503: a dependency is down; the client may retry.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
-    /// 500: logs the cause, tells the client only that it happened.
+    /// 500: the cause is logged, the client learns only that it happened.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error",
         )
+        .caused_by(cause)
     }
 
     /// The status this error answers with.
@@ -88,28 +113,83 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let request_id = super::ops::request_id();
         if self.status.is_server_error() {
-            tracing::warn!(status = self.status.as_u16(), code = self.code, message = %self.message, "request failed");
+            tracing::warn!(
+                status = self.status.as_u16(),
+                code = self.code,
+                message = %self.message,
+                cause = self.cause.as_deref().unwrap_or(""),
+                request_id = request_id.as_deref().unwrap_or(""),
+                "request failed"
+            );
         }
         let mut body = Map::new();
         body.insert("error".into(), Value::from(self.code));
         body.insert("message".into(), Value::from(self.message));
         body.extend(self.details);
-        (self.status, Json(Value::Object(body))).into_response()
+        if let (true, Some(id)) = (self.status.is_server_error(), request_id) {
+            body.insert("request_id".into(), Value::from(id));
+        }
+        let mut response = (self.status, Json(Value::Object(body))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
-/// Extractor rejections become JSON errors with the extractor's status.
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        let unreachable = matches!(
+            error,
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+        ) || matches!(&error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57")));
+        if unreachable {
+            ApiError::unavailable(
+                "database_unavailable",
+                "the database is unavailable; retry shortly",
+            )
+            .caused_by(error)
+        } else {
+            ApiError::internal(error)
+        }
+    }
+}
+
+impl From<ClaimError> for ApiError {
+    fn from(error: ClaimError) -> Self {
+        match error {
+            ClaimError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, error.code(), error.to_string())
+            }
+            ClaimError::Database(db) => ApiError::from(db),
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                other.code(),
+                "the stored payload failed its integrity check",
+            )
+            .caused_by(other),
+        }
+    }
+}
+
+/// Extractor rejections become JSON errors. A body or query that does not
+/// fit (bad JSON, a wrong type, an unknown field) is 400 everywhere.
 macro_rules! from_rejection {
     ($($rejection:ty),*) => {$(
         impl From<$rejection> for ApiError {
             fn from(rejection: $rejection) -> Self {
-                let status = rejection.status();
-                let code = match status {
-                    StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-                    StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
-                    _ => "bad_request",
+                let (status, code) = match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+                    s if s.is_server_error() => return ApiError::internal(rejection.body_text()),
+                    _ => (StatusCode::BAD_REQUEST, "bad_request"),
                 };
                 ApiError::new(status, code, rejection.body_text())
             }

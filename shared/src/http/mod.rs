@@ -4,23 +4,35 @@
 
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod ops;
 
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::Admin;
 pub use error::ApiError;
+pub use extract::{Json, Path, Query};
 pub use ops::Readiness;
 
-/// Adds the ops endpoints, request metrics and the JSON 404 to a service's routes.
-pub fn finish(service: &'static str, routes: Router, readiness: Readiness) -> Router {
+/// Adds the ops endpoints, the admin token (for the [`Admin`] extractor),
+/// request ids and metrics, and JSON answers for unknown paths (404) and
+/// methods (405).
+pub fn finish(
+    service: &'static str,
+    routes: Router,
+    readiness: Readiness,
+    token: crate::config::Secret,
+) -> Router {
     // Install the recorder now, so that what happens before the first
     // request (a failed commit, a dead letter) is counted too.
     ops::metrics_handle();
     routes
         .merge(ops::router(service, readiness))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::Extension(auth::AdminToken(token)))
         .layer(axum::middleware::from_fn(ops::track))
 }
 

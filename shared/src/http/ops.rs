@@ -74,6 +74,16 @@ impl Readiness {
     }
 }
 
+impl Readiness {
+    /// Ready while the worker is not stuck (see [`crate::worker::Health`]).
+    pub fn worker(self, health: std::sync::Arc<crate::worker::Health>) -> Self {
+        self.check("worker", move || {
+            let health = health.clone();
+            Box::pin(async move { health.check() })
+        })
+    }
+}
+
 /// The ops routes.
 pub fn router(service: &'static str, readiness: Readiness) -> Router {
     Router::new()
@@ -137,16 +147,35 @@ async fn render_metrics() -> impl IntoResponse {
     )
 }
 
-/// Middleware: counts requests and times them per route and status.
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being served (for error bodies), if any.
+pub fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Middleware: gives every request an id (`x-request-id`, the client's if it
+/// sent a sane one), counts requests and times them per route and status.
 pub async fn track(request: Request, next: Next) -> Response {
     metrics_handle();
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
     let labels = [
         ("route", route),
         ("method", method),

@@ -11,18 +11,13 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use bytes::Bytes;
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use serde::Serialize;
-use shared::event::Event;
+use shared::event::{Event, Limits};
 use shared::http::ApiError;
 use uuid::Uuid;
 
 use crate::Incoming;
-
-/// How far in the future an event time may be: Kafka's default
-/// `message.timestamp.after.max.ms` (1 hour). The event time becomes the
-/// message timestamp, and the broker would reject anything later.
-const MAX_FUTURE_SKEW: TimeDelta = TimeDelta::hours(1);
 
 /// At most this many line errors are listed in one answer.
 const MAX_LISTED_ERRORS: usize = 100;
@@ -83,7 +78,8 @@ pub fn parse_events(body: &Bytes, single: bool) -> Result<Vec<Incoming>, ApiErro
     let mut events = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let mut invalid = 0usize;
-    let latest = Utc::now() + MAX_FUTURE_SKEW;
+    // Arrival is now: event times are held to it as on the stream.
+    let arrival = Utc::now();
     // One UTF-8 check for the whole body spares the parser one per string.
     let text = std::str::from_utf8(body).ok();
     for (line, range) in lines {
@@ -92,14 +88,11 @@ pub fn parse_events(body: &Bytes, single: bool) -> Result<Vec<Incoming>, ApiErro
             None => Event::parse(&body[range.clone()]),
         };
         let parsed = parsed
-            .map_err(|e| (e.code(), e.to_string()))
             .and_then(|event| match event.ts {
-                Some(ts) if ts > latest => Err((
-                    "ts_in_future",
-                    format!("field `ts`: {ts} is more than 1 hour in the future"),
-                )),
-                _ => Ok(event),
-            });
+                Some(ts) => Limits::get().time(ts, arrival).map(|()| event),
+                None => Ok(event),
+            })
+            .map_err(|e| (e.code(), e.to_string()));
         match parsed {
             Ok(event) if invalid == 0 => events.push(wire(event, body.slice(range), single)),
             Ok(_) => {}
@@ -128,11 +121,15 @@ fn wire(mut event: Event, line: Bytes, single: bool) -> Incoming {
         return Incoming { event, wire: line };
     }
     let id = *event.id.get_or_insert_with(Uuid::now_v7);
-    // Splicing is safe only if the line holds no `"id"` key (an explicit
-    // `"id":null` would then appear twice); otherwise re-serialize.
+    // Splicing is safe only if the line holds no `id` key (an explicit
+    // `"id":null` would then appear twice). Without a backslash, such a key
+    // can only be spelt `"id"`; a line with escapes (`"\u0069d"`) or that
+    // spelling is re-serialized instead.
     let splice_at = line.iter().position(|&b| b == b'{');
+    let plain =
+        memchr::memchr(b'\\', &line).is_none() && memchr::memmem::find(&line, b"\"id\"").is_none();
     let wire = match splice_at {
-        Some(brace) if !single && memchr::memmem::find(&line, b"\"id\"").is_none() => {
+        Some(brace) if !single && plain => {
             let mut out = Vec::with_capacity(line.len() + 48);
             out.extend_from_slice(&line[..=brace]);
             out.extend_from_slice(b"\"id\":\"");
@@ -218,6 +215,33 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_id_key_is_not_mistaken_for_absent() {
+        // `\u0069d` is `id`: splicing another one in would make two.
+        let escaped = parse(
+            br#"{"type":"page_access","page":"/a","\u0069d":null}"#,
+            false,
+        )
+        .unwrap()
+        .remove(0);
+        let on_the_wire = Event::parse(&escaped.wire).unwrap();
+        assert_eq!(
+            on_the_wire.id, escaped.event.id,
+            "consumers see the acknowledged id"
+        );
+        assert!(on_the_wire.id.is_some());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let error = parse(
+            br#"{"type":"page_access","type":"interaction","user_id":"u","product_id":"p","action":"view"}"#,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(listed(&error), vec![(1, "duplicate_field".to_owned())]);
+    }
+
+    #[test]
     fn single_json_may_span_lines_and_is_compacted() {
         let body = b"{\n  \"type\": \"page_access\",\n  \"page\": \"/a\"\n}";
         let single = parse(body, true).unwrap().remove(0);
@@ -228,15 +252,17 @@ mod tests {
 
     #[test]
     fn times_more_than_an_hour_ahead_are_rejected() {
+        use chrono::TimeDelta;
         let at = |ahead: TimeDelta| {
             let ts = (Utc::now() + ahead).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             Bytes::from(format!(
                 "{{\"type\":\"page_access\",\"page\":\"/a\",\"ts\":\"{ts}\"}}"
             ))
         };
-        let just_inside = at(MAX_FUTURE_SKEW - TimeDelta::seconds(5));
+        let skew = TimeDelta::seconds(Limits::get().max_future_secs);
+        let just_inside = at(skew - TimeDelta::seconds(5));
         assert!(parse_events(&just_inside, true).is_ok());
-        let just_outside = at(MAX_FUTURE_SKEW + TimeDelta::seconds(5));
+        let just_outside = at(skew + TimeDelta::seconds(5));
         let error = parse_events(&just_outside, true).unwrap_err();
         assert_eq!(listed(&error), vec![(1, "ts_in_future".to_owned())]);
         let far = parse(

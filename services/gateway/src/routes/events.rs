@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
 use serde::Serialize;
-use shared::http::ApiError;
+use shared::http::{Admin, ApiError};
 
 use super::body::{is_single_json, parse_events};
 use crate::{Ack, AppState, PublishError};
@@ -22,6 +22,7 @@ pub struct Accepted {
 }
 
 pub async fn post_events(
+    _: Admin,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -38,18 +39,35 @@ pub async fn post_events(
     match state.publisher.publish(events).await {
         Ok(events) => Ok((
             StatusCode::ACCEPTED,
-            Json(Accepted { accepted: events.len(), events }),
+            Json(Accepted {
+                accepted: events.len(),
+                events,
+            }),
         )),
-        Err(PublishError::Broker { acknowledged, failed, reason }) => Err(ApiError::unavailable(
+        Err(PublishError::Broker {
+            acknowledged,
+            failed,
+            reason,
+        }) => Err(ApiError::unavailable(
             "broker_unavailable",
-            format!("Kafka did not acknowledge {} event(s) in time ({reason}); retry them with the same ids", failed.len()),
+            format!(
+                "Kafka did not acknowledge {} event(s) in time; retry them with the same ids",
+                failed.len()
+            ),
         )
+        .caused_by(reason)
         .with("accepted", acknowledged.len())
         .with("events", acknowledged)
         .with("failed", failed)),
+        Err(error @ PublishError::TooLarge { .. }) => Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            error.to_string(),
+        )),
         Err(PublishError::ClaimStore(error)) => Err(ApiError::unavailable(
             error.code(),
-            format!("the claim-check store could not take a large event; nothing was produced ({error})"),
-        )),
+            "the claim-check store could not take a large event; nothing was produced",
+        )
+        .caused_by(error)),
     }
 }

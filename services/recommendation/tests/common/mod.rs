@@ -25,37 +25,27 @@ pub fn interaction(user: &str, product: &str, action: &str, ts: &str) -> String 
     )
 }
 
-/// `n` deterministic interactions over 300 users and 120 products, one
-/// second apart from 2026-11-01, keyed by user.
+/// `n` events from loadgen (seeded: the same every run): sessions of 300
+/// users over 120 products in clusters, one day from 2026-11-01, keyed by
+/// user; mostly interactions, a few user updates.
 pub fn synthetic(n: usize) -> Vec<(String, String)> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 33) as usize
-    };
-    let base = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap();
-    (0..n)
-        .map(|i| {
-            let user = format!("u{}", next() % 300);
-            // Users prefer a band of products, so co-occurrence has structure.
-            let band = (user[1..].parse::<usize>().unwrap() % 6) * 20;
-            let product = format!("p{}", band + next() % 25);
-            let action = [
-                "view",
-                "view",
-                "view",
-                "click",
-                "click",
-                "add_to_cart",
-                "purchase",
-            ][next() % 7];
-            let ts = (base + chrono::TimeDelta::seconds(i as i64)).to_rfc3339();
-            let json = interaction(&user, &product, action, &ts);
-            (user, json)
-        })
-        .collect()
+    loadgen::Options {
+        seed: 7,
+        lines: n as u64,
+        users: 300,
+        products: 120,
+        cluster_size: 20,
+        days: 1,
+        start: "2026-11-01T00:00:00Z".parse().unwrap(),
+        realtime: false,
+    }
+    .events()
+    .unwrap()
+    .map(|line| {
+        let key = line.key.expect("events are keyed");
+        (key, String::from_utf8(line.payload).unwrap())
+    })
+    .collect()
 }
 
 /// Produces keyed messages and waits for every acknowledgement.
@@ -89,7 +79,7 @@ pub async fn produce_paced(kafka: &KafkaConfig, messages: &[(String, String)], d
 
 /// (events applied, dead-lettered) committed for `group`.
 pub async fn progress(pool: &PgPool, group: &str, topic: &str) -> (i64, i64) {
-    let rows = shared::sink::offsets::progress(pool, group, topic)
+    let rows = shared::worker::offsets::progress(pool, group, topic)
         .await
         .unwrap_or_default();
     (
@@ -132,6 +122,7 @@ pub fn config(group: &str) -> RecommendationConfig {
         max_batch_events: 500,
         max_batch_ms: 20,
         half_life_days: 7.0,
+        stuck_after_ms: 30_000,
     }
 }
 

@@ -1,12 +1,13 @@
-//! The exactly-once sink: interactions fold into the owned partitions' models;
-//! each batch's changes, daily counters and freshness commit with its offsets.
+//! The worker (Postgres mode of `shared::worker`): interactions fold into the
+//! owned partitions' models; each batch's changes, daily counters and
+//! freshness commit with its offsets.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use shared::consume::Received;
-use shared::event::{Action, Envelope, EventBody};
-use shared::sink::Sink;
+use shared::event::{Action, Envelope, EventBody, EventType};
+use shared::worker::{Postgres, Refused, Worker};
 use sqlx::{PgConnection, PgPool};
 
 use crate::model::PartitionModel;
@@ -27,7 +28,13 @@ impl Recommender {
     }
 }
 
-impl Sink for Recommender {
+impl Worker for Recommender {
+    type Mode = Postgres;
+
+    fn wants(&self, event_type: EventType) -> bool {
+        event_type == EventType::Interaction
+    }
+
     async fn load(&mut self, pool: &PgPool, partition: i32) -> anyhow::Result<()> {
         let model = store::load(pool, partition).await?;
         tracing::info!(
@@ -60,7 +67,7 @@ impl Sink for Recommender {
                 .partitions
                 .get_mut(&received.partition)
                 .ok_or_else(|| anyhow::anyhow!("partition {} is not loaded", received.partition))?;
-            model.apply(interaction, ts, self.half_life_secs);
+            model.apply(interaction, ts, self.half_life_secs)?;
 
             let day = daily
                 .entry((received.partition, ts.date_naive()))
@@ -71,7 +78,13 @@ impl Sink for Recommender {
                 Action::AddToCart => day.add_to_cart += 1,
                 Action::Purchase => {
                     day.purchases += 1;
-                    day.revenue_cents += interaction.price_cents.unwrap_or(0) as i64;
+                    // Prices are bounded by the parser; a day's sum still must not wrap.
+                    let price = i64::try_from(interaction.price_cents.unwrap_or(0))
+                        .map_err(|_| Refused("price out of range".into()))?;
+                    day.revenue_cents = day
+                        .revenue_cents
+                        .checked_add(price)
+                        .ok_or_else(|| Refused("the day's revenue would overflow".into()))?;
                 }
             }
             let newest = latest.entry(received.partition).or_insert(ts);

@@ -1,4 +1,4 @@
-//! The `replay_runs` table and the results stored under each run.
+//! The `replay_runs` table, and storing a successful run's results.
 
 use std::collections::BTreeMap;
 
@@ -7,16 +7,19 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
+use super::{By, RunState, Trigger};
 use crate::aggregate::{Day, Results};
 
 /// One replay run as stored.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Run {
     pub id: i64,
-    pub trigger: String,
+    #[sqlx(try_from = "String")]
+    pub trigger: Trigger,
     pub from_time: Option<DateTime<Utc>>,
     pub to_time: Option<DateTime<Utc>>,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: RunState,
     pub start_offsets: Option<Value>,
     pub end_offsets: Option<Value>,
     pub records: Option<i64>,
@@ -32,14 +35,14 @@ pub struct Run {
 /// Queues a run; returns its id.
 pub async fn enqueue(
     pool: &PgPool,
-    trigger: &str,
+    trigger: Trigger,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "INSERT INTO replay_runs (trigger, from_time, to_time) VALUES ($1, $2, $3) RETURNING id",
     )
-    .bind(trigger)
+    .bind(trigger.as_str())
     .bind(from)
     .bind(to)
     .fetch_one(pool)
@@ -48,13 +51,13 @@ pub async fn enqueue(
 
 /// Queues an automatic run unless one is already waiting (then the waiting
 /// one serves this trigger too); returns the new run's id.
-pub async fn enqueue_automatic(pool: &PgPool, trigger: &str) -> sqlx::Result<Option<i64>> {
+pub async fn enqueue_automatic(pool: &PgPool, trigger: Trigger) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
         "INSERT INTO replay_runs (trigger) VALUES ($1)
          ON CONFLICT ((true)) WHERE state = 'queued' AND trigger <> 'manual' DO NOTHING
          RETURNING id",
     )
-    .bind(trigger)
+    .bind(trigger.as_str())
     .fetch_optional(pool)
     .await
 }
@@ -148,12 +151,12 @@ pub async fn succeed(
     for (date, result) in &results.days {
         daily.push(*date, &result.day);
         for (by, list) in [
-            ("views", &result.top_views),
-            ("purchases", &result.top_purchases),
+            (By::Views, &result.top_views),
+            (By::Purchases, &result.top_purchases),
         ] {
             for (rank, (product, count)) in list.iter().enumerate() {
                 top.day.push(*date);
-                top.by.push(by);
+                top.by.push(by.as_str());
                 top.rank.push(rank as i32 + 1);
                 top.product.push(product.as_str());
                 top.count.push(*count as i64);

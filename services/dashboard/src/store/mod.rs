@@ -1,0 +1,74 @@
+//! Every query of the dashboard, in one place: the replay runs (`runs`),
+//! the results served (`results`), and the lock that lets one replay run at
+//! a time across instances. The page and the API both read through here.
+
+mod results;
+mod runs;
+
+use serde::Serialize;
+use sqlx::PgConnection;
+
+pub use results::{stored_days, top_products};
+pub use runs::*;
+
+/// The advisory lock key of "a replay is running" (any 64-bit constant
+/// shared by all instances).
+const REPLAY_LOCK: i64 = 0x6b61_7070_6164_6173;
+
+/// Takes the replay lock on `conn` if it is free.
+pub async fn try_lock(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(REPLAY_LOCK)
+        .fetch_one(conn)
+        .await
+}
+
+/// Releases the replay lock held on `conn`.
+pub async fn unlock(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(REPLAY_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Declares a text-valued enum: its strings, serde names, and parsing from
+/// the text column it is stored in.
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),* }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                match text.as_str() {
+                    $($text => Ok($name::$variant),)*
+                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where a run is (`replay_runs.state`).
+    RunState { Queued = "queued", Running = "running", Succeeded = "succeeded", Failed = "failed" }
+}
+
+text_enum! {
+    /// What started a run (`replay_runs.trigger`).
+    Trigger { Manual = "manual", Schedule = "schedule", Threshold = "threshold" }
+}
+
+text_enum! {
+    /// What a top-products list ranks by.
+    By { Views = "views", Purchases = "purchases" }
+}

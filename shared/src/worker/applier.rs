@@ -1,0 +1,261 @@
+//! The applier: one async task that owns the worker, its partitions and the
+//! batch in hand. It takes rebalance requests first, closes a batch at its
+//! size or age, and commits it through the mode's `Commit`.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer as _;
+use tokio::sync::mpsc;
+
+use super::batch::{Batch, Polled};
+use super::commit::{Backoff, Commit, Committed};
+use super::health::Health;
+use super::poll::{self, Seek};
+use super::rebalance::{Consumer, Context, Control, Epochs};
+use super::{Setup, Start, Worker};
+use crate::event::EventType;
+use crate::shutdown::CancellationToken;
+
+/// A partition this instance owns.
+struct Owned {
+    epoch: u64,
+    /// The next offset expected; older records are duplicates.
+    next: i64,
+}
+
+/// Runs the worker: the poll thread, the applier loop, the lag gauge.
+pub(super) async fn run<W>(
+    mut worker: W,
+    setup: Setup,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    W: Worker,
+    W::Mode: Start<W>,
+{
+    let options = setup.options.clone();
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let (records, records_rx) = mpsc::channel::<Polled>(options.max_batch_events.max(64) * 2);
+    let (seeks, seeks_rx) = std_mpsc::channel::<Seek>();
+    let epochs = Arc::new(Epochs::default());
+    let context = Context {
+        name: options.group.clone(),
+        topic: options.topic.clone(),
+        control,
+        epochs: epochs.clone(),
+    };
+    let consumer: Arc<Consumer> = Arc::new(
+        crate::kafka::consumer_config(&setup.kafka, &options.group)
+            .create_with_context(context)
+            .context("creating the worker's consumer")?,
+    );
+    consumer
+        .subscribe(&[&options.topic])
+        .context("subscribing")?;
+    let committer = W::Mode::start(&setup, consumer.clone()).await?;
+    let mut wanted = [false; EventType::COUNT];
+    for t in EventType::ALL {
+        wanted[t as usize] = worker.wants(t);
+    }
+    let poller = {
+        let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name(format!("poll-{}", options.group))
+            .spawn(move || poll::run(consumer, records, seeks_rx, wanted, shutdown))
+            .context("starting the poll thread")?
+    };
+    let lag = tokio::spawn(super::health::watch_lag(
+        consumer.clone(),
+        options.clone(),
+        shutdown.clone(),
+    ));
+    drop(consumer);
+    tracing::info!(consumer = %options.group, topic = %options.topic, "worker started");
+
+    let mut applier = Applier {
+        committer,
+        owned: BTreeMap::new(),
+        batch: Batch::default(),
+        seeks,
+        epochs,
+        health,
+        max_events: options.max_batch_events.max(1),
+        max_age: Duration::from_millis(options.max_batch_ms.max(1)),
+        name: options.group.clone(),
+        in_hand: metrics::gauge!("kappa_sink_records_in_hand", "consumer" => options.group.clone()),
+    };
+    applier
+        .serve(&mut worker, control_rx, records_rx, &shutdown)
+        .await;
+    // The applier dropped its channels: the poll thread leaves the group and
+    // ends. The lag gauge may be waiting on a broker that is gone: not waited for.
+    lag.abort();
+    tokio::task::spawn_blocking(move || poller.join())
+        .await
+        .context("joining the poll thread")?
+        .map_err(|_| anyhow::anyhow!("the poll thread panicked"))?;
+    tracing::info!(consumer = %options.group, "worker stopped");
+    Ok(())
+}
+
+struct Applier<C> {
+    committer: C,
+    owned: BTreeMap<i32, Owned>,
+    batch: Batch,
+    seeks: std_mpsc::Sender<Seek>,
+    epochs: Arc<Epochs>,
+    health: Arc<Health>,
+    max_events: usize,
+    max_age: Duration,
+    name: String,
+    /// `kappa_sink_records_in_hand`: the batch's size now.
+    in_hand: metrics::Gauge,
+}
+
+impl<C> Applier<C> {
+    /// Takes `polled` into the batch if it belongs to a current assignment.
+    fn push(&mut self, polled: Polled) {
+        let Some(owned) = self.owned.get_mut(&polled.partition) else {
+            return; // prefetched for a partition that is no longer ours
+        };
+        if polled.epoch != owned.epoch || polled.offset < owned.next {
+            return; // from before a rebalance or a seek
+        }
+        owned.next = polled.offset + 1;
+        self.batch
+            .push(polled.partition, polled.offset, polled.record);
+        self.health.holding(self.batch.opened);
+        self.in_hand.set(self.batch.len() as f64);
+    }
+}
+
+impl<C> Applier<C> {
+    async fn serve<W>(
+        &mut self,
+        worker: &mut W,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        mut records: mpsc::Receiver<Polled>,
+        shutdown: &CancellationToken,
+    ) where
+        W: Worker,
+        C: Commit<W>,
+    {
+        loop {
+            let due = self
+                .batch
+                .deadline(self.max_age)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(request) = control.recv() => self.control(worker, request, shutdown).await,
+                _ = tokio::time::sleep_until(due.into()), if !self.batch.is_empty() => {
+                    self.commit(worker, shutdown).await;
+                }
+                polled = records.recv() => match polled {
+                    Some(polled) => {
+                        self.push(polled);
+                        if self.batch.len() >= self.max_events {
+                            self.commit(worker, shutdown).await;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        // Shutdown: one last commit of what is in hand (bounded: retries end
+        // with the token), then stop taking records; the poll thread sees the
+        // channel close and leaves the group.
+        // Retries end with the token, so this is one attempt (bounded by the
+        // database's and the broker's timeouts).
+        if !self.batch.is_empty() {
+            self.commit(worker, shutdown).await;
+        }
+        drop(records);
+        // Revocations sent while leaving find the channel closed and go on.
+        drop(control);
+    }
+
+    async fn control<W>(&mut self, worker: &mut W, request: Control, shutdown: &CancellationToken)
+    where
+        W: Worker,
+        C: Commit<W>,
+    {
+        match request {
+            Control::Assign { partitions, reply } => {
+                let mut starts = Vec::with_capacity(partitions.len());
+                for (partition, epoch) in partitions {
+                    let mut backoff = Backoff::new();
+                    let start = loop {
+                        match self.committer.assign(worker, partition).await {
+                            Ok(start) => break start,
+                            Err(error) => {
+                                tracing::warn!(consumer = %self.name, partition, error = format!("{error:#}"), "loading an assigned partition failed; retrying");
+                                // Shutting down: no reply, the callback assigns nothing.
+                                if !backoff.wait(shutdown).await {
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    self.owned.insert(
+                        partition,
+                        Owned {
+                            epoch,
+                            next: start.unwrap_or(0),
+                        },
+                    );
+                    starts.push((partition, start));
+                }
+                let _ = reply.send(starts);
+            }
+            Control::Revoke { partitions, reply } => {
+                if !self.batch.is_empty() {
+                    self.commit(worker, shutdown).await;
+                }
+                for partition in partitions {
+                    self.owned.remove(&partition);
+                    self.committer.revoke(worker, partition);
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    async fn commit<W>(&mut self, worker: &mut W, shutdown: &CancellationToken)
+    where
+        W: Worker,
+        C: Commit<W>,
+    {
+        let outcome = self
+            .committer
+            .commit(worker, &mut self.batch, shutdown)
+            .await;
+        self.batch.clear();
+        self.health.committed();
+        self.in_hand.set(0.0);
+        if let Committed::Fenced(restarts) = outcome {
+            metrics::counter!("kappa_sink_fenced_total", "consumer" => self.name.clone())
+                .increment(1);
+            tracing::warn!(consumer = %self.name, ?restarts, "another commit got there first; batch dropped, resuming from the stored positions");
+            for (partition, offset) in restarts {
+                let Some(owned) = self.owned.get_mut(&partition) else {
+                    continue;
+                };
+                let epoch = self.epochs.mint();
+                owned.epoch = epoch;
+                owned.next = offset.unwrap_or(0);
+                let _ = self.seeks.send(Seek {
+                    partition,
+                    offset,
+                    epoch,
+                });
+            }
+        }
+    }
+}

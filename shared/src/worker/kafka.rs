@@ -1,0 +1,258 @@
+//! Kafka-transaction mode: a batch's output records, its dead letters and
+//! the offsets it consumed, in one Kafka transaction.
+//!
+//! The offsets go to the transaction with the consumer group's metadata
+//! (KIP-447), so the broker fences a zombie by the group generation: an
+//! instance that lost its partitions cannot commit for them any more. The
+//! transactional id is `<group>-<instance>`: a restarted instance with the
+//! same name aborts whatever its previous life left open at start-up.
+//! Readers of the outputs use `isolation.level=read_committed` and never see
+//! an aborted record.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::error::KafkaError;
+
+use rdkafka::producer::Producer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+
+use super::batch::{Batch, Slot};
+use super::commit::{Backoff, Commit, Committed};
+use super::outputs::{send, Outputs, TxProducer};
+use super::ranges::{self, refusal, Attempt, Ranged, Stale};
+use super::rebalance::Consumer;
+use super::{resolve, KafkaTransactions, Setup, Start, Worker};
+use crate::claim_check::ClaimStore;
+use crate::config::KafkaConfig;
+use crate::dlq::DeadLetters;
+use crate::shutdown::CancellationToken;
+
+/// How long a transaction call may take before it counts as failed.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct KafkaCommit {
+    producer: Arc<TxProducer>,
+    dead_letters: DeadLetters,
+    /// Partitions whose state must be reloaded before applying.
+    stale: Stale,
+    consumer: Arc<Consumer>,
+    claims: ClaimStore,
+    pool: PgPool,
+    kafka: KafkaConfig,
+    transactional_id: String,
+    name: String,
+    topic: String,
+}
+
+/// A transactional producer, its earlier transactions fenced and aborted.
+async fn transactional(kafka: &KafkaConfig, id: &str) -> anyhow::Result<Arc<TxProducer>> {
+    let producer: TxProducer = crate::kafka::producer_config(kafka)
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .context("creating the transactional producer")?;
+    let producer = Arc::new(producer);
+    let init = producer.clone();
+    tokio::task::spawn_blocking(move || init.init_transactions(TXN_TIMEOUT))
+        .await?
+        .context("initialising transactions")?;
+    Ok(producer)
+}
+
+impl<W: Worker<Mode = KafkaTransactions>> Start<W> for KafkaTransactions {
+    type Committer = KafkaCommit;
+
+    async fn start(setup: &Setup, consumer: Arc<Consumer>) -> anyhow::Result<KafkaCommit> {
+        let options = &setup.options;
+        let transactional_id = format!("{}-{}", options.group, options.instance);
+        Ok(KafkaCommit {
+            producer: transactional(&setup.kafka, &transactional_id).await?,
+            dead_letters: DeadLetters::new(&setup.kafka)?,
+            stale: Stale::default(),
+            consumer,
+            claims: ClaimStore::new(setup.pool.clone()),
+            pool: setup.pool.clone(),
+            kafka: setup.kafka.clone(),
+            transactional_id,
+            name: options.group.clone(),
+            topic: options.topic.clone(),
+        })
+    }
+}
+
+impl<W: Worker<Mode = KafkaTransactions>> Commit<W> for KafkaCommit {
+    async fn assign(&mut self, worker: &mut W, partition: i32) -> anyhow::Result<Option<i64>> {
+        worker.load(&self.pool, partition).await?;
+        // Start where the group's committed offset says.
+        Ok(None)
+    }
+
+    fn revoke(&mut self, worker: &mut W, partition: i32) {
+        worker.unload(partition);
+    }
+
+    async fn commit(
+        &mut self,
+        worker: &mut W,
+        batch: &mut Batch,
+        shutdown: &CancellationToken,
+    ) -> Committed {
+        let mut backoff = Backoff::new();
+        while let Err(error) = resolve::claims(&self.claims, batch).await {
+            tracing::warn!(consumer = %self.name, %error, "resolving claim checks failed; retrying");
+            if !backoff.wait(shutdown).await {
+                return Committed::Cancelled;
+            }
+        }
+        ranges::commit(self, worker, batch, shutdown).await
+    }
+}
+
+impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn attempt(&mut self, worker: &mut W, batch: &mut Batch, range: Range<usize>) -> Attempt {
+        let started = Instant::now();
+        if let Err(error) = self.stale.reload(worker, &self.pool).await {
+            return Attempt::Failed(error);
+        }
+        let mut outputs = Outputs::default();
+        // Dead letters go in the same transaction: written once, with the offsets.
+        for entry in &batch.entries[range.clone()] {
+            let record = match &entry.slot {
+                Slot::Dead {
+                    message, rejection, ..
+                } => crate::dlq::record(
+                    message,
+                    rejection.code,
+                    &rejection.reason,
+                    &self.kafka.dlq_topic,
+                ),
+                Slot::Refused {
+                    event, rejection, ..
+                } => {
+                    let origin = &batch.events[*event];
+                    match self
+                        .dead_letters
+                        .fetch_origin(&origin.topic, origin.partition, origin.offset)
+                        .await
+                    {
+                        Ok(message) => crate::dlq::record(
+                            &message,
+                            rejection.code,
+                            &rejection.reason,
+                            &self.kafka.dlq_topic,
+                        ),
+                        Err(error) => return Attempt::Failed(error),
+                    }
+                }
+                _ => continue,
+            };
+            outputs.push(record);
+        }
+        if let Err(error) = worker
+            .apply(&mut outputs, batch.events_in(range.clone()))
+            .await
+        {
+            return match refusal(&error) {
+                Some(reason) => Attempt::Refused(reason),
+                None => Attempt::Failed(error.context("applying the batch")),
+            };
+        }
+        let Some(group) = self.consumer.group_metadata() else {
+            return Attempt::Failed(anyhow::anyhow!("no consumer group metadata yet"));
+        };
+        let mut offsets = TopicPartitionList::new();
+        for (partition, step) in batch.steps(range.clone()) {
+            let _ = offsets.add_partition_offset(&self.topic, partition, Offset::Offset(step.next));
+        }
+        let producer = self.producer.clone();
+        let records = outputs.into_records();
+        let transaction = tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
+            producer.begin_transaction()?;
+            for output in &records {
+                send(&producer, output)?;
+            }
+            producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)?;
+            producer.commit_transaction(TXN_TIMEOUT)
+        })
+        .await;
+        let error = match transaction {
+            Ok(Ok(())) => {
+                ranges::record(&self.name, batch, range, started);
+                return Attempt::Committed;
+            }
+            Ok(Err(error)) => error,
+            Err(join) => return Attempt::Failed(join.into()),
+        };
+        // The group's generation moved on: this instance is a zombie now.
+        let fenced = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::UnknownMemberId
+                    | RDKafkaErrorCode::FencedInstanceId
+                    | RDKafkaErrorCode::RebalanceInProgress
+            )
+        );
+        if matches!(&error, KafkaError::Transaction(e) if e.is_fatal()) {
+            // Unusable (fenced by its transactional id): start a new one.
+            match transactional(&self.kafka, &self.transactional_id).await {
+                Ok(producer) => self.producer = producer,
+                Err(error) => {
+                    tracing::warn!(consumer = %self.name, %error, "recreating the producer failed")
+                }
+            }
+        } else {
+            let producer = self.producer.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || producer.abort_transaction(TXN_TIMEOUT)).await;
+        }
+        if fenced {
+            Attempt::Fenced
+        } else {
+            Attempt::Failed(anyhow::Error::new(error).context("the transaction failed"))
+        }
+    }
+
+    fn stale(&mut self) -> &mut Stale {
+        &mut self.stale
+    }
+
+    /// The group moved on: drop the batch; its partitions restart at the
+    /// group's committed offsets (if they are still this instance's).
+    async fn fenced(
+        &mut self,
+        worker: &mut W,
+        batch: &Batch,
+        _shutdown: &CancellationToken,
+    ) -> Committed {
+        Ranged::<W>::forget(self, worker, batch);
+        let partitions = batch.partitions();
+        let mut list = TopicPartitionList::new();
+        for &p in &partitions {
+            list.add_partition(&self.topic, p);
+        }
+        let consumer = self.consumer.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.committed_offsets(list, TXN_TIMEOUT))
+                .await;
+        let restarts = match committed {
+            Ok(Ok(list)) => list
+                .elements()
+                .iter()
+                .map(|e| (e.partition(), e.offset().to_raw().filter(|o| *o >= 0)))
+                .collect(),
+            _ => partitions.iter().map(|&p| (p, None)).collect(),
+        };
+        Committed::Fenced(restarts)
+    }
+}

@@ -1,0 +1,202 @@
+//! The runtime every worker shares: consume a topic in a consumer group,
+//! apply batches of events, and commit each batch's effects together with
+//! the offsets it consumed, exactly once. A worker implements [`Worker`] and
+//! picks its mode; the loop, batching, dead letters, claim checks, metrics,
+//! rebalances and shutdown are this module's.
+//!
+//! ```text
+//!             bounded channel (backpressure)
+//!  poll thread ─────────── parsed records ───────────▶ applier task ──▶ Postgres transaction
+//!   │  ▲                                                │  ▲             (Postgres mode), or
+//!   │  └────────── seeks (after a fenced commit) ───────┘  │             Kafka transaction
+//!   └── rebalance callback: Assign / Revoke ── control ────┘             (Kafka mode)
+//!                                 (oneshot reply before it returns)
+//! ```
+//!
+//! - The **poll thread** only polls: it parses each record (or rejects it),
+//!   tags it with its partition's assignment epoch and hands it on. When the
+//!   channel is full it waits, which is the backpressure.
+//! - The **applier** (one async task) batches records, closed at
+//!   `max_batch_events` or `max_batch_ms` after the first, resolves
+//!   claim-checked envelopes, and commits through the mode.
+//! - **Rebalances**: the callback hands assignments and revocations to the
+//!   applier and waits for its answer (a oneshot, no shared lock): an
+//!   assignment returns where each partition starts once its state is
+//!   loaded; a revocation returns once the batch in hand is committed.
+//! - **Epochs**: every assignment of a partition, and every seek back after a
+//!   fenced commit, gets a new epoch; records polled before it carry an older
+//!   one and are dropped, so a record is never applied out of its place.
+//!
+//! Two modes, one guarantee (every input's effect is committed once):
+//! - [`Postgres`]: results and `consumer_offsets` in one database
+//!   transaction, the offsets advanced with a compare-and-set.
+//! - [`KafkaTransactions`]: output records and the consumed offsets in one
+//!   Kafka transaction (`send_offsets_to_transaction` with the group's
+//!   metadata, so a zombie is fenced by the group generation); readers use
+//!   `read_committed`.
+//!
+//! Failure cases, and the tests that prove them:
+//! - a record that does not parse, names an unknown type, or breaks a
+//!   bound: the DLQ with the reason, acknowledged before its offset commits
+//!   (`recommendation/tests/dlq_first.rs`, `tests/poison.rs`);
+//! - a claim-checked envelope whose payload is missing or does not match:
+//!   the DLQ (`claim_check_missing`, `claim_check_mismatch`);
+//! - data the database refuses (encoding, index size, a constraint, out of
+//!   range): the batch is bisected to the event(s) that cause it; those go to
+//!   the DLQ with the database's reason, the rest commits
+//!   (`shared/tests/worker.rs`);
+//! - the database or broker unreachable: retried with backoff, the batch's
+//!   partitions reloaded first, so a batch applies once whatever failed
+//!   half-way (`recommendation/tests/exactly_once.rs`);
+//! - a commit whose stored offsets are not what this instance expects (a
+//!   zombie after a rebalance, or a commit whose acknowledgement was lost):
+//!   dropped, state and position reloaded (`recommendation/tests/fencing.rs`,
+//!   `shared/tests/transactions.rs`);
+//! - stuck (events in hand, nothing committed for `stuck_after`): `/readyz`
+//!   says so, and the lag gauge keeps counting.
+
+mod applier;
+mod batch;
+mod commit;
+mod health;
+mod kafka;
+pub mod offsets;
+mod outputs;
+mod poll;
+mod postgres;
+mod ranges;
+mod rebalance;
+mod resolve;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::config::KafkaConfig;
+use crate::consume::Received;
+use crate::event::EventType;
+use crate::shutdown::CancellationToken;
+
+#[doc(hidden)]
+pub use batch::Batch;
+#[doc(hidden)]
+pub use commit::{Commit, Committed};
+pub use health::Health;
+pub use offsets::Position;
+pub use outputs::{Output, Outputs};
+#[doc(hidden)]
+pub use rebalance::Consumer;
+
+/// An error a worker raises for data it will never accept (a number that is
+/// not finite, a sum out of range): permanent, like a database refusal; the
+/// event that causes it goes to the DLQ.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Where a worker's effects go, committed together with its offsets.
+pub trait Mode: Send + Sized + 'static {
+    /// What [`Worker::apply`] writes to.
+    type Out: Send;
+}
+
+/// Results in PostgreSQL, in one transaction with the offsets.
+pub struct Postgres;
+
+impl Mode for Postgres {
+    type Out = PgConnection;
+}
+
+/// Output records, in one Kafka transaction with the offsets.
+pub struct KafkaTransactions;
+
+impl Mode for KafkaTransactions {
+    type Out = Outputs;
+}
+
+/// A worker: what it reads, the state it keeps per partition, and how a
+/// batch of events becomes effects. Methods run on the applier task.
+pub trait Worker: Send + 'static {
+    /// `Postgres` or `KafkaTransactions`.
+    type Mode: Mode;
+
+    /// Whether the worker reads events of this type. Claim-checked envelopes
+    /// of other types are passed on unresolved (their payload is never
+    /// fetched); the worker skips them.
+    fn wants(&self, event_type: EventType) -> bool;
+
+    /// This instance now owns `partition`: load its state.
+    fn load(
+        &mut self,
+        _pool: &PgPool,
+        _partition: i32,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// `partition` left this instance, or its state must be reloaded.
+    fn unload(&mut self, _partition: i32) {}
+
+    /// Applies `events` (in per-partition offset order) and writes the
+    /// effects through `out`, which commits them with the offsets. An error
+    /// marked [`Refused`] (or a database error about the data) is permanent:
+    /// the event that causes it is dead-lettered. Any other error is retried.
+    fn apply(
+        &mut self,
+        out: &mut <Self::Mode as Mode>::Out,
+        events: &[Received],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// How a worker consumes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Consumer group, and the consumer's name in `consumer_offsets`.
+    pub group: String,
+    pub topic: String,
+    pub max_batch_events: usize,
+    pub max_batch_ms: u64,
+    /// `/readyz` fails when events were in hand this long without a commit.
+    pub stuck_after: Duration,
+    /// This instance's name, stable across restarts (Kafka mode: the
+    /// transactional id is `<group>-<instance>`, so a restarted instance
+    /// aborts what its previous life left open).
+    pub instance: String,
+}
+
+/// What a worker runs with.
+#[derive(Clone)]
+pub struct Setup {
+    pub kafka: KafkaConfig,
+    pub pool: PgPool,
+    pub options: Options,
+}
+
+/// Runs `worker` until `shutdown`, then commits what it holds (within the
+/// bound of a commit), leaves the group and returns.
+pub async fn run<W>(
+    worker: W,
+    setup: Setup,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    W: Worker,
+    W::Mode: Start<W>,
+{
+    applier::run(worker, setup, health, shutdown).await
+}
+
+/// How a mode starts committing for worker `W` (implemented by both modes).
+pub trait Start<W: Worker>: Mode {
+    #[doc(hidden)]
+    type Committer: Commit<W>;
+
+    #[doc(hidden)]
+    fn start(
+        setup: &Setup,
+        consumer: Arc<Consumer>,
+    ) -> impl Future<Output = anyhow::Result<Self::Committer>> + Send;
+}

@@ -1,0 +1,262 @@
+//! Postgres mode: a batch's results and its offsets in one transaction.
+//!
+//! Each partition's row in `consumer_offsets` advances with a compare-and-set
+//! from the position this instance believes is stored; a mismatch (a zombie,
+//! or a commit whose acknowledgement was lost) drops the batch and restarts
+//! its partitions from what is stored. Dead letters are acknowledged by the
+//! DLQ before the transaction that moves their offsets begins.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+
+use super::batch::{Batch, Slot};
+use super::commit::{Backoff, Commit, Committed};
+use super::offsets::{self, Position};
+use super::ranges::{self, refusal, Attempt, Ranged, Stale};
+use super::rebalance::Consumer;
+use super::{resolve, Postgres, Setup, Start, Worker};
+use crate::claim_check::ClaimStore;
+use crate::dlq::DeadLetters;
+use crate::shutdown::CancellationToken;
+
+pub struct PgCommit {
+    pool: PgPool,
+    claims: ClaimStore,
+    dead_letters: DeadLetters,
+    consumer: Arc<Consumer>,
+    name: String,
+    topic: String,
+    /// Owned partitions and what Postgres holds for them.
+    positions: BTreeMap<i32, Position>,
+    /// Partitions whose in-memory state must be reloaded before applying.
+    stale: Stale,
+}
+
+impl<W: Worker<Mode = Postgres>> Start<W> for Postgres {
+    type Committer = PgCommit;
+
+    async fn start(setup: &Setup, consumer: Arc<Consumer>) -> anyhow::Result<PgCommit> {
+        Ok(PgCommit {
+            pool: setup.pool.clone(),
+            claims: ClaimStore::new(setup.pool.clone()),
+            dead_letters: DeadLetters::new(&setup.kafka)?,
+            consumer,
+            name: setup.options.group.clone(),
+            topic: setup.options.topic.clone(),
+            positions: BTreeMap::new(),
+            stale: Stale::default(),
+        })
+    }
+}
+
+impl<W: Worker<Mode = Postgres>> Commit<W> for PgCommit {
+    async fn assign(&mut self, worker: &mut W, partition: i32) -> anyhow::Result<Option<i64>> {
+        let stored = offsets::load(&self.pool, &self.name, &self.topic, &[partition]).await?;
+        worker.load(&self.pool, partition).await?;
+        let position = stored.first().map_or(Position { next: None }, |(_, p)| *p);
+        self.positions.insert(partition, position);
+        self.stale.clear(partition);
+        Ok(position.next)
+    }
+
+    fn revoke(&mut self, worker: &mut W, partition: i32) {
+        worker.unload(partition);
+        self.positions.remove(&partition);
+        self.stale.clear(partition);
+    }
+
+    async fn commit(
+        &mut self,
+        worker: &mut W,
+        batch: &mut Batch,
+        shutdown: &CancellationToken,
+    ) -> Committed {
+        let mut backoff = Backoff::new();
+        while let Err(error) = resolve::claims(&self.claims, batch).await {
+            tracing::warn!(consumer = %self.name, %error, "resolving claim checks failed; retrying");
+            if !backoff.wait(shutdown).await {
+                return Committed::Cancelled;
+            }
+        }
+        let committed = ranges::commit(self, worker, batch, shutdown).await;
+        if matches!(committed, Committed::Done) {
+            self.mirror_to_kafka();
+        }
+        committed
+    }
+}
+
+impl<W: Worker<Mode = Postgres>> Ranged<W> for PgCommit {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn attempt(&mut self, worker: &mut W, batch: &mut Batch, range: Range<usize>) -> Attempt {
+        let started = Instant::now();
+        // What fails before the transaction is never the data's fault.
+        if let Err(error) = self.prepare(worker, batch, range.clone()).await {
+            return Attempt::Failed(error);
+        }
+        match self.transaction(worker, batch, range.clone()).await {
+            Ok(true) => {
+                for (partition, step) in batch.steps(range.clone()) {
+                    self.positions.insert(
+                        partition,
+                        Position {
+                            next: Some(step.next),
+                        },
+                    );
+                }
+                ranges::record(&self.name, batch, range, started);
+                Attempt::Committed
+            }
+            Ok(false) => Attempt::Fenced,
+            Err(error) => match refusal(&error) {
+                Some(reason) => Attempt::Refused(reason),
+                None => Attempt::Failed(error),
+            },
+        }
+    }
+
+    fn stale(&mut self) -> &mut Stale {
+        &mut self.stale
+    }
+
+    async fn fenced(
+        &mut self,
+        worker: &mut W,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> Committed {
+        Ranged::<W>::forget(self, worker, batch);
+        let partitions = batch.partitions();
+        let mut backoff = Backoff::new();
+        loop {
+            match offsets::load(&self.pool, &self.name, &self.topic, &partitions).await {
+                Ok(stored) => {
+                    let mut restarts = Vec::new();
+                    for (partition, position) in stored {
+                        if let Some(ours) = self.positions.get_mut(&partition) {
+                            *ours = position;
+                            restarts.push((partition, position.next));
+                        }
+                    }
+                    return Committed::Fenced(restarts);
+                }
+                Err(error) => {
+                    tracing::warn!(consumer = %self.name, %error, "reading stored offsets failed; retrying");
+                    if !backoff.wait(shutdown).await {
+                        return Committed::Cancelled;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl PgCommit {
+    /// Reloads forgotten state and sends the range's dead letters (each
+    /// acknowledged before its offset may move; sent ones are not sent again).
+    async fn prepare<W: Worker>(
+        &mut self,
+        worker: &mut W,
+        batch: &mut Batch,
+        range: Range<usize>,
+    ) -> anyhow::Result<()> {
+        self.stale.reload(worker, &self.pool).await?;
+        for i in range {
+            let Batch {
+                entries, events, ..
+            } = batch;
+            match &mut entries[i].slot {
+                Slot::Dead {
+                    message,
+                    rejection,
+                    sent,
+                } if !*sent => {
+                    self.dead_letters
+                        .send(message, rejection.code, &rejection.reason)
+                        .await?;
+                    *sent = true;
+                }
+                Slot::Refused {
+                    event,
+                    rejection,
+                    sent,
+                } if !*sent => {
+                    let origin = &events[*event];
+                    self.dead_letters
+                        .send_from_origin(
+                            &origin.topic,
+                            origin.partition,
+                            origin.offset,
+                            rejection.code,
+                            &rejection.reason,
+                        )
+                        .await?;
+                    *sent = true;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the range and advances its partitions' offsets, in one
+    /// transaction; `false` when a stored offset was not what it expected.
+    async fn transaction<W: Worker<Mode = Postgres>>(
+        &mut self,
+        worker: &mut W,
+        batch: &Batch,
+        range: Range<usize>,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("beginning the batch transaction")?;
+        worker
+            .apply(&mut tx, batch.events_in(range.clone()))
+            .await
+            .context("applying the batch")?;
+        for (partition, step) in batch.steps(range) {
+            let from = self
+                .positions
+                .get(&partition)
+                .copied()
+                .unwrap_or(Position { next: None });
+            let advance = offsets::Step {
+                partition,
+                from,
+                next: step.next,
+                applied: step.applied,
+                dead_lettered: step.dead,
+            };
+            if !offsets::advance(&mut tx, &self.name, &self.topic, advance).await? {
+                return Ok(false);
+            }
+        }
+        tx.commit().await.context("committing the batch")?;
+        Ok(true)
+    }
+
+    /// Mirrors the committed positions to Kafka for lag tooling (Postgres is the truth).
+    fn mirror_to_kafka(&self) {
+        let mut list = TopicPartitionList::new();
+        for (&partition, position) in &self.positions {
+            if let Some(next) = position.next {
+                let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(next));
+            }
+        }
+        if list.count() > 0 {
+            let _ = self.consumer.commit(&list, CommitMode::Async);
+        }
+    }
+}

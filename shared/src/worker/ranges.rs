@@ -1,0 +1,192 @@
+//! Committing a batch as ranges, the same way in both modes: the whole
+//! batch first; what fails for a moment is retried (state reloaded first);
+//! what is refused for its data is bisected until the one event that causes
+//! it stands alone, and that event is dead-lettered instead. Ranges keep
+//! per-partition order, so each commits on its own.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use sqlx::PgPool;
+
+use super::batch::Batch;
+use super::commit::{Backoff, Committed};
+use super::Worker;
+use crate::consume::Rejection;
+use crate::shutdown::CancellationToken;
+
+/// What one attempt at a range came to.
+pub(super) enum Attempt {
+    Committed,
+    /// Another commit got there first (a zombie, or a lost acknowledgement).
+    Fenced,
+    /// The data was refused; retrying cannot help.
+    Refused(String),
+    /// It could not be done now; retry.
+    Failed(anyhow::Error),
+}
+
+/// A mode's committer, seen range by range.
+pub(super) trait Ranged<W: Worker>: Send {
+    fn name(&self) -> &str;
+
+    /// Tries to commit `range` of `batch` once.
+    fn attempt(
+        &mut self,
+        worker: &mut W,
+        batch: &mut Batch,
+        range: Range<usize>,
+    ) -> impl std::future::Future<Output = Attempt> + Send;
+
+    /// The partitions whose state must be loaded again before applying.
+    fn stale(&mut self) -> &mut Stale;
+
+    /// A failed attempt may have changed in-memory state: drop it, so that
+    /// the next attempt starts from what is committed.
+    fn forget(&mut self, worker: &mut W, batch: &Batch) {
+        let stale = self.stale();
+        for partition in batch.partitions() {
+            worker.unload(partition);
+            stale.0.insert(partition);
+        }
+    }
+
+    /// After a fenced attempt: where the batch's partitions restart.
+    fn fenced(
+        &mut self,
+        worker: &mut W,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> impl std::future::Future<Output = Committed> + Send;
+}
+
+/// Partitions whose in-memory state was dropped after a failed attempt.
+#[derive(Debug, Default)]
+pub(super) struct Stale(BTreeSet<i32>);
+
+impl Stale {
+    /// Loads every stale partition again (before the next attempt).
+    pub async fn reload<W: Worker>(&mut self, worker: &mut W, pool: &PgPool) -> anyhow::Result<()> {
+        for partition in self.0.clone() {
+            worker
+                .load(pool, partition)
+                .await
+                .with_context(|| format!("reloading partition {partition}"))?;
+            self.0.remove(&partition);
+        }
+        Ok(())
+    }
+
+    /// `partition` was (re)loaded or left: nothing to reload.
+    pub fn clear(&mut self, partition: i32) {
+        self.0.remove(&partition);
+    }
+}
+
+/// Commits every record of `batch`, range by range.
+pub(super) async fn commit<W, C>(
+    committer: &mut C,
+    worker: &mut W,
+    batch: &mut Batch,
+    shutdown: &CancellationToken,
+) -> Committed
+where
+    W: Worker,
+    C: Ranged<W>,
+{
+    // Still to commit, in order (the next one last); a refused range is split.
+    let whole = 0..batch.len();
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    ranges.push(whole);
+    while let Some(range) = ranges.pop() {
+        let mut backoff = Backoff::new();
+        loop {
+            match committer.attempt(worker, batch, range.clone()).await {
+                Attempt::Committed => break,
+                Attempt::Fenced => return committer.fenced(worker, batch, shutdown).await,
+                Attempt::Refused(reason) => {
+                    committer.forget(worker, batch);
+                    match batch.bisect(range.clone()) {
+                        Some((first, second)) => {
+                            ranges.push(second);
+                            ranges.push(first);
+                        }
+                        None => {
+                            tracing::warn!(consumer = %committer.name(), reason, "event refused; dead-lettering it");
+                            metrics::counter!("kappa_sink_refused_total", "consumer" => committer.name().to_owned())
+                                .increment(1);
+                            batch.refuse(
+                                range.clone(),
+                                Rejection {
+                                    code: "refused",
+                                    reason,
+                                },
+                            );
+                            ranges.push(range);
+                        }
+                    }
+                    break;
+                }
+                Attempt::Failed(error) => {
+                    tracing::warn!(consumer = %committer.name(), error = format!("{error:#}"), "batch commit failed; retrying");
+                    metrics::counter!("kappa_sink_commit_failures_total", "consumer" => committer.name().to_owned())
+                        .increment(1);
+                    committer.forget(worker, batch);
+                    if !backoff.wait(shutdown).await {
+                        return Committed::Cancelled;
+                    }
+                }
+            }
+        }
+    }
+    Committed::Done
+}
+
+/// Whether an error is about the data (permanent) rather than the moment.
+pub(super) fn refusal(error: &anyhow::Error) -> Option<String> {
+    for cause in error.chain() {
+        if let Some(refused) = cause.downcast_ref::<super::Refused>() {
+            return Some(refused.0.clone());
+        }
+        if let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() {
+            let code = db.code().unwrap_or_default();
+            // 22: data exception (encoding, out of range, too long);
+            // 23: integrity constraint; 54000: program limit (index row
+            // size). Anything else (a bug in a statement, a lock, the server
+            // going away) must not cost an event: retried, and /readyz says so.
+            if code.starts_with("22") || code.starts_with("23") || code == "54000" {
+                return Some(format!(
+                    "the database refused it: {} ({code})",
+                    db.message()
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The batch metrics of a committed range.
+pub(super) fn record(name: &str, batch: &Batch, range: Range<usize>, started: Instant) {
+    let steps = batch.steps(range.clone());
+    let applied: i64 = steps.values().map(|s| s.applied).sum();
+    let dead: i64 = steps.values().map(|s| s.dead).sum();
+    let name = name.to_owned();
+    metrics::counter!("kappa_sink_events_applied_total", "consumer" => name.clone())
+        .increment(applied as u64);
+    metrics::counter!("kappa_sink_dead_lettered_total", "consumer" => name.clone())
+        .increment(dead as u64);
+    metrics::histogram!("kappa_sink_batch_size", "consumer" => name.clone())
+        .record((applied + dead) as f64);
+    metrics::histogram!("kappa_sink_commit_seconds", "consumer" => name.clone())
+        .record(started.elapsed().as_secs_f64());
+    let now = Utc::now();
+    let visible = metrics::histogram!("kappa_sink_event_to_commit_seconds", "consumer" => name);
+    for event in batch.events_in(range) {
+        if let Some(ts) = event.ts() {
+            visible.record((now - ts).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+        }
+    }
+}
