@@ -216,12 +216,8 @@ crash() {
     log "Kafka on $BOOTSTRAP not running"
     return 0
   fi
-  local pid
-  pid=$(<"$KAFKA_PID_FILE")
-  log "killing Kafka on $BOOTSTRAP (SIGKILL pid $pid)"
-  kill -KILL "$pid" 2>/dev/null || true
-  wait_until 10 "pid $pid to die" bash -c "! kill -0 $pid" || die "pid $pid survived SIGKILL"
-  rm -f "$KAFKA_PID_FILE"
+  log "killing Kafka on $BOOTSTRAP (SIGKILL pid $(<"$KAFKA_PID_FILE"))"
+  kill_pidfile "$KAFKA_PID_FILE"
 }
 
 status() {

@@ -10,6 +10,14 @@ RUN_DIR="$ROOT/.run"      # runtime state: logs, pid files, data dirs (git-ignor
 CACHE_DIR="$ROOT/.cache"  # downloaded artifacts, e.g. Kafka jars (git-ignored)
 mkdir -p "$RUN_DIR" "$CACHE_DIR"
 
+# name:port of every service process scripts/up.sh runs (the ports are fixed
+# by the project's contract; a second instance of a service is name-2, pid
+# file .run/name-2.pid). The two mail workers are one binary in two modes.
+# docker-compose.yml defines the same services (scripts/validate-compose.sh).
+SUITE_SERVICES=(gateway:8080 users:8081 recommendation:8082 dashboard:8083
+  products:8084 products-image:8088 products-video:8089 products-metadata:8090 products-creator:8091
+  mailer-stateless:8086 mailer-stateful:8087)
+
 # One-line progress messages on stderr (stdout stays free for real output),
 # prefixed with the calling script's name so mixed logs stay readable.
 log() { printf '[%s] %s\n' "$(basename "${0:-lib}")" "$*" >&2; }
@@ -87,6 +95,20 @@ stop_pidfile() {
     kill -KILL "$pid" 2>/dev/null || true
     wait_until 10 "pid $pid to die after SIGKILL" bash -c "! kill -0 $pid" || true
   fi
+  rm -f "$f"
+}
+
+# kill_pidfile <pidfile>: SIGKILL, a real crash (nothing flushed or closed);
+# waits for the process to be gone. Removes the pidfile.
+kill_pidfile() {
+  local f=$1 pid
+  if ! pid_alive "$f"; then
+    rm -f "$f"
+    return 0
+  fi
+  pid=$(<"$f")
+  kill -KILL "$pid" 2>/dev/null || true
+  wait_until 10 "pid $pid to die" bash -c "! kill -0 $pid" || die "pid $pid survived SIGKILL"
   rm -f "$f"
 }
 

@@ -33,7 +33,9 @@ json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("
 # Every service the suite started answers its ops endpoints.
 ops_endpoints() {
   local base
-  for base in "$GATEWAY" "${RECOMMENDATION:-http://127.0.0.1:8082}" "${DASHBOARD:-http://127.0.0.1:8083}"; do
+  for base in "$GATEWAY" http://127.0.0.1:8081 "${RECOMMENDATION:-http://127.0.0.1:8082}" \
+    "${DASHBOARD:-http://127.0.0.1:8083}" http://127.0.0.1:8084 http://127.0.0.1:8086 http://127.0.0.1:8087 \
+    http://127.0.0.1:8088 http://127.0.0.1:8089 http://127.0.0.1:8090 http://127.0.0.1:8091; do
     curl -fsS "$base/healthz" | grep -q '"ok"'
     curl -fsS "$base/readyz" | grep -q '"ready"'
     curl -fsS "$base/metrics" | grep -q kappa_http_requests_total
@@ -85,10 +87,53 @@ replay_on_demand() {
   [[ $(curl -fsS "$dash/api/metrics/daily" | json_field '["run_id"]') == "$id" ]]
 }
 
+# A user created over HTTP, a mail request typed into kcat: one mail from each
+# worker in Mailpit, to the user's address.
+mail_from_both_workers() {
+  local tag; tag=$(cat /proc/sys/kernel/random/uuid)
+  local user="smoke-$tag"
+  curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{\"id\":\"$user\",\"email\":\"$user@example.com\"}" http://127.0.0.1:8081/users >/dev/null
+  echo "$user:{\"type\":\"mail_requested\",\"user_id\":\"$user\",\"subject\":\"smoke $tag\",\"body\":\"hello\"}" \
+    | kcat -P -b "$BROKER" -t "$TOPIC" -K: -X partitioner=murmur2_random
+  local deadline=$((SECONDS + 60)) found
+  until found=$(curl -fsS "http://127.0.0.1:8025/api/v1/search?query=to:$user@example.com" | json_field '["messages_count"]') \
+    && ((found == 2)); do
+    ((SECONDS < deadline)) || { echo "$found mail(s) for $user"; return 1; }
+    sleep 0.2
+  done
+}
+
+# A product uploaded with curl -F (a real PNG and the MP4 fixture) goes
+# through the three branches and the creator: active, with a thumbnail.
+product_through_the_dag() {
+  python3 -c 'import zlib,struct,sys
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+raw = b"".join(b"\0" + bytes((x * 4) % 256 for x in range(96 * 3)) for _ in range(64))
+sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 96, 64, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))' >"$TMP/p.png"
+  local id
+  id=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$GATEWAY/products" \
+    -F 'metadata={"title":"Smoke lamp","price":"9.90","currency":"EUR"};type=application/json' \
+    -F "image=@$TMP/p.png;type=image/png" \
+    -F "video=@$ROOT/services/products/tests/fixtures/clip.mp4;type=video/mp4" | json_field '["product_id"]')
+  local deadline=$((SECONDS + 60)) status
+  until status=$(curl -fsS -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:8084/products/$id" | json_field '["status"]') \
+    && [[ $status != pending ]]; do
+    ((SECONDS < deadline)) || { echo "product $id still pending"; return 1; }
+    sleep 0.2
+  done
+  [[ $status == active ]] || { echo "product $id is $status"; return 1; }
+  curl -fsS -H "Authorization: Bearer $TOKEN" -o "$TMP/t.jpg" -w '%{content_type}' \
+    "http://127.0.0.1:8084/products/$id/thumbnail" | grep -q image/jpeg
+  [[ $(head -c 2 "$TMP/t.jpg" | od -An -tx1 | tr -d ' ') == ffd8 ]]
+}
+
 check "every service answers /healthz, /readyz and /metrics" ops_endpoints
 check "kcat and Kafka's console producer write typed events" kcat_and_console_producer_write_events
 check "an interaction typed into kcat shows in the recommendation API" recommendations_follow_the_stream
 check "a replay requested over HTTP runs and its metrics are served" replay_on_demand
+check "a user and a mail request are one mail from each worker in Mailpit" mail_from_both_workers
+check "a product uploaded with curl -F becomes active through the DAG, with a thumbnail" product_through_the_dag
 
 echo "smoke: $passed passed, $failed failed"
 ((failed == 0))

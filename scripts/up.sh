@@ -7,16 +7,19 @@
 #      KAPPA_READY_TIMEOUT (seconds per service, default 60),
 #      RECOMMENDATION_INSTANCES (default 1): more instances share the
 #      partitions through the consumer group; instance i listens on
-#      8082 + 100*(i-1) and writes .run/recommendation-i.pid.
+#      8082 + 100*(i-1) and writes .run/recommendation-i.pid;
+#      IMAGE_INSTANCES (default 1): image workers of the product DAG,
+#      instance i on 8088 + 100*(i-1), .run/products-image-i.pid.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 started_at=$SECONDS
 
-# name:port of every service process (ports are fixed by the project's contract);
-# a second instance of a service is name-2 (pid file .run/name-2.pid).
-SERVICES=(gateway:8080 recommendation:8082 dashboard:8083)
+SERVICES=("${SUITE_SERVICES[@]}")
 for ((i = 2; i <= ${RECOMMENDATION_INSTANCES:-1}; i++)); do
   SERVICES+=("recommendation-$i:$((8082 + 100 * (i - 1)))")
+done
+for ((i = 2; i <= ${IMAGE_INSTANCES:-1}; i++)); do
+  SERVICES+=("products-image-$i:$((8088 + 100 * (i - 1)))")
 done
 PROFILE=${KAPPA_PROFILE:-release}
 READY_TIMEOUT=${KAPPA_READY_TIMEOUT:-60}
@@ -25,6 +28,7 @@ READY_TIMEOUT=${KAPPA_READY_TIMEOUT:-60}
 "$ROOT/scripts/postgres.sh" start
 "$ROOT/scripts/kafka.sh" start
 "$ROOT/scripts/topics.sh"
+"$ROOT/scripts/mailpit.sh" start
 apt_install_if_missing curl curl
 
 # The admin token: generated once, kept in .run/token (mode 600).
@@ -46,9 +50,31 @@ fi
 
 ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/readyz"; }
 
+# The binary a process runs, and the settings it needs beyond the defaults.
+binary_of() {
+  case $1 in
+    mailer-*) echo mailer ;;
+    products*) echo products ;;
+    *) echo "${1%-[0-9]*}" ;;
+  esac
+}
+settings_of() {  # settings_of <name>: extra KAPPA__ variables, one per line
+  case $1 in
+    mailer-stateless) echo "KAPPA__MAILER__MODE=stateless" ;;
+    products) echo "KAPPA__PRODUCTS__ROLE=api" ;;
+    products-*)  # products-<role>[-<instance>]
+      local rest=${1#products-}
+      echo "KAPPA__PRODUCTS__ROLE=${rest%%-*}"
+      [[ $rest == *-* ]] && echo "KAPPA__PRODUCTS__INSTANCE=${rest##*-}" ;;
+    mailer-stateful)
+      echo "KAPPA__MAILER__MODE=stateful"
+      echo "KAPPA__MAILER__DATA_DIR=$RUN_DIR/mailer-stateful" ;;
+  esac
+}
+
 for spec in "${SERVICES[@]}"; do
   name=${spec%%:*} port=${spec##*:}
-  binary=${name%-[0-9]*}
+  binary=$(binary_of "$name")
   pidfile="$RUN_DIR/$name.pid" logfile="$RUN_DIR/$name.log"
   # Running means: the pid lives, runs the binary just built, and answers on
   # its port. Anything less (a pid still dying after kill -9, an old binary
@@ -65,7 +91,8 @@ for spec in "${SERVICES[@]}"; do
   # The listen address lives in the service's own config section.
   section=$(echo "$binary" | tr '[:lower:]' '[:upper:]')
   # setsid: the service outlives this shell; the pid file names the process itself.
-  env "KAPPA__${section}__ADDR=127.0.0.1:$port" KAPPA__AUTH__ADMIN_TOKEN="$(<"$TOKEN_FILE")" \
+  mapfile -t extra < <(settings_of "$name")
+  env "KAPPA__${section}__ADDR=127.0.0.1:$port" KAPPA__AUTH__ADMIN_TOKEN="$(<"$TOKEN_FILE")" "${extra[@]}" \
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" "$BIN_DIR/$binary" \
     </dev/null >>"$logfile" 2>&1 &
   wait_until 10 "pid file of $name" test -s "$pidfile" || die "$name did not start"
@@ -82,6 +109,11 @@ done
 log "suite ready in $((SECONDS - started_at))s"
 cat <<MSG
   gateway         http://127.0.0.1:8080   (POST /events, GET /claims/{token})
+  users           http://127.0.0.1:8081   (POST/GET/PUT /users[/{id}])
+  products        http://127.0.0.1:8084   (GET /products[/{id}], /products/{id}/thumbnail, /pending-joins; uploads: POST :8080/products)
+  product DAG     :8088 image, :8089 video, :8090 metadata, :8091 creator   (health and metrics)
+  mailers         http://127.0.0.1:8086 (stateless), :8087 (stateful)   (health and metrics)
+  mailpit         http://127.0.0.1:8025   (the mails sent; SMTP on 127.0.0.1:1025)
   recommendation  http://127.0.0.1:8082   (GET /users/{id}/recommendations, /products/{id}/similar, /stats)
   dashboard       http://127.0.0.1:8083   (POST /api/replays, GET /api/metrics/daily, /api/products/top)
   kafka           127.0.0.1:9092          (topics: events, events.dlq, access-logs)

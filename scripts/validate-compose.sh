@@ -18,4 +18,25 @@ fi
 log "validating docker-compose.yml with: ${compose[*]} ($("${compose[@]}" version --short 2>/dev/null || echo '?'))"
 # A dummy token so the check does not depend on the caller's environment.
 KAPPA_ADMIN_TOKEN=${KAPPA_ADMIN_TOKEN:-validate} "${compose[@]}" -f docker-compose.yml config -q
-log "docker-compose.yml is valid"
+# Without a token the file must refuse to start anything (no default secret).
+if env -u KAPPA_ADMIN_TOKEN "${compose[@]}" -f docker-compose.yml config -q >/dev/null 2>&1; then
+  die "docker-compose.yml accepts a missing KAPPA_ADMIN_TOKEN"
+fi
+# Every service scripts/up.sh starts is in the file, on the same host port,
+# and so is Mailpit (SMTP and web UI).
+services=("${SUITE_SERVICES[@]}" mailpit:1025 mailpit:8025)
+config=$(mktemp)
+KAPPA_ADMIN_TOKEN=validate "${compose[@]}" -f docker-compose.yml config >"$config"
+for spec in "${services[@]}"; do
+  name=${spec%%:*} port=${spec##*:}
+  # Debian's python3 has PyYAML (docker-compose needs it).
+  /usr/bin/python3 - "$config" "$name" "$port" <<'PY' || die "scripts/up.sh runs $name on :$port; docker-compose.yml does not"
+import sys, yaml
+path, name, port = sys.argv[1:4]
+service = yaml.safe_load(open(path))["services"].get(name) or {}
+ports = [str(p.get("published")) if isinstance(p, dict) else str(p).split(":")[-2] for p in service.get("ports", [])]
+sys.exit(0 if port in ports else 1)
+PY
+done
+rm -f "$config"
+log "docker-compose.yml is valid and defines every service of scripts/up.sh (${#services[@]})"

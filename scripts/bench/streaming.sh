@@ -10,6 +10,8 @@
 #     p50/p99 of event time -> visible;
 #  3. the instance's peak RSS.
 #   scripts/bench/streaming.sh [events=1000000] [seconds_per_rate=60]
+# Env: RATES (default "1000 2000 5000"); BENCH_RECOMMENDATION_BIN, another
+# recommendation binary to measure (e.g. an older build, for a comparison).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
@@ -41,7 +43,7 @@ log "recommendation: consuming $total messages from scratch, exactly-once"
 t0=$(now)
 KAPPA__DATABASE__URL=$DB_URL KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT \
   KAPPA__RECOMMENDATION__GROUP=$TOPIC KAPPA__AUTH__ADMIN_TOKEN=bench KAPPA__LOG__LEVEL=warn \
-  "$ROOT/target/release/recommendation" >"$WORK/service.log" 2>&1 &
+  "${BENCH_RECOMMENDATION_BIN:-$ROOT/target/release/recommendation}" >"$WORK/service.log" 2>&1 &
 svc_pid=$!
 SCRATCH_PIDS+=("$svc_pid")
 applied() {

@@ -59,6 +59,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The reference of content-addressed bytes: the token is the first 128
+/// bits of their sha256, marked as a version 8 (custom) UUID, so the same
+/// bytes always have the same token (see [`ClaimStore::put_content`]).
+pub fn content_ref(bytes: &[u8], content_type: &str) -> ClaimRef {
+    let digest = Sha256::digest(bytes);
+    let mut token = [0u8; 16];
+    token.copy_from_slice(&digest[..16]);
+    ClaimRef {
+        token: Uuid::new_v8(token),
+        sha256: hex::encode(digest),
+        size: bytes.len() as u64,
+        content_type: content_type.to_owned(),
+    }
+}
+
 /// Payload storage in the `claim_checks` table.
 #[derive(Clone)]
 pub struct ClaimStore {
@@ -93,6 +108,29 @@ impl ClaimStore {
             size: bytes.len() as u64,
             content_type: content_type.to_owned(),
         })
+    }
+
+    /// Stores `bytes` under their content reference ([`content_ref`]), so
+    /// the same bytes are one payload however often they are stored
+    /// (uploaded files, derived thumbnails). A new payload is `pending` until
+    /// [`ClaimStore::commit`]; storing a pending one again restarts its grace.
+    #[tracing::instrument(skip_all, fields(size = bytes.len()))]
+    pub async fn put_content(&self, reference: &ClaimRef, bytes: &[u8]) -> Result<(), ClaimError> {
+        let digest = hex::decode(&reference.sha256).unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO claim_checks (token, payload, sha256, size_bytes, content_type)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (token) DO UPDATE SET created_at = now()
+             WHERE claim_checks.state = 'pending'",
+        )
+        .bind(reference.token)
+        .bind(bytes)
+        .bind(digest)
+        .bind(bytes.len() as i64)
+        .bind(&reference.content_type)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Marks payloads as referenced by an acknowledged event: the sweeper keeps them.

@@ -159,6 +159,8 @@ impl Settings {
 pub struct HttpConfig {
     pub addr: SocketAddr,
     pub body_limit_bytes: usize,
+    /// Largest file of a multipart upload (`POST /products`).
+    pub max_upload_file_bytes: usize,
 }
 
 /// The merged configuration sources, from which sections are read.

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -73,6 +74,33 @@ pub fn consumer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<StreamConsumer
         .create()
         .context("creating Kafka consumer")
 }
+
+/// The context of assign-only readers (replays, the mailer's address store)
+/// that ask for end-of-partition events: librdkafka reports those on the
+/// client's main queue as well, where rdkafka's default context would log
+/// each as an error. They are expected there; every other error is counted
+/// and logged.
+pub struct ReaderContext {
+    name: &'static str,
+}
+
+impl ReaderContext {
+    pub fn new(name: &'static str) -> Self {
+        Self { name }
+    }
+}
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let KafkaError::Global(RDKafkaErrorCode::PartitionEOF) = error {
+            return;
+        }
+        metrics::counter!("kappa_kafka_client_errors_total", "client" => self.name).increment(1);
+        tracing::warn!(reader = self.name, %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// An admin client for topic management.
 pub fn admin(cfg: &KafkaConfig) -> anyhow::Result<AdminClient<DefaultClientContext>> {

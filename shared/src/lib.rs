@@ -13,6 +13,7 @@ pub mod event;
 pub mod http;
 pub mod kafka;
 pub mod kafka_batch;
+pub mod outbox;
 pub mod replay;
 pub mod service;
 pub mod shutdown;

@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::consume::{classify, Received, Rejection};
+use crate::kafka::ReaderContext;
 use crate::shutdown::CancellationToken;
 
 /// Where a replay starts.
@@ -91,7 +92,7 @@ impl Plan {
 }
 
 /// A consumer for replays: no group membership, no commits, large fetches.
-fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
+fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer<ReaderContext>> {
     let mut config = crate::kafka::client_config(kafka);
     config
         // librdkafka wants a group id even for assign-only consumers; it is never joined.
@@ -108,7 +109,9 @@ fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
     for (key, value) in &kafka.consumer {
         config.set(crate::config::librdkafka_key(key), value);
     }
-    config.create().context("creating the replay consumer")
+    config
+        .create_with_context(ReaderContext::new("replay"))
+        .context("creating the replay consumer")
 }
 
 /// Snapshots the range of `topic` to replay: from `from`, up to the end

@@ -70,6 +70,44 @@ fn progress_bar(run: &Run, fraction: f64) -> String {
     )
 }
 
+/// Products by status, the joins still waiting and how long, the slowest branch.
+fn products_panel(dag: &store::DagSummary) -> String {
+    let mut html = String::from(r#"<h2>Products</h2><section class="cards" id="products">"#);
+    for (status, count) in &dag.by_status {
+        let _ = write!(
+            html,
+            r#"<div><b id="products-{status}">{count}</b>{status}</div>"#
+        );
+    }
+    html.push_str("</section>");
+    if let Some((kind, parts, mean)) = dag.branches.first() {
+        let _ = write!(
+            html,
+            r#"<p class="sub" id="slowest-branch">Slowest branch: <b>{kind}</b>, {:.2} s on average from upload to result ({parts} parts); "#,
+            mean
+        );
+        let others: Vec<String> = dag.branches[1..]
+            .iter()
+            .map(|(k, _, m)| format!("{k} {m:.2} s"))
+            .collect();
+        let _ = write!(html, "{}.</p>", esc(&others.join(", ")));
+    }
+    if !dag.waiting.is_empty() {
+        html.push_str(r#"<table id="pending-joins"><tr><th>waiting product</th><th>missing parts</th><th>waited</th><th>deadline in</th></tr>"#);
+        for (id, missing, waited, left) in &dag.waiting {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{waited:.0} s</td><td>{:.0} s</td></tr>",
+                esc(id),
+                esc(&missing.join(", ")),
+                left.max(0.0)
+            );
+        }
+        html.push_str("</table>");
+    }
+    html
+}
+
 pub async fn page(State(s): State<AppState>) -> Html<String> {
     let current = store::current(&s.pool).await.ok().flatten();
     let list = store::list(&s.pool, 10).await.unwrap_or_default();
@@ -142,6 +180,9 @@ pub async fn page(State(s): State<AppState>) -> Html<String> {
                 html.push_str("</table>");
             }
         }
+    }
+    if let Ok(dag) = store::dag_summary(&s.pool).await {
+        html.push_str(&products_panel(&dag));
     }
     html.push_str(r#"<h2>Replays <button id="replay">Replay now</button></h2><table id="runs"><tr><th>#</th><th>trigger</th><th>state</th><th>progress</th><th>records</th><th>finished</th></tr>"#);
     let registry = s.registry.lock().expect("poisoned").clone();

@@ -158,3 +158,64 @@ async fn the_page_renders_the_charts_from_the_api() {
     browser.quit().await;
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_products_panel_shows_counts_waiting_joins_and_the_slowest_branch() {
+    let env = TestEnv::new("dash_products").await;
+    let pool = env.pool().await;
+    // The product creator's tables as it leaves them: two active products,
+    // one still waiting for its video (its image took 4 s, metadata 1 s).
+    for (id, status) in [("a1", "active"), ("a2", "active"), ("w1", "pending")] {
+        sqlx::query(
+            "INSERT INTO products (id, status, metadata, upload_event, uploaded_at, buffered_at, deadline_at)
+             VALUES ($1, $2, '{}', gen_random_uuid(), now() - interval '30 seconds',
+                     now() - interval '30 seconds', now() + interval '90 seconds')",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    for (id, part, kind, arrived_after) in [
+        ("w1", "metadata", "metadata", Some(1)),
+        ("w1", "image-1", "image", Some(4)),
+        ("w1", "video", "video", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO product_parts (product_id, part, kind, state, arrived_at)
+             SELECT $1, $2, $3, CASE WHEN $4::int IS NULL THEN 'waiting' ELSE 'processed' END,
+                    p.uploaded_at + $4::int * interval '1 second' FROM products p WHERE p.id = $1",
+        )
+        .bind(id)
+        .bind(part)
+        .bind(kind)
+        .bind(arrived_after)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let service = Service::start(&env, common::config()).await;
+    let page = reqwest::get(format!("{}/", service.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<b id="products-active">2</b>"#), "{page}");
+    assert!(page.contains(r#"<b id="products-pending">1</b>"#), "{page}");
+    assert!(
+        page.contains(r#"<b id="products-incomplete">0</b>"#),
+        "{page}"
+    );
+    let slowest = page.split(r#"id="slowest-branch""#).nth(1).unwrap();
+    assert!(
+        slowest.starts_with(">Slowest branch: <b>image</b>, 4.00 s"),
+        "{slowest}"
+    );
+    let joins = page.split(r#"id="pending-joins""#).nth(1).unwrap();
+    assert!(
+        joins.contains("<td>w1</td><td>video</td><td>30 s</td>"),
+        "{joins}"
+    );
+}

@@ -26,6 +26,8 @@ pub use publish::{Ack, Incoming, PublishError, Publisher};
 pub struct AppState {
     pub publisher: Arc<Publisher>,
     pub claims: ClaimStore,
+    /// `POST /products`: the largest file accepted (413 beyond it).
+    pub max_file_bytes: usize,
 }
 
 /// A built gateway, bound to its port, not yet serving.
@@ -52,6 +54,7 @@ impl Application {
         let state = AppState {
             publisher: Arc::new(publisher),
             claims,
+            max_file_bytes: http.max_upload_file_bytes,
         };
         let readiness = Readiness::default()
             .postgres(pool)

@@ -14,7 +14,7 @@ use shared::event::{parse, Envelope, Event};
 fn big_upload(bytes: usize) -> String {
     let data = base64::engine::general_purpose::STANDARD.encode(vec![7u8; bytes]);
     format!(
-        r#"{{"type":"product_uploaded","id":"0193a5c2-7f1e-7000-8000-0000000000cc","product_id":"p42","seller_id":"s1","title":"Lamp","assets":[{{"kind":"video","name":"v.mp4","content_type":"video/mp4","data":"{data}"}}]}}"#
+        r#"{{"type":"product_uploaded","id":"0193a5c2-7f1e-7000-8000-0000000000cc","product_id":"p42","seller_id":"s1","metadata":{{"title":"Lamp","description":"{data}"}},"assets":[]}}"#
     )
 }
 

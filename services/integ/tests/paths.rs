@@ -20,6 +20,7 @@ async fn gateway(env: &TestEnv) -> Running {
     let http = HttpConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         body_limit_bytes: 1 << 20,
+        max_upload_file_bytes: 1 << 20,
     };
     let app = gateway::Application::build(env.settings.clone(), http, shutdown.clone())
         .await

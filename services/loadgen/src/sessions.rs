@@ -1,5 +1,6 @@
 //! Shopping sessions walking the funnel view -> click -> add_to_cart ->
-//! purchase, with occasional profile updates.
+//! purchase; a user's first session starts with its sign-up (a first
+//! `user_updated`), and occasional sessions with a profile change.
 
 use std::collections::VecDeque;
 
@@ -43,6 +44,9 @@ pub struct Sessions {
     clock: Clock,
     emitted: u64,
     pending: VecDeque<EventBody>,
+    /// Per user seen so far, its profile version (a user signs up, with a
+    /// first `user_updated`, at its first session).
+    versions: std::collections::HashMap<usize, u64>,
 }
 
 impl Sessions {
@@ -53,18 +57,26 @@ impl Sessions {
             clock,
             emitted: 0,
             pending: VecDeque::new(),
+            versions: std::collections::HashMap::new(),
         }
     }
 
     fn session(&mut self) {
         let user = self.catalog.user_activity.sample(&mut self.rng);
         let uid = user_id(user);
-        if self.rng.gen_bool(P_USER_UPDATE) {
-            let n: u32 = self.rng.gen_range(1..1000);
+        let signup = !self.versions.contains_key(&user);
+        if signup || self.rng.gen_bool(P_USER_UPDATE) {
+            let version = self.versions.entry(user).or_insert(0);
+            *version += 1;
+            let email = match *version {
+                1 => format!("{uid}@example.com"),
+                v => format!("{uid}+{v}@example.com"),
+            };
             self.pending.push_back(EventBody::UserUpdated(UserUpdated {
                 user_id: uid.clone(),
-                email: format!("{uid}+{n}@example.com"),
+                email,
                 name: Some(format!("User {user}")),
+                version: Some(*version),
             }));
         }
         let products = 1 + self.geometric(0.45);

@@ -107,7 +107,10 @@ impl PartitionModel {
         let product = interaction.product_id.as_str();
         let weight = action_weight(interaction.action) * growth(ts, half_life_secs);
         if !weight.is_finite() {
-            return Err(Refused(format!("weight at {ts} is not a finite number")));
+            return Err(Refused::new(
+                "refused",
+                format!("weight at {ts} is not a finite number"),
+            ));
         }
         let user = slot(&mut self.users, &interaction.user_id);
 
@@ -118,7 +121,10 @@ impl PartitionModel {
                     Some(score) => {
                         *score += weight;
                         if !score.is_finite() {
-                            return Err(Refused(format!("score of {a} with {b} overflows")));
+                            return Err(Refused::new(
+                                "refused",
+                                format!("score of {a} with {b} overflows"),
+                            ));
                         }
                     }
                     None => {
@@ -157,7 +163,10 @@ impl PartitionModel {
         popularity.score += weight;
         popularity.dirty = true;
         if !popularity.score.is_finite() {
-            return Err(Refused(format!("popularity of {product} overflows")));
+            return Err(Refused::new(
+                "refused",
+                format!("popularity of {product} overflows"),
+            ));
         }
         Ok(())
     }

@@ -80,11 +80,10 @@ impl Worker for Recommender {
                     day.purchases += 1;
                     // Prices are bounded by the parser; a day's sum still must not wrap.
                     let price = i64::try_from(interaction.price_cents.unwrap_or(0))
-                        .map_err(|_| Refused("price out of range".into()))?;
-                    day.revenue_cents = day
-                        .revenue_cents
-                        .checked_add(price)
-                        .ok_or_else(|| Refused("the day's revenue would overflow".into()))?;
+                        .map_err(|_| Refused::new("refused", "price out of range"))?;
+                    day.revenue_cents = day.revenue_cents.checked_add(price).ok_or_else(|| {
+                        Refused::new("refused", "the day's revenue would overflow")
+                    })?;
                 }
             }
             let newest = latest.entry(received.partition).or_insert(ts);

@@ -144,6 +144,10 @@ async fn a_worker_that_cannot_commit_is_not_ready_and_its_lag_grows() {
         assert!(Instant::now() < until, "the service never became ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Events in hand, not an assignment pending: wait for the partitions.
+    child
+        .wait_metric("kappa_sink_partitions_assigned", 1.0)
+        .await;
     postgres.crash();
     common::produce(&env.settings.kafka, &common::synthetic(500)).await;
     // Held without a commit for longer than stuck_after: not ready, and why.

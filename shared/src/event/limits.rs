@@ -97,6 +97,10 @@ impl Limits {
         }
     }
 
+    pub(super) fn email(&self, field: &str, value: &str) -> Result<(), ParseError> {
+        email_problem(value).map_or(Ok(()), |problem| Err(ParseError::field(field, problem)))
+    }
+
     pub(super) fn amount(&self, field: &str, cents: Option<u64>) -> Result<(), ParseError> {
         match cents {
             Some(c) if c > self.max_amount_cents => Err(ParseError::field(
@@ -122,4 +126,27 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// Why `value` is not a usable email address, if it is not: one `@` between
+/// a non-empty local part and a domain with a dot, at most 254 bytes, no
+/// spaces or control characters. (Deliverability is the mail server's call.)
+pub fn email_problem(value: &str) -> Option<&'static str> {
+    if value.len() > 254 {
+        return Some("is longer than 254 bytes");
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains spaces or control characters");
+    }
+    let Some((local, domain)) = value.split_once('@') else {
+        return Some("expected an email address such as ann@example.com");
+    };
+    if local.is_empty() || domain.contains('@') {
+        return Some("expected an email address such as ann@example.com");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+        return Some("the domain must have a dot, such as example.com");
+    }
+    None
 }

@@ -19,12 +19,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use limits::Limits;
+pub use limits::{email_problem, Limits};
 pub use parse::{parse, ParseError};
 pub use schema::{EventBody, EventType};
 pub use types::{
     Action, AssetFailed, AssetKind, AssetProcessed, Interaction, MailRequested, PageAccess,
-    ProductCreated, ProductFailed, ProductUploaded, UploadedAsset, UserUpdated,
+    ProductCreated, ProductFailed, ProductUploaded, UploadedAsset, UserUpdated, METADATA_PART,
 };
 
 /// An event with its body inline.

@@ -96,23 +96,23 @@ fn every_type_parses_and_keys_by_its_entity() {
             "u3",
         ),
         (
-            r#"{"type":"product_uploaded","product_id":"p1","seller_id":"s1","title":"Lamp","assets":[{"kind":"image","name":"a.png","content_type":"image/png","data":"AAAA"}]}"#,
+            r#"{"type":"product_uploaded","product_id":"p1","seller_id":"s1","metadata":{"title":"Lamp"},"assets":[{"part":"image-1","kind":"image","token":"0193a5c2-7f1e-7000-8000-0000000000aa","sha256":"ab","size":4,"content_type":"image/png","name":"a.png"}]}"#,
             "p1",
         ),
         (
-            r#"{"type":"asset_processed","product_id":"p2","kind":"video","result":{"seconds":3}}"#,
+            r#"{"type":"asset_processed","product_id":"p2","part":"video","kind":"video","result":{"seconds":3}}"#,
             "p2",
         ),
         (
-            r#"{"type":"asset_failed","product_id":"p3","kind":"image","reason":"corrupt"}"#,
+            r#"{"type":"asset_failed","product_id":"p3","part":"image-1","kind":"image","reason":"corrupt"}"#,
             "p3",
         ),
         (
-            r#"{"type":"product_created","product_id":"p4","title":"Lamp","assets":{}}"#,
+            r#"{"type":"product_created","product_id":"p4","title":"Lamp","parts":{}}"#,
             "p4",
         ),
         (
-            r#"{"type":"product_failed","product_id":"p5","reason":"timeout"}"#,
+            r#"{"type":"product_failed","product_id":"p5","status":"incomplete","reason":"timeout","missing":["video"]}"#,
             "p5",
         ),
         (
@@ -165,8 +165,8 @@ fn fast_and_precise_paths_agree() {
         r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view","user_id":"u2"}"#,
         r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view"} trailing"#,
         r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view","extra":1}"#,
-        r#"{"type":"asset_processed","product_id":"p2","kind":"video","result":{"seconds":3,"id":"x"}}"#,
-        r#"{"type":"product_uploaded","product_id":"p1","seller_id":"s1","title":"T","assets":[{"kind":"image","name":"a","content_type":"image/png","data":"AA=="}]}"#,
+        r#"{"type":"asset_processed","product_id":"p2","part":"video","kind":"video","result":{"seconds":3,"id":"x"}}"#,
+        r#"{"type":"product_uploaded","product_id":"p1","metadata":{"title":"T"},"assets":[{"part":"video","kind":"video","token":"0193a5c2-7f1e-7000-8000-0000000000aa","sha256":"ab","size":2,"content_type":"video/mp4"}]}"#,
         r#"{"type":"interaction","user_id":"","product_id":"p7","action":"view"}"#,
         r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"purchase"}"#,
         r#"{"\u0074ype":"page_access","page":"/"}"#,

@@ -33,7 +33,7 @@ pub struct Interaction {
     pub price_cents: Option<u64>,
 }
 
-/// A user's contact data changed (from the user service's outbox).
+/// A user's contact data changed (from the users service's outbox).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdated {
@@ -41,6 +41,10 @@ pub struct UserUpdated {
     pub email: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The user's version after this change; a reader keeps the highest it
+    /// saw (an update typed in without one counts as newest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// Somebody asked for a mail to be sent to a user.
@@ -52,7 +56,7 @@ pub struct MailRequested {
     pub body: String,
 }
 
-/// The branch of the product DAG an asset belongs to.
+/// The branch of the product DAG a part belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AssetKind {
@@ -61,66 +65,100 @@ pub enum AssetKind {
     Metadata,
 }
 
-/// One uploaded file of a product.
+impl AssetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssetKind::Image => "image",
+            AssetKind::Video => "video",
+            AssetKind::Metadata => "metadata",
+        }
+    }
+}
+
+/// One uploaded file of a product, in the claim-check store (content
+/// addressed: the same bytes are one payload): each branch fetches only its
+/// own files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadedAsset {
+    /// The part's name in the join (`image-1`, `image-2`, `video`).
+    pub part: String,
     pub kind: AssetKind,
-    pub name: String,
+    pub token: uuid::Uuid,
+    pub sha256: String,
+    pub size: u64,
     pub content_type: String,
-    /// File content, base64 (standard alphabet).
-    pub data: String,
+    /// The file name the seller gave, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
-/// A seller uploaded a product: metadata plus image and video files.
+/// A seller uploaded a product: its metadata inline (as sent; the metadata
+/// branch validates it) and its files by claim check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductUploaded {
     pub product_id: String,
-    pub seller_id: String,
-    pub title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub price_cents: Option<u64>,
-    #[serde(default)]
+    pub seller_id: Option<String>,
+    pub metadata: serde_json::Value,
     pub assets: Vec<UploadedAsset>,
 }
 
-/// One DAG branch finished for a product.
+/// The part name of the metadata branch.
+pub const METADATA_PART: &str = "metadata";
+
+impl ProductUploaded {
+    /// Every part the product waits for: the metadata, then each file.
+    pub fn parts(&self) -> impl Iterator<Item = (&str, AssetKind)> {
+        std::iter::once((METADATA_PART, AssetKind::Metadata))
+            .chain(self.assets.iter().map(|a| (a.part.as_str(), a.kind)))
+    }
+}
+
+/// One part of a product processed by its branch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssetProcessed {
     pub product_id: String,
+    pub part: String,
     pub kind: AssetKind,
-    /// Branch-specific output (derived sizes, durations, normalised metadata).
+    /// Branch-specific output (dimensions and thumbnail, duration and codec,
+    /// normalised metadata).
     pub result: serde_json::Value,
 }
 
-/// One DAG branch failed for a product.
+/// One part of a product its branch could not accept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssetFailed {
     pub product_id: String,
+    pub part: String,
     pub kind: AssetKind,
     pub reason: String,
 }
 
-/// Every branch finished: the product exists.
+/// Every part passed: the product exists (`active`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductCreated {
     pub product_id: String,
     pub title: String,
-    pub assets: serde_json::Value,
+    /// Each part's result, by part name.
+    pub parts: serde_json::Value,
 }
 
-/// A branch failed or never reported before the deadline.
+/// A part failed (`rejected`) or never came before the deadline (`incomplete`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductFailed {
     pub product_id: String,
+    /// `rejected` or `incomplete`.
+    pub status: String,
     pub reason: String,
+    /// Incomplete: the parts that never came.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 /// One page request, as a structured event.
@@ -152,10 +190,7 @@ impl Validate for Interaction {
 impl Validate for UserUpdated {
     fn validate(&self, l: &Limits) -> Result<(), ParseError> {
         l.id("user_id", &self.user_id)?;
-        l.text("email", &self.email)?;
-        if !self.email.contains('@') {
-            return Err(ParseError::field("email", "expected an email address"));
-        }
+        l.email("email", &self.email)?;
         self.name.as_deref().map_or(Ok(()), |n| l.text("name", n))
     }
 }
@@ -171,15 +206,18 @@ impl Validate for MailRequested {
 impl Validate for ProductUploaded {
     fn validate(&self, l: &Limits) -> Result<(), ParseError> {
         l.id("product_id", &self.product_id)?;
-        l.id("seller_id", &self.seller_id)?;
-        l.text("title", &self.title)?;
-        self.description
+        self.seller_id
             .as_deref()
-            .map_or(Ok(()), |d| l.text("description", d))?;
-        l.amount("price_cents", self.price_cents)?;
+            .map_or(Ok(()), |s| l.id("seller_id", s))?;
+        l.json("metadata", &self.metadata)?;
         for asset in &self.assets {
-            l.text("assets.name", &asset.name)?;
+            l.id("assets.part", &asset.part)?;
+            l.id("assets.sha256", &asset.sha256)?;
             l.text("assets.content_type", &asset.content_type)?;
+            asset
+                .name
+                .as_deref()
+                .map_or(Ok(()), |n| l.text("assets.name", n))?;
         }
         Ok(())
     }
@@ -188,6 +226,7 @@ impl Validate for ProductUploaded {
 impl Validate for AssetProcessed {
     fn validate(&self, l: &Limits) -> Result<(), ParseError> {
         l.id("product_id", &self.product_id)?;
+        l.id("part", &self.part)?;
         l.json("result", &self.result)
     }
 }
@@ -195,6 +234,7 @@ impl Validate for AssetProcessed {
 impl Validate for AssetFailed {
     fn validate(&self, l: &Limits) -> Result<(), ParseError> {
         l.id("product_id", &self.product_id)?;
+        l.id("part", &self.part)?;
         l.text("reason", &self.reason)
     }
 }
@@ -203,14 +243,16 @@ impl Validate for ProductCreated {
     fn validate(&self, l: &Limits) -> Result<(), ParseError> {
         l.id("product_id", &self.product_id)?;
         l.text("title", &self.title)?;
-        l.json("assets", &self.assets)
+        l.json("parts", &self.parts)
     }
 }
 
 impl Validate for ProductFailed {
     fn validate(&self, l: &Limits) -> Result<(), ParseError> {
         l.id("product_id", &self.product_id)?;
-        l.text("reason", &self.reason)
+        l.id("status", &self.status)?;
+        l.text("reason", &self.reason)?;
+        self.missing.iter().try_for_each(|m| l.id("missing", m))
     }
 }
 

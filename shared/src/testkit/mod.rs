@@ -19,7 +19,7 @@ mod servers;
 use crate::consume::assign_from_start;
 use crate::kafka;
 pub use pg_proxy::PgProxy;
-pub use servers::{PrivateBroker, PrivatePostgres};
+pub use servers::{PrivateBroker, PrivateMailpit, PrivatePostgres};
 
 /// Partitions of every test's events topic.
 pub const PARTITIONS: i32 = 6;

@@ -147,3 +147,55 @@ impl PrivatePostgres {
         self.server.run("start");
     }
 }
+
+/// A private Mailpit (a real SMTP server with an HTTP API) started by
+/// `scripts/mailpit.sh` on free ports, for tests that read delivered mail.
+pub struct PrivateMailpit {
+    pub smtp_port: u16,
+    pub http_port: u16,
+    server: Scripted,
+}
+
+impl PrivateMailpit {
+    /// Starts one; `args` are its flags beyond ports and database (none:
+    /// every copy of a message kept, so duplicates show).
+    pub fn start(args: &str) -> PrivateMailpit {
+        let (smtp_port, http_port) = (free_port(), free_port());
+        let args = args.to_owned();
+        let server = Scripted::start("mailpit.sh", "mailpit", |dir| {
+            vec![
+                ("MAILPIT_SMTP_PORT", smtp_port.to_string()),
+                ("MAILPIT_HTTP_PORT", http_port.to_string()),
+                ("MAILPIT_PID_FILE", path(dir, "mailpit.pid")),
+                ("MAILPIT_LOG_FILE", path(dir, "mailpit.log")),
+                ("MAILPIT_DB_FILE", path(dir, "mailpit.db")),
+                ("MAILPIT_ARGS", args),
+            ]
+        });
+        PrivateMailpit {
+            smtp_port,
+            http_port,
+            server,
+        }
+    }
+
+    /// The base URL of its HTTP API.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1", self.http_port)
+    }
+
+    /// Stops it (its mail is kept in its database until it is dropped).
+    pub fn stop(&self) {
+        self.server.run("stop");
+    }
+
+    /// Crashes it: SIGKILL, mid-conversation if a mail is on its way.
+    pub fn kill(&self) {
+        self.server.run("kill");
+    }
+
+    /// Starts it again on the same ports and database.
+    pub fn restart(&self) {
+        self.server.run("start");
+    }
+}

@@ -88,6 +88,7 @@ where
         max_age: Duration::from_millis(options.max_batch_ms.max(1)),
         name: options.group.clone(),
         in_hand: metrics::gauge!("kappa_sink_records_in_hand", "consumer" => options.group.clone()),
+        assigned: metrics::gauge!("kappa_sink_partitions_assigned", "consumer" => options.group.clone()),
     };
     applier
         .serve(&mut worker, control_rx, records_rx, &shutdown)
@@ -115,6 +116,8 @@ struct Applier<C> {
     name: String,
     /// `kappa_sink_records_in_hand`: the batch's size now.
     in_hand: metrics::Gauge,
+    /// `kappa_sink_partitions_assigned`: partitions loaded and owned now.
+    assigned: metrics::Gauge,
 }
 
 impl<C> Applier<C> {
@@ -195,6 +198,7 @@ impl<C> Applier<C> {
                         match self.committer.assign(worker, partition).await {
                             Ok(start) => break start,
                             Err(error) => {
+                                self.health.loading();
                                 tracing::warn!(consumer = %self.name, partition, error = format!("{error:#}"), "loading an assigned partition failed; retrying");
                                 // Shutting down: no reply, the callback assigns nothing.
                                 if !backoff.wait(shutdown).await {
@@ -212,6 +216,8 @@ impl<C> Applier<C> {
                     );
                     starts.push((partition, start));
                 }
+                self.health.loaded();
+                self.assigned.set(self.owned.len() as f64);
                 let _ = reply.send(starts);
             }
             Control::Revoke { partitions, reply } => {
@@ -222,6 +228,7 @@ impl<C> Applier<C> {
                     self.owned.remove(&partition);
                     self.committer.revoke(worker, partition);
                 }
+                self.assigned.set(self.owned.len() as f64);
                 let _ = reply.send(());
             }
         }

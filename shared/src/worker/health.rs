@@ -1,6 +1,7 @@
 //! Is the worker keeping up? `/readyz` asks [`Health::check`]: not ready
-//! when events have been in hand longer than `stuck_after` without a commit
-//! (a database refusing, a broker gone). The lag gauge is computed here from
+//! when events have been in hand longer than `stuck_after` without a commit,
+//! or assigned partitions could not be loaded for that long (a database
+//! refusing, a broker gone). The lag gauge is computed here from
 //! the partitions' end offsets and what this instance committed, so it keeps
 //! rising while the worker is stuck instead of freezing at its last value.
 
@@ -29,6 +30,8 @@ pub struct Health {
 struct State {
     /// When the oldest event in hand arrived; `None` when nothing is held.
     holding_since: Option<Instant>,
+    /// When loading an assignment first failed; `None` when none is pending.
+    loading_since: Option<Instant>,
 }
 
 impl Health {
@@ -51,15 +54,33 @@ impl Health {
         self.state.lock().expect("poisoned").holding_since = None;
     }
 
+    /// Loading an assigned partition's position failed (first call counts).
+    pub(super) fn loading(&self) {
+        let mut state = self.state.lock().expect("poisoned");
+        state.loading_since.get_or_insert_with(Instant::now);
+    }
+
+    pub(super) fn loaded(&self) {
+        self.state.lock().expect("poisoned").loading_since = None;
+    }
+
     /// `Err` with the reason when the worker is stuck.
     pub fn check(&self) -> Result<(), String> {
-        match self.state.lock().expect("poisoned").holding_since {
-            Some(since) if since.elapsed() > self.stuck_after => Err(format!(
+        let state = self.state.lock().expect("poisoned");
+        let stuck = |since: Option<Instant>| since.filter(|s| s.elapsed() > self.stuck_after);
+        if let Some(since) = stuck(state.holding_since) {
+            return Err(format!(
                 "events in hand for {:.0} s without a commit",
                 since.elapsed().as_secs_f64()
-            )),
-            _ => Ok(()),
+            ));
         }
+        if let Some(since) = stuck(state.loading_since) {
+            return Err(format!(
+                "assigned partitions not loaded for {:.0} s",
+                since.elapsed().as_secs_f64()
+            ));
+        }
+        Ok(())
     }
 }
 

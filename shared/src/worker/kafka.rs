@@ -163,7 +163,7 @@ impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
             .await
         {
             return match refusal(&error) {
-                Some(reason) => Attempt::Refused(reason),
+                Some(rejection) => Attempt::Refused(rejection),
                 None => Attempt::Failed(error.context("applying the batch")),
             };
         }

@@ -89,12 +89,25 @@ pub use outputs::{Output, Outputs};
 #[doc(hidden)]
 pub use rebalance::Consumer;
 
-/// An error a worker raises for data it will never accept (a number that is
-/// not finite, a sum out of range): permanent, like a database refusal; the
-/// event that causes it goes to the DLQ.
+/// An error a worker raises for an event it will never be able to apply (a
+/// number that is not finite, a user that does not exist, an address the
+/// mail server refuses): permanent, like a database refusal; the event that
+/// causes it goes to the DLQ with `code` and `reason`.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
+#[error("{reason}")]
+pub struct Refused {
+    pub code: &'static str,
+    pub reason: String,
+}
+
+impl Refused {
+    pub fn new(code: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Where a worker's effects go, committed together with its offsets.
 pub trait Mode: Send + Sized + 'static {

@@ -119,7 +119,7 @@ impl<W: Worker<Mode = Postgres>> Ranged<W> for PgCommit {
             }
             Ok(false) => Attempt::Fenced,
             Err(error) => match refusal(&error) {
-                Some(reason) => Attempt::Refused(reason),
+                Some(rejection) => Attempt::Refused(rejection),
                 None => Attempt::Failed(error),
             },
         }

@@ -24,7 +24,7 @@ pub(super) enum Attempt {
     /// Another commit got there first (a zombie, or a lost acknowledgement).
     Fenced,
     /// The data was refused; retrying cannot help.
-    Refused(String),
+    Refused(Rejection),
     /// It could not be done now; retry.
     Failed(anyhow::Error),
 }
@@ -107,7 +107,7 @@ where
             match committer.attempt(worker, batch, range.clone()).await {
                 Attempt::Committed => break,
                 Attempt::Fenced => return committer.fenced(worker, batch, shutdown).await,
-                Attempt::Refused(reason) => {
+                Attempt::Refused(rejection) => {
                     committer.forget(worker, batch);
                     match batch.bisect(range.clone()) {
                         Some((first, second)) => {
@@ -115,16 +115,10 @@ where
                             ranges.push(first);
                         }
                         None => {
-                            tracing::warn!(consumer = %committer.name(), reason, "event refused; dead-lettering it");
-                            metrics::counter!("kappa_sink_refused_total", "consumer" => committer.name().to_owned())
+                            tracing::warn!(consumer = %committer.name(), code = rejection.code, reason = %rejection.reason, "event refused; dead-lettering it");
+                            metrics::counter!("kappa_sink_refused_total", "consumer" => committer.name().to_owned(), "code" => rejection.code)
                                 .increment(1);
-                            batch.refuse(
-                                range.clone(),
-                                Rejection {
-                                    code: "refused",
-                                    reason,
-                                },
-                            );
+                            batch.refuse(range.clone(), rejection);
                             ranges.push(range);
                         }
                     }
@@ -146,10 +140,13 @@ where
 }
 
 /// Whether an error is about the data (permanent) rather than the moment.
-pub(super) fn refusal(error: &anyhow::Error) -> Option<String> {
+pub(super) fn refusal(error: &anyhow::Error) -> Option<Rejection> {
     for cause in error.chain() {
         if let Some(refused) = cause.downcast_ref::<super::Refused>() {
-            return Some(refused.0.clone());
+            return Some(Rejection {
+                code: refused.code,
+                reason: refused.reason.clone(),
+            });
         }
         if let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() {
             let code = db.code().unwrap_or_default();
@@ -158,10 +155,10 @@ pub(super) fn refusal(error: &anyhow::Error) -> Option<String> {
             // size). Anything else (a bug in a statement, a lock, the server
             // going away) must not cost an event: retried, and /readyz says so.
             if code.starts_with("22") || code.starts_with("23") || code == "54000" {
-                return Some(format!(
-                    "the database refused it: {} ({code})",
-                    db.message()
-                ));
+                return Some(Rejection {
+                    code: "refused",
+                    reason: format!("the database refused it: {} ({code})", db.message()),
+                });
             }
         }
     }

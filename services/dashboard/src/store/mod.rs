@@ -1,13 +1,16 @@
 //! Every query of the dashboard, in one place: the replay runs (`runs`),
-//! the results served (`results`), and the lock that lets one replay run at
+//! the results served (`results`), the product DAG's state (`products`),
+//! and the lock that lets one replay run at
 //! a time across instances. The page and the API both read through here.
 
+mod products;
 mod results;
 mod runs;
 
 use serde::Serialize;
 use sqlx::PgConnection;
 
+pub use products::{dag_summary, DagSummary};
 pub use results::{stored_days, top_products};
 pub use runs::*;
 

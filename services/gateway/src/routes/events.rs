@@ -36,19 +36,28 @@ pub async fn post_events(
             .await
             .map_err(ApiError::internal)??
     };
-    match state.publisher.publish(events).await {
-        Ok(events) => Ok((
-            StatusCode::ACCEPTED,
-            Json(Accepted {
-                accepted: events.len(),
-                events,
-            }),
-        )),
-        Err(PublishError::Broker {
+    let events = state
+        .publisher
+        .publish(events)
+        .await
+        .map_err(publish_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            accepted: events.len(),
+            events,
+        }),
+    ))
+}
+
+/// The answer to a publish that failed (wholly or in part).
+pub(super) fn publish_error(error: PublishError) -> ApiError {
+    match error {
+        PublishError::Broker {
             acknowledged,
             failed,
             reason,
-        }) => Err(ApiError::unavailable(
+        } => ApiError::unavailable(
             "broker_unavailable",
             format!(
                 "Kafka did not acknowledge {} event(s) in time; retry them with the same ids",
@@ -58,16 +67,16 @@ pub async fn post_events(
         .caused_by(reason)
         .with("accepted", acknowledged.len())
         .with("events", acknowledged)
-        .with("failed", failed)),
-        Err(error @ PublishError::TooLarge { .. }) => Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        .with("failed", failed),
+        error @ PublishError::TooLarge { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             error.to_string(),
-        )),
-        Err(PublishError::ClaimStore(error)) => Err(ApiError::unavailable(
+        ),
+        PublishError::ClaimStore(error) => ApiError::unavailable(
             error.code(),
             "the claim-check store could not take a large event; nothing was produced",
         )
-        .caused_by(error)),
+        .caused_by(error),
     }
 }

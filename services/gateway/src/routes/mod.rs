@@ -3,16 +3,19 @@
 mod body;
 mod claims;
 mod events;
+mod products;
 
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::AppState;
 
-/// `POST /events`, `GET /claims/{token}` (both need the token: `Admin`).
+/// `POST /events`, `POST /products`, `GET /claims/{token}` (all need the
+/// token: `Admin`).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/events", post(events::post_events))
+        .route("/products", post(products::post_product))
         .route("/claims/{token}", get(claims::get_claim))
         .with_state(state)
 }

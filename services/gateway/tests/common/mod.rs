@@ -76,6 +76,7 @@ pub async fn spawn_on(env: TestEnv, tweak: impl FnOnce(&mut Settings, &mut HttpC
     let mut http = HttpConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         body_limit_bytes: 64 * 1024 * 1024,
+        max_upload_file_bytes: 32 * 1024 * 1024,
     };
     tweak(&mut settings, &mut http);
     let shutdown = CancellationToken::new();

@@ -1,0 +1,237 @@
+//! The users API against the real database: create, read, update with
+//! versions and If-Match, keyset pages, and every refusal as JSON.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shared::shutdown::CancellationToken;
+use shared::testkit::TestEnv;
+use users::{Application, UsersConfig};
+
+struct Service {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+    _stop: shared::shutdown::DropGuard,
+}
+
+impl Service {
+    async fn start(env: &TestEnv, relay: bool) -> Service {
+        let shutdown = CancellationToken::new();
+        let config = UsersConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            relay,
+            relay_interval_ms: 50,
+        };
+        let app = Application::build(env.settings.clone(), config, shutdown.clone())
+            .await
+            .unwrap();
+        let base = format!("http://{}", app.addr());
+        tokio::spawn(app.run());
+        Service {
+            base,
+            token: env.settings.auth.admin_token.expose().to_owned(),
+            client: reqwest::Client::new(),
+            _stop: shutdown.drop_guard(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> (u16, Option<String>, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(version) = if_match {
+            request = request.header("if-match", version);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, etag, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_are_created_read_updated_and_paged() {
+    use reqwest::Method;
+    let env = TestEnv::new("users_api").await;
+    let s = Service::start(&env, false).await;
+
+    let (status, etag, ann) = s
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"id": "ann", "email": "ann@example.com", "name": "Ann"})),
+            None,
+        )
+        .await;
+    assert_eq!((status, etag.as_deref()), (201, Some("\"1\"")), "{ann}");
+    assert_eq!(ann["version"], 1);
+    let (status, _, generated) = s
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"email": "bob@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert!(
+        !generated["id"].as_str().unwrap().is_empty(),
+        "an id is made up"
+    );
+
+    let (status, _, got) = s.call(Method::GET, "/users/ann", None, None).await;
+    assert_eq!(
+        (status, got["email"].as_str()),
+        (200, Some("ann@example.com"))
+    );
+
+    // Updates grow the version; If-Match with a stale one is refused.
+    let (status, etag, updated) = s
+        .call(
+            Method::PUT,
+            "/users/ann",
+            Some(json!({"email": "ann@new.example.com"})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!((status, etag.as_deref()), (200, Some("\"2\"")), "{updated}");
+    let (status, _, stale) = s
+        .call(
+            Method::PUT,
+            "/users/ann",
+            Some(json!({"email": "ann@old.example.com"})),
+            Some("\"1\""),
+        )
+        .await;
+    assert_eq!(
+        (status, stale["error"].as_str()),
+        (412, Some("version_mismatch"))
+    );
+    assert_eq!(stale["version"], 2);
+
+    // Concurrent updates: every one lands, the version counts them all.
+    let writes = (0..20).map(|i| {
+        s.call(
+            Method::PUT,
+            "/users/ann",
+            Some(json!({"email": format!("ann{i}@example.com")})),
+            None,
+        )
+    });
+    for (status, _, _) in futures_join(writes).await {
+        assert_eq!(status, 200);
+    }
+    let (_, _, ann) = s.call(Method::GET, "/users/ann", None, None).await;
+    assert_eq!(ann["version"], 22);
+
+    // Keyset pages.
+    for i in 0..5 {
+        s.call(
+            Method::POST,
+            "/users",
+            Some(json!({"id": format!("p{i}"), "email": format!("p{i}@example.com")})),
+            None,
+        )
+        .await;
+    }
+    let (_, _, first) = s.call(Method::GET, "/users?limit=3", None, None).await;
+    assert_eq!(first["users"].as_array().unwrap().len(), 3);
+    let next = first["next"].as_str().unwrap().to_owned();
+    let (_, _, second) = s
+        .call(
+            Method::GET,
+            &format!("/users?limit=3&after={next}"),
+            None,
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = first["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["users"].as_array().unwrap())
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "ordered, no repeats across pages");
+
+    // Refusals: a bad email names the field; unknown user 404; existing id 409; no token 401.
+    let (status, _, bad) = s
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"email": "not-an-address"})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, bad["field"].as_str()),
+        (400, Some("email")),
+        "{bad}"
+    );
+    let (status, _, _) = s
+        .call(
+            Method::PUT,
+            "/users/nobody",
+            Some(json!({"email": "x@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = s.call(Method::GET, "/users/nobody", None, None).await;
+    assert_eq!(status, 404);
+    let (status, _, exists) = s
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"id": "ann", "email": "a@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!((status, exists["error"].as_str()), (409, Some("exists")));
+    let (status, _, _) = s
+        .call(
+            Method::PUT,
+            "/users/ann",
+            Some(json!({"email": "a@example.com", "age": 3})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "unknown fields are refused");
+    let anonymous = s
+        .client
+        .get(format!("{}/users/ann", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // Every write left exactly one outbox row (no relay ran here).
+    let pool = env.pool().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM users_outbox WHERE sent_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2 + 1 + 20 + 5, "creates and updates, each once");
+    tokio::time::sleep(Duration::ZERO).await;
+}
+
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    futures::future::join_all(futures).await
+}
