@@ -16,6 +16,7 @@ mkdir -p "$RUN_DIR" "$CACHE_DIR"
 # docker-compose.yml defines the same services (scripts/validate-compose.sh).
 SUITE_SERVICES=(gateway:8080 users:8081 recommendation:8082 dashboard:8083
   products:8084 products-image:8088 products-video:8089 products-metadata:8090 products-creator:8091
+  pagecount:8085 pagecount-map:8185 pagecount-reduce:8186
   mailer-stateless:8086 mailer-stateful:8087)
 
 # One-line progress messages on stderr (stdout stays free for real output),

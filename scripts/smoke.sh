@@ -35,7 +35,8 @@ ops_endpoints() {
   local base
   for base in "$GATEWAY" http://127.0.0.1:8081 "${RECOMMENDATION:-http://127.0.0.1:8082}" \
     "${DASHBOARD:-http://127.0.0.1:8083}" http://127.0.0.1:8084 http://127.0.0.1:8086 http://127.0.0.1:8087 \
-    http://127.0.0.1:8088 http://127.0.0.1:8089 http://127.0.0.1:8090 http://127.0.0.1:8091; do
+    http://127.0.0.1:8088 http://127.0.0.1:8089 http://127.0.0.1:8090 http://127.0.0.1:8091 \
+    http://127.0.0.1:8085 http://127.0.0.1:8185 http://127.0.0.1:8186; do
     curl -fsS "$base/healthz" | grep -q '"ok"'
     curl -fsS "$base/readyz" | grep -q '"ready"'
     curl -fsS "$base/metrics" | grep -q kappa_http_requests_total
@@ -128,12 +129,50 @@ sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBB
   [[ $(head -c 2 "$TMP/t.jpg" | od -An -tx1 | tr -d ' ') == ffd8 ]]
 }
 
+# Access-log lines typed into kcat, a MapReduce job started with curl: it
+# succeeds and counts the page exactly.
+mapreduce_job() {
+  local tag; tag=$(cat /proc/sys/kernel/random/uuid)
+  for _ in 1 2 3; do
+    echo "192.0.2.7 - - [26/Nov/2026:10:00:00 +0000] \"GET /smoke-$tag?x=1 HTTP/1.1\" 200 12 \"-\" \"smoke\""
+  done | kcat -P -b "$BROKER" -t access-logs
+  local id
+  id=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{}' \
+    http://127.0.0.1:8085/jobs | json_field '["id"]')
+  local deadline=$((SECONDS + 120)) state
+  until state=$(curl -fsS -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:8085/jobs/$id" | json_field '["state"]') \
+    && [[ $state != running ]]; do
+    ((SECONDS < deadline)) || { echo "job $id still running"; return 1; }
+    sleep 0.3
+  done
+  [[ $state == succeeded ]] || { echo "job $id is $state"; return 1; }
+  local count=0 after=""
+  # Find the page among the job's pages (paged by count).
+  count=$(python3 - "$id" "$tag" "$TOKEN" <<'PY'
+import json, sys, urllib.request, urllib.parse
+job, tag, token = sys.argv[1:4]
+after = None
+while True:
+    url = f"http://127.0.0.1:8085/jobs/{job}/pages?limit=1000" + (f"&after={urllib.parse.quote(after)}" if after else "")
+    body = json.load(urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})))
+    for row in body["pages"]:
+        if row["page"] == f"/smoke-{tag}":
+            print(row["count"]); sys.exit(0)
+    after = body["next_after"]
+    if not after:
+        print(0); sys.exit(0)
+PY
+)
+  ((count == 3)) || { echo "/smoke-$tag counted $count times, 3 expected"; return 1; }
+}
+
 check "every service answers /healthz, /readyz and /metrics" ops_endpoints
 check "kcat and Kafka's console producer write typed events" kcat_and_console_producer_write_events
 check "an interaction typed into kcat shows in the recommendation API" recommendations_follow_the_stream
 check "a replay requested over HTTP runs and its metrics are served" replay_on_demand
 check "a user and a mail request are one mail from each worker in Mailpit" mail_from_both_workers
 check "a product uploaded with curl -F becomes active through the DAG, with a thumbnail" product_through_the_dag
+check "access-log lines typed into kcat are counted exactly by a MapReduce job started with curl" mapreduce_job
 
 echo "smoke: $passed passed, $failed failed"
 ((failed == 0))

@@ -9,7 +9,9 @@
 #      partitions through the consumer group; instance i listens on
 #      8082 + 100*(i-1) and writes .run/recommendation-i.pid;
 #      IMAGE_INSTANCES (default 1): image workers of the product DAG,
-#      instance i on 8088 + 100*(i-1), .run/products-image-i.pid.
+#      instance i on 8088 + 100*(i-1), .run/products-image-i.pid;
+#      MAP_INSTANCES, REDUCE_INSTANCES (default 1): MapReduce mappers and
+#      reducers, instance i on 8185 / 8186 + 100*(i-1).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 started_at=$SECONDS
@@ -20,6 +22,12 @@ for ((i = 2; i <= ${RECOMMENDATION_INSTANCES:-1}; i++)); do
 done
 for ((i = 2; i <= ${IMAGE_INSTANCES:-1}; i++)); do
   SERVICES+=("products-image-$i:$((8088 + 100 * (i - 1)))")
+done
+for ((i = 2; i <= ${MAP_INSTANCES:-1}; i++)); do
+  SERVICES+=("pagecount-map-$i:$((8185 + 100 * (i - 1)))")
+done
+for ((i = 2; i <= ${REDUCE_INSTANCES:-1}; i++)); do
+  SERVICES+=("pagecount-reduce-$i:$((8186 + 100 * (i - 1)))")
 done
 PROFILE=${KAPPA_PROFILE:-release}
 READY_TIMEOUT=${KAPPA_READY_TIMEOUT:-60}
@@ -55,6 +63,7 @@ binary_of() {
   case $1 in
     mailer-*) echo mailer ;;
     products*) echo products ;;
+    pagecount*) echo pagecount ;;
     *) echo "${1%-[0-9]*}" ;;
   esac
 }
@@ -62,6 +71,11 @@ settings_of() {  # settings_of <name>: extra KAPPA__ variables, one per line
   case $1 in
     mailer-stateless) echo "KAPPA__MAILER__MODE=stateless" ;;
     products) echo "KAPPA__PRODUCTS__ROLE=api" ;;
+    pagecount) echo "KAPPA__PAGECOUNT__ROLE=coordinator" ;;
+    pagecount-*)  # pagecount-<map|reduce>[-<instance>]
+      local role=${1#pagecount-}
+      echo "KAPPA__PAGECOUNT__ROLE=${role%%-*}"
+      [[ $role == *-* ]] && echo "KAPPA__PAGECOUNT__INSTANCE=${role##*-}" ;;
     products-*)  # products-<role>[-<instance>]
       local rest=${1#products-}
       echo "KAPPA__PRODUCTS__ROLE=${rest%%-*}"
@@ -112,6 +126,7 @@ cat <<MSG
   users           http://127.0.0.1:8081   (POST/GET/PUT /users[/{id}])
   products        http://127.0.0.1:8084   (GET /products[/{id}], /products/{id}/thumbnail, /pending-joins; uploads: POST :8080/products)
   product DAG     :8088 image, :8089 video, :8090 metadata, :8091 creator   (health and metrics)
+  pagecount       http://127.0.0.1:8085   (POST/GET /jobs, /jobs/{id}, /jobs/{id}/pages; mappers :8185, reducers :8186)
   mailers         http://127.0.0.1:8086 (stateless), :8087 (stateful)   (health and metrics)
   mailpit         http://127.0.0.1:8025   (the mails sent; SMTP on 127.0.0.1:1025)
   recommendation  http://127.0.0.1:8082   (GET /users/{id}/recommendations, /products/{id}/similar, /stats)

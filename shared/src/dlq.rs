@@ -61,6 +61,7 @@ pub fn record<M: Message>(message: &M, code: &str, reason: &str, topic: &str) ->
         payload: message.payload().unwrap_or_default().to_vec(),
         headers: headers(message, code, reason),
         timestamp: None,
+        partition: None,
     }
 }
 

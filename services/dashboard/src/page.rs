@@ -108,6 +108,50 @@ fn products_panel(dag: &store::DagSummary) -> String {
     html
 }
 
+/// MapReduce jobs with their progress (chunks mapped, partitions reduced)
+/// and the top pages of the newest job that succeeded.
+fn mapreduce_panel(jobs: &[store::JobRow], top: Option<&(i64, Vec<(String, i64)>)>) -> String {
+    let mut html = String::from(
+        r#"<h2>MapReduce page counts</h2><table id="mapreduce"><tr><th>job</th><th>state</th><th>mapped</th><th>reduced</th><th>lines</th><th>time</th></tr>"#,
+    );
+    let bar = |done: i64, total: i32| {
+        let fraction = if total > 0 {
+            done as f64 / f64::from(total)
+        } else {
+            1.0
+        };
+        format!(
+            r#"<div class="bar" title="{done}/{total}"><div style="width:{:.1}%"></div></div>"#,
+            fraction * 100.0
+        )
+    };
+    for job in jobs {
+        let _ = write!(
+            html,
+            r#"<tr><td>{}</td><td class="state mr-{}">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>"#,
+            job.id,
+            esc(&job.state),
+            esc(&job.state),
+            bar(job.chunks_done, job.chunks_total),
+            bar(job.partitions_final, job.partitions_total),
+            job.lines_total,
+            job.seconds
+        );
+    }
+    html.push_str("</table>");
+    if let Some((id, pages)) = top {
+        let _ = write!(
+            html,
+            r#"<table id="top-pages"><tr><th>top pages, job {id}</th><th>requests</th></tr>"#
+        );
+        for (page, count) in pages {
+            let _ = write!(html, "<tr><td>{}</td><td>{count}</td></tr>", esc(page));
+        }
+        html.push_str("</table>");
+    }
+    html
+}
+
 pub async fn page(State(s): State<AppState>) -> Html<String> {
     let current = store::current(&s.pool).await.ok().flatten();
     let list = store::list(&s.pool, 10).await.unwrap_or_default();
@@ -184,6 +228,10 @@ pub async fn page(State(s): State<AppState>) -> Html<String> {
     if let Ok(dag) = store::dag_summary(&s.pool).await {
         html.push_str(&products_panel(&dag));
     }
+    if let Ok(jobs) = store::mapreduce_jobs(&s.pool, 5).await {
+        let top = store::mapreduce_top_pages(&s.pool, 10).await.ok().flatten();
+        html.push_str(&mapreduce_panel(&jobs, top.as_ref()));
+    }
     html.push_str(r#"<h2>Replays <button id="replay">Replay now</button></h2><table id="runs"><tr><th>#</th><th>trigger</th><th>state</th><th>progress</th><th>records</th><th>finished</th></tr>"#);
     let registry = s.registry.lock().expect("poisoned").clone();
     for run in &list {
@@ -253,4 +301,6 @@ setInterval(async () => {
   const shown = [...document.querySelectorAll('.state')].map(e => e.textContent).join();
   if (runs.slice(0, 10).map(r => r.state).join() !== shown) location.reload();
 }, 1000);
+// A MapReduce job running: the page is re-rendered with its progress.
+if (document.querySelector('.mr-running')) setTimeout(() => location.reload(), 2000);
 </script></body></html>"#;

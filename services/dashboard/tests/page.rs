@@ -219,3 +219,63 @@ async fn the_products_panel_shows_counts_waiting_joins_and_the_slowest_branch() 
         "{joins}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mapreduce_panel_shows_progress_and_the_newest_top_pages() {
+    let env = TestEnv::new("dash_mapreduce").await;
+    let pool = env.pool().await;
+    // As the coordinator and reducers leave their tables: job 1 done, job 2 half mapped.
+    for (state, chunks) in [("succeeded", 2), ("running", 4)] {
+        sqlx::query(
+            "INSERT INTO pagecount_jobs (state, input_topic, ranges, lines_total, chunk_lines, chunks_total, shuffle_partitions, combiner)
+             VALUES ($1, 'access-logs', '[]', 100, 50, $2, 2, true)",
+        )
+        .bind(state)
+        .bind(chunks)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    for (job, chunk, partition) in [
+        (1, 0, 0),
+        (1, 1, 0),
+        (1, 0, 1),
+        (1, 1, 1),
+        (2, 0, 0),
+        (2, 1, 0),
+    ] {
+        sqlx::query("INSERT INTO pagecount_chunks VALUES ($1, $2, $3, 50, 0, 5, 100, now())")
+            .bind(job as i64)
+            .bind(chunk)
+            .bind(partition)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO pagecount_partitions (job_id, shuffle_partition) VALUES (1, 0), (1, 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO pagecount_pages VALUES (1, '/home', 70), (1, '/cart', 30)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let service = Service::start(&env, common::config()).await;
+    let page = reqwest::get(format!("{}/", service.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let panel = page.split(r#"id="mapreduce""#).nth(1).unwrap();
+    assert!(panel.contains(r#"<td>2</td><td class="state mr-running">running</td><td><div class="bar" title="2/4"><div style="width:50.0%">"#), "{panel}");
+    assert!(panel.contains(r#"title="0/2""#), "{panel}");
+    let top = page.split(r#"id="top-pages""#).nth(1).unwrap();
+    assert!(top.contains("top pages, job 1"), "{top}");
+    assert!(
+        top.find("/home").unwrap() < top.find("/cart").unwrap(),
+        "{top}"
+    );
+}

@@ -23,8 +23,9 @@ pub use limits::{email_problem, Limits};
 pub use parse::{parse, ParseError};
 pub use schema::{EventBody, EventType};
 pub use types::{
-    Action, AssetFailed, AssetKind, AssetProcessed, Interaction, MailRequested, PageAccess,
-    ProductCreated, ProductFailed, ProductUploaded, UploadedAsset, UserUpdated, METADATA_PART,
+    Action, AssetFailed, AssetKind, AssetProcessed, ChunkDone, Interaction, MailRequested, MapTask,
+    PageAccess, PageCount, ProductCreated, ProductFailed, ProductUploaded, UploadedAsset,
+    UserUpdated, METADATA_PART,
 };
 
 /// An event with its body inline.

@@ -25,7 +25,7 @@ pub enum ParseError {
     NotAnObject(&'static str),
     #[error("missing field `type`")]
     MissingType,
-    #[error("unknown event type `{0}`; expected one of: interaction, user_updated, mail_requested, product_uploaded, asset_processed, asset_failed, product_created, product_failed, page_access")]
+    #[error("unknown event type `{0}`; expected one of: interaction, user_updated, mail_requested, product_uploaded, asset_processed, asset_failed, product_created, product_failed, page_access, map_task, page_count, chunk_done")]
     UnknownType(String),
     #[error("missing field `{0}`")]
     MissingField(String),

@@ -93,4 +93,7 @@ event_types! {
     ProductCreated(ProductCreated) = "product_created", key product_id;
     ProductFailed(ProductFailed) = "product_failed", key product_id;
     PageAccess(PageAccess) = "page_access", key page;
+    MapTask(MapTask) = "map_task", key task;
+    PageCount(PageCount) = "page_count", key page;
+    ChunkDone(ChunkDone) = "chunk_done", key marker;
 }

@@ -161,6 +161,49 @@ pub struct ProductFailed {
     pub missing: Vec<String>,
 }
 
+/// MapReduce: one map task, a chunk of one partition of the input topic
+/// (offsets `start..end`), keyed by `task` so tasks spread over mappers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapTask {
+    pub task: String,
+    pub job_id: i64,
+    pub chunk: u32,
+    pub topic: String,
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+    pub shuffle_topic: String,
+    pub shuffle_partitions: i32,
+    /// Sum per page within the chunk before the shuffle (off: one record per line).
+    pub combiner: bool,
+}
+
+/// MapReduce: a count for one page from one chunk, keyed by the page, so
+/// Kafka's partitioner is the reducers' hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageCount {
+    pub job_id: i64,
+    pub page: String,
+    pub count: u64,
+}
+
+/// MapReduce: a chunk is mapped; sent to every shuffle partition after the
+/// chunk's counts, in the same transaction, with the chunk's totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkDone {
+    pub marker: String,
+    pub job_id: i64,
+    pub chunk: u32,
+    pub lines: u64,
+    pub rejected: u64,
+    /// Shuffle records and payload bytes this chunk produced.
+    pub records: u64,
+    pub bytes: u64,
+}
+
 /// One page request, as a structured event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +296,39 @@ impl Validate for ProductFailed {
         l.id("status", &self.status)?;
         l.text("reason", &self.reason)?;
         self.missing.iter().try_for_each(|m| l.id("missing", m))
+    }
+}
+
+impl Validate for MapTask {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("task", &self.task)?;
+        l.id("topic", &self.topic)?;
+        l.id("shuffle_topic", &self.shuffle_topic)?;
+        if self.start < 0 || self.end < self.start {
+            return Err(ParseError::field(
+                "end",
+                "must not be before start (both >= 0)",
+            ));
+        }
+        if self.shuffle_partitions < 1 {
+            return Err(ParseError::field(
+                "shuffle_partitions",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for PageCount {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("page", &self.page)
+    }
+}
+
+impl Validate for ChunkDone {
+    fn validate(&self, l: &Limits) -> Result<(), ParseError> {
+        l.id("marker", &self.marker)
     }
 }
 

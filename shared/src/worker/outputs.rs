@@ -22,6 +22,9 @@ pub struct Output {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Epoch milliseconds; `None`: the producer stamps it.
     pub timestamp: Option<i64>,
+    /// `None`: the partitioner picks by key (murmur2, like every producer
+    /// of the suite); `Some`: this partition (e.g. a marker to each one).
+    pub partition: Option<i32>,
 }
 
 /// What a Kafka-mode worker's batch produces.
@@ -44,6 +47,7 @@ impl Outputs {
             payload: event.to_json(),
             headers: Vec::new(),
             timestamp: event.ts.map(|t| t.timestamp_millis()),
+            partition: None,
         });
     }
 
@@ -75,6 +79,9 @@ pub(super) fn send(producer: &TxProducer, output: &Output) -> Result<(), KafkaEr
     }
     if let Some(ts) = output.timestamp {
         record = record.timestamp(ts);
+    }
+    if let Some(partition) = output.partition {
+        record = record.partition(partition);
     }
     loop {
         match producer.send(record) {

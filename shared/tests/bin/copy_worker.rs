@@ -47,6 +47,7 @@ impl Worker for Copier {
                     format!("{}/{}", event.partition, event.offset).into_bytes(),
                 )],
                 timestamp: None,
+                partition: None,
             });
         }
         let failing = self

@@ -1,8 +1,9 @@
 //! Every query of the dashboard, in one place: the replay runs (`runs`),
-//! the results served (`results`), the product DAG's state (`products`),
+//! the results served (`results`), the product DAG's state (`products`), MapReduce jobs (`mapreduce`),
 //! and the lock that lets one replay run at
 //! a time across instances. The page and the API both read through here.
 
+mod mapreduce;
 mod products;
 mod results;
 mod runs;
@@ -10,6 +11,7 @@ mod runs;
 use serde::Serialize;
 use sqlx::PgConnection;
 
+pub use mapreduce::{jobs as mapreduce_jobs, top_pages as mapreduce_top_pages, JobRow};
 pub use products::{dag_summary, DagSummary};
 pub use results::{stored_days, top_products};
 pub use runs::*;

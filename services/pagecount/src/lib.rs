@@ -1,0 +1,202 @@
+//! MapReduce page counts over web-server logs (the article's example), one
+//! binary in three roles (`[pagecount] role`):
+//!
+//! ```text
+//!  access-logs ──(chunks: offset ranges)──▶ map ×N ──page_count keyed by page──▶ shuffle topic ──▶ reduce ×M ──▶ Postgres
+//!       ▲            coordinator: POST /jobs        (Kafka transaction per chunk:   (hash partition =  (sums + markers +
+//!       │            snapshots offsets, publishes    counts, DLQ lines, markers,     one reducer        offsets in one
+//!  kcat / shippers   one map_task per chunk          task offset)                    per page)          transaction)
+//! ```
+//!
+//! - `coordinator`: the jobs API on 8085 ([`api`]);
+//! - `map`: the mappers ([`map`]), one group on the tasks topic;
+//! - `reduce`: the reducers ([`reduce`]), one group on the shuffle topic;
+//! - `pagecount local FILE`: the single-process count ([`local`]).
+
+pub mod api;
+pub mod clf;
+pub mod local;
+pub mod map;
+pub mod reduce;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use shared::config::Settings;
+use shared::http::Readiness;
+use shared::kafka_batch::BatchProducer;
+use shared::shutdown::CancellationToken;
+use shared::tasks::Tasks;
+use shared::worker::{Health, Options, Setup};
+use tokio::net::TcpListener;
+
+/// What this process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Coordinator,
+    Map,
+    Reduce,
+}
+
+/// The `[pagecount]` configuration section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagecountConfig {
+    pub addr: SocketAddr,
+    pub role: Role,
+    /// This instance's name in its group (a mapper's transactional id is `<group>-<instance>`).
+    pub instance: String,
+    pub tasks_topic: String,
+    pub shuffle_topic: String,
+    /// Partitions of the tasks and shuffle topics when they are created.
+    pub topic_partitions: i32,
+    pub chunk_lines: u32,
+    pub keep_jobs: i64,
+    pub max_batch_events: usize,
+    pub max_batch_ms: u64,
+    pub stuck_after_ms: u64,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    work: Work,
+    settings: Settings,
+    shutdown: CancellationToken,
+}
+
+enum Work {
+    Coordinator,
+    Map(map::Mapper, Setup, Arc<Health>),
+    Reduce(Setup, Arc<Health>),
+}
+
+impl Application {
+    pub async fn build(
+        settings: Settings,
+        config: PagecountConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let pool = shared::db::connect(&settings.database).await?;
+        let kafka = &settings.kafka;
+        for topic in [&config.tasks_topic, &config.shuffle_topic] {
+            shared::kafka::ensure_topic(kafka, topic, config.topic_partitions, 7 * 24 * 3_600_000)
+                .await?;
+        }
+        let shuffle_partitions = shared::kafka::watermarks(kafka, &config.shuffle_topic)
+            .await?
+            .len() as i32;
+        let health = Health::new(Duration::from_millis(config.stuck_after_ms));
+        let setup = |group: &str, topic: &str, max_batch_events| Setup {
+            kafka: kafka.clone(),
+            pool: pool.clone(),
+            options: Options {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                max_batch_events,
+                max_batch_ms: config.max_batch_ms,
+                stuck_after: Duration::from_millis(config.stuck_after_ms),
+                instance: config.instance.clone(),
+            },
+        };
+        let mut readiness = Readiness::default().postgres(pool.clone());
+        let mut routes = axum::Router::new();
+        let work = match config.role {
+            Role::Coordinator => {
+                readiness = readiness.kafka(kafka, config.tasks_topic.clone())?;
+                routes = api::router(api::ApiState {
+                    pool: pool.clone(),
+                    kafka: kafka.clone(),
+                    producer: Arc::new(BatchProducer::new(kafka)?),
+                    input_topic: kafka.access_logs_topic.clone(),
+                    tasks_topic: config.tasks_topic.clone(),
+                    shuffle_topic: config.shuffle_topic.clone(),
+                    shuffle_partitions,
+                    chunk_lines: config.chunk_lines,
+                    keep_jobs: config.keep_jobs,
+                });
+                Work::Coordinator
+            }
+            Role::Map => {
+                readiness = readiness
+                    .kafka(kafka, config.tasks_topic.clone())?
+                    .worker(health.clone());
+                let mapper = map::Mapper {
+                    pool: pool.clone(),
+                    reader: Arc::new(map::chunk_reader(kafka)?),
+                    dlq_topic: kafka.dlq_topic.clone(),
+                };
+                // One chunk per transaction: a crash redoes one chunk at most.
+                Work::Map(
+                    mapper,
+                    setup("pagecount-map", &config.tasks_topic, 1),
+                    health,
+                )
+            }
+            Role::Reduce => {
+                readiness = readiness
+                    .kafka(kafka, config.shuffle_topic.clone())?
+                    .worker(health.clone());
+                Work::Reduce(
+                    setup(
+                        "pagecount-reduce",
+                        &config.shuffle_topic,
+                        config.max_batch_events,
+                    ),
+                    health,
+                )
+            }
+        };
+        let router = shared::http::finish(
+            "pagecount",
+            routes,
+            readiness,
+            settings.auth.admin_token.clone(),
+        );
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        tracing::info!(role = ?config.role, addr = %config.addr, "pagecount process built");
+        Ok(Self {
+            listener,
+            router,
+            work,
+            settings,
+            shutdown,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        let mut tasks = Tasks::new(self.shutdown.clone());
+        match self.work {
+            Work::Coordinator => {}
+            Work::Map(mapper, setup, health) => {
+                tasks.spawn(
+                    "mapper",
+                    shared::worker::run(mapper, setup, health, self.shutdown.clone()),
+                );
+            }
+            Work::Reduce(setup, health) => {
+                tasks.spawn(
+                    "reducer",
+                    shared::worker::run(reduce::Reducer, setup, health, self.shutdown.clone()),
+                );
+            }
+        }
+        tasks.spawn(
+            "http",
+            shared::http::serve(self.listener, self.router, self.shutdown.clone()),
+        );
+        tasks.run(self.settings.shutdown.grace()).await?;
+        tracing::info!("pagecount process stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! The mappers: one consumer group on the tasks topic, one task per
+//! transaction. A task's chunk is read with its own consumer (assign and
+//! seek, not a group subscription), every line parsed, counts combined per
+//! page (or one record per line with the combiner off), and the counts
+//! (keyed by page: Kafka's murmur2 partitioner is the reducers' hash),
+//! the rejected lines (to the DLQ, with their reason and origin), one
+//! `chunk_done` marker per shuffle partition and the task's offset all
+//! commit in one Kafka transaction. A mapper killed mid-chunk leaves
+//! nothing visible to `read_committed` readers; the chunk is redone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use shared::config::KafkaConfig;
+use shared::consume::Received;
+use shared::dlq::header;
+use shared::event::{ChunkDone, Envelope, Event, EventBody, EventType, MapTask, PageCount};
+use shared::worker::{KafkaTransactions, Output, Outputs, Worker};
+use sqlx::PgPool;
+
+use crate::clf;
+
+/// How long a chunk may take to read before the task is retried.
+const READ_DEADLINE: Duration = Duration::from_secs(120);
+
+pub struct Mapper {
+    pub pool: PgPool,
+    pub reader: Arc<BaseConsumer>,
+    pub dlq_topic: String,
+}
+
+/// A consumer for reading chunks by assignment (no group, no commits).
+pub fn chunk_reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
+    let mut config = shared::kafka::client_config(kafka);
+    config
+        .set("group.id", "pagecount-chunk-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760");
+    config.create().context("creating the chunk reader")
+}
+
+/// The chunk's records as (offset, bytes).
+fn read_chunk(reader: &BaseConsumer, task: &MapTask) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&task.topic, task.partition, Offset::Offset(task.start))?;
+    reader.assign(&assignment)?;
+    let mut records = Vec::with_capacity((task.end - task.start) as usize);
+    let until = Instant::now() + READ_DEADLINE;
+    let mut next = task.start;
+    while next < task.end {
+        anyhow::ensure!(
+            Instant::now() < until,
+            "reading chunk {} took over {READ_DEADLINE:?}",
+            task.chunk
+        );
+        match reader.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) if m.partition() == task.partition => {
+                next = m.offset() + 1;
+                if m.offset() < task.end {
+                    records.push((m.offset(), m.payload().unwrap_or_default().to_vec()));
+                }
+            }
+            Some(Ok(_)) => {}
+            // The end of the partition before `end`: offsets were removed
+            // (retention or compaction); what exists is the chunk.
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(error)) => return Err(error.into()),
+            None => {}
+        }
+    }
+    reader.unassign()?;
+    Ok(records)
+}
+
+impl Worker for Mapper {
+    type Mode = KafkaTransactions;
+
+    fn wants(&self, event_type: EventType) -> bool {
+        event_type == EventType::MapTask
+    }
+
+    async fn apply(&mut self, out: &mut Outputs, events: &[Received]) -> anyhow::Result<()> {
+        for received in events {
+            let Envelope::Inline(Event {
+                body: EventBody::MapTask(task),
+                ..
+            }) = &received.envelope
+            else {
+                continue;
+            };
+            let state: Option<String> =
+                sqlx::query_scalar("SELECT state FROM pagecount_jobs WHERE id = $1")
+                    .bind(task.job_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if state.as_deref() != Some("running") {
+                tracing::info!(
+                    job = task.job_id,
+                    chunk = task.chunk,
+                    ?state,
+                    "task of a job not running; skipped"
+                );
+                continue;
+            }
+            let started = Instant::now();
+            let (reader, owned) = (self.reader.clone(), task.clone());
+            let records =
+                tokio::task::spawn_blocking(move || read_chunk(&reader, &owned)).await??;
+            map_chunk(task, &records, &self.dlq_topic, out);
+            metrics::histogram!("kappa_pagecount_map_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("kappa_pagecount_chunks_mapped_total").increment(1);
+        }
+        Ok(())
+    }
+}
+
+/// Parses a chunk into `out`: counts, dead letters, then the markers.
+fn map_chunk(task: &MapTask, records: &[(i64, Vec<u8>)], dlq_topic: &str, out: &mut Outputs) {
+    let (mut lines, mut rejected) = (0u64, 0u64);
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    let mut singles: Vec<&str> = Vec::new();
+    for (offset, payload) in records {
+        // A record may hold several lines (a shipper batching them).
+        for line in payload
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        {
+            lines += 1;
+            match clf::page(line) {
+                Ok(page) if task.combiner => *counts.entry(page).or_default() += 1,
+                Ok(page) => singles.push(page),
+                Err(reject) => {
+                    rejected += 1;
+                    out.push(dead_letter(task, *offset, line, reject, dlq_topic));
+                }
+            }
+        }
+    }
+    let (mut shuffled, mut bytes) = (0u64, 0u64);
+    let pages = counts
+        .into_iter()
+        .chain(singles.into_iter().map(|p| (p, 1)));
+    for (page, count) in pages {
+        let event = Event::new(EventBody::PageCount(PageCount {
+            job_id: task.job_id,
+            page: page.to_owned(),
+            count,
+        }));
+        out.event(&task.shuffle_topic, &event);
+        shuffled += 1;
+        bytes += out.records().last().map_or(0, |r| r.payload.len() as u64);
+    }
+    for partition in 0..task.shuffle_partitions {
+        let marker = Event::new(EventBody::ChunkDone(ChunkDone {
+            marker: format!("{}-{}", task.job_id, task.chunk),
+            job_id: task.job_id,
+            chunk: task.chunk,
+            lines,
+            rejected,
+            records: shuffled,
+            bytes,
+        }));
+        out.push(Output {
+            topic: task.shuffle_topic.clone(),
+            key: Some(marker.key().as_bytes().to_vec()),
+            payload: marker.to_json(),
+            partition: Some(partition),
+            ..Output::default()
+        });
+    }
+}
+
+fn dead_letter(
+    task: &MapTask,
+    offset: i64,
+    line: &[u8],
+    reject: clf::Reject,
+    topic: &str,
+) -> Output {
+    let headers = [
+        (header::REASON, reject.reason().to_owned()),
+        (header::CODE, reject.code().to_owned()),
+        (header::TOPIC, task.topic.clone()),
+        (header::PARTITION, task.partition.to_string()),
+        (header::OFFSET, offset.to_string()),
+    ];
+    Output {
+        topic: topic.to_owned(),
+        payload: line.to_vec(),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+            .collect(),
+        ..Output::default()
+    }
+}
