@@ -11,6 +11,9 @@ use crate::shutdown::CancellationToken;
 
 /// Loads `[section]` and the shared settings, starts telemetry as `service`,
 /// and runs `start` until it returns (SIGTERM/SIGINT cancel its token).
+/// What is left to drop afterwards (a Kafka client leaving its group) gets
+/// `shutdown.grace_ms` more, never longer: with the broker gone,
+/// librdkafka's close can wait far beyond any bound a supervisor keeps.
 pub async fn main<C, F, Fut>(service: &'static str, section: &str, start: F) -> anyhow::Result<()>
 where
     C: DeserializeOwned,
@@ -23,5 +26,16 @@ where
     crate::telemetry::init(service, &settings.log);
     crate::event::Limits::install(settings.events);
     let shutdown = crate::shutdown::on_signal();
-    start(settings, config, shutdown).await
+    let grace = settings.shutdown.grace();
+    let result = start(settings, config, shutdown).await;
+    let code = i32::from(result.is_err());
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "clean-up after shutdown outlasted the grace period; exiting"
+        );
+        std::process::exit(code);
+    });
+    result
 }

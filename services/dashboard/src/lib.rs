@@ -39,6 +39,8 @@ pub struct DashboardConfig {
     pub check_interval_ms: u64,
     /// Readers sharing one replay, each over its own partitions.
     pub readers: usize,
+    /// The MapReduce coordinator the page's "Count pages now" button starts jobs on.
+    pub pagecount_url: String,
 }
 
 impl DashboardConfig {
@@ -56,6 +58,9 @@ impl DashboardConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// `POST /api/mapreduce/jobs` forwards to this coordinator.
+    pub pagecount_url: String,
+    pub http: reqwest::Client,
     pub registry: runner::Registry,
     pub wake: Arc<Notify>,
     pub triggers: triggers::SharedStatus,
@@ -89,6 +94,10 @@ impl Application {
         }));
         let state = AppState {
             pool: pool.clone(),
+            pagecount_url: config.pagecount_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
             registry: registry.clone(),
             wake: wake.clone(),
             triggers: status.clone(),

@@ -112,7 +112,7 @@ fn products_panel(dag: &store::DagSummary) -> String {
 /// and the top pages of the newest job that succeeded.
 fn mapreduce_panel(jobs: &[store::JobRow], top: Option<&(i64, Vec<(String, i64)>)>) -> String {
     let mut html = String::from(
-        r#"<h2>MapReduce page counts</h2><table id="mapreduce"><tr><th>job</th><th>state</th><th>mapped</th><th>reduced</th><th>lines</th><th>time</th></tr>"#,
+        r#"<h2>MapReduce page counts <button id="mapreduce-run">Count pages now</button></h2><table id="mapreduce"><tr><th>job</th><th>state</th><th>mapped</th><th>reduced</th><th>lines</th><th>time</th></tr>"#,
     );
     let bar = |done: i64, total: i32| {
         let fraction = if total > 0 {
@@ -301,6 +301,16 @@ setInterval(async () => {
   const shown = [...document.querySelectorAll('.state')].map(e => e.textContent).join();
   if (runs.slice(0, 10).map(r => r.state).join() !== shown) location.reload();
 }, 1000);
+const countPages = document.getElementById('mapreduce-run');
+if (countPages) countPages.onclick = async () => {
+  const token = sessionStorage.getItem('token') || prompt('Admin token (.run/token)');
+  if (!token) return;
+  sessionStorage.setItem('token', token);
+  const r = await fetch('/api/mapreduce/jobs', {method: 'POST', headers: {'Authorization': 'Bearer ' + token}});
+  if (r.status === 401) sessionStorage.removeItem('token');
+  if (!r.ok) { alert((await r.json()).message); return; }
+  setTimeout(() => location.reload(), 300);
+};
 // A MapReduce job running: the page is re-rendered with its progress.
 if (document.querySelector('.mr-running')) setTimeout(() => location.reload(), 2000);
 </script></body></html>"#;

@@ -22,8 +22,37 @@ pub fn router(state: AppState) -> Router {
         .route("/api/metrics/daily", get(daily))
         .route("/api/products/top", get(top_products))
         .route("/api/triggers", get(trigger_status))
+        .route("/api/mapreduce/jobs", axum::routing::post(start_mapreduce))
         .route("/", get(crate::page::page))
         .with_state(state)
+}
+
+/// `POST /api/mapreduce/jobs` (token): starts a page-count job over the
+/// whole access-log topic on the MapReduce coordinator, with the caller's
+/// token, and answers what the coordinator answered.
+async fn start_mapreduce(
+    _: Admin,
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut request = s
+        .http
+        .post(format!("{}/jobs", s.pagecount_url))
+        .json(&json!({}));
+    if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
+        request = request.header(axum::http::header::AUTHORIZATION, auth.clone());
+    }
+    let response = request.send().await.map_err(|e| {
+        ApiError::unavailable(
+            "pagecount_unavailable",
+            "the MapReduce coordinator did not answer",
+        )
+        .caused_by(e)
+    })?;
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    Ok((status, Json(body)))
 }
 
 #[derive(Deserialize)]

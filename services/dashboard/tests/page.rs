@@ -279,3 +279,76 @@ async fn the_mapreduce_panel_shows_progress_and_the_newest_top_pages() {
         "{top}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_count_pages_button_starts_a_job_on_the_coordinator() {
+    let env = TestEnv::new("dash_mr_button").await;
+    let shutdown = shared::shutdown::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let coordinator = pagecount::Application::build(
+        env.settings.clone(),
+        pagecount::PagecountConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            role: pagecount::Role::Coordinator,
+            group_prefix: env.unique("pagecount"),
+            instance: "1".into(),
+            tasks_topic: env.unique("tasks"),
+            shuffle_topic: env.unique("shuffle"),
+            topic_partitions: 2,
+            chunk_lines: 1000,
+            keep_jobs: 10,
+            max_batch_events: 100,
+            max_batch_ms: 50,
+            stuck_after_ms: 60_000,
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let mut config = common::config();
+    config.pagecount_url = format!("http://{}", coordinator.addr());
+    tokio::spawn(coordinator.run());
+    let service = Service::start(&env, config).await;
+    let page = reqwest::get(format!("{}/", service.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<button id="mapreduce-run">"#), "{page}");
+
+    let url = format!("{}/api/mapreduce/jobs", service.base);
+    let refused = service.client.post(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let started = service
+        .client
+        .post(&url)
+        .bearer_auth(&service.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let job: Value = started.json().await.unwrap();
+    let (state,): (String,) = sqlx::query_as("SELECT state FROM pagecount_jobs WHERE id = $1")
+        .bind(job["id"].as_i64().unwrap())
+        .fetch_one(&env.pool().await)
+        .await
+        .unwrap();
+    // The access-log topic of this test is empty: nothing to map, done at once.
+    assert_eq!(state, "succeeded", "{job}");
+
+    // The coordinator gone: a clear 503, not a hang.
+    let mut gone = common::config();
+    gone.pagecount_url = "http://127.0.0.1:9".into();
+    let other = Service::start(&env, gone).await;
+    let answer = other
+        .client
+        .post(format!("{}/api/mapreduce/jobs", other.base))
+        .bearer_auth(&other.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "pagecount_unavailable");
+}

@@ -64,6 +64,7 @@ async fn dashboard(env: &TestEnv) -> Running {
         threshold_events: 0,
         check_interval_ms: 1000,
         readers: 2,
+        pagecount_url: "http://127.0.0.1:9".into(),
     };
     let app = dashboard::Application::build(env.settings.clone(), config, shutdown.clone())
         .await

@@ -48,6 +48,8 @@ pub enum Role {
 pub struct PagecountConfig {
     pub addr: SocketAddr,
     pub role: Role,
+    /// Consumer groups are `<group_prefix>-map` and `<group_prefix>-reduce`.
+    pub group_prefix: String,
     /// This instance's name in its group (a mapper's transactional id is `<group>-<instance>`).
     pub instance: String,
     pub tasks_topic: String,
@@ -133,7 +135,11 @@ impl Application {
                 // One chunk per transaction: a crash redoes one chunk at most.
                 Work::Map(
                     mapper,
-                    setup("pagecount-map", &config.tasks_topic, 1),
+                    setup(
+                        &format!("{}-map", config.group_prefix),
+                        &config.tasks_topic,
+                        1,
+                    ),
                     health,
                 )
             }
@@ -143,7 +149,7 @@ impl Application {
                     .worker(health.clone());
                 Work::Reduce(
                     setup(
-                        "pagecount-reduce",
+                        &format!("{}-reduce", config.group_prefix),
                         &config.shuffle_topic,
                         config.max_batch_events,
                     ),

@@ -61,7 +61,7 @@ fn read_chunk(reader: &BaseConsumer, task: &MapTask) -> anyhow::Result<Vec<(i64,
             task.chunk
         );
         match reader.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) if m.partition() == task.partition => {
+            Some(Ok(m)) if m.partition() == task.partition && m.offset() >= task.start => {
                 next = m.offset() + 1;
                 if m.offset() < task.end {
                     records.push((m.offset(), m.payload().unwrap_or_default().to_vec()));

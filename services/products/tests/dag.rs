@@ -324,6 +324,21 @@ async fn sigkills_of_the_creator_and_an_image_worker_decide_every_product_once()
     let creator = world.spawn("creator", "1").await;
     let api = world.spawn("api", "1").await;
 
+    // Both image workers own partitions before the uploads start.
+    shared::testkit::eventually(
+        "both image workers to be assigned partitions",
+        Duration::from_secs(60),
+        || async {
+            let a = first_image
+                .metric("kappa_sink_partitions_assigned", &[])
+                .await;
+            let b = second_image
+                .metric("kappa_sink_partitions_assigned", &[])
+                .await;
+            (a >= 1.0 && b >= 1.0 && a + b >= f64::from(shared::testkit::PARTITIONS)).then_some(())
+        },
+    )
+    .await;
     const PRODUCTS: usize = 40;
     let jpeg = image(1200, 900, ImageFormat::Jpeg);
     let upload_some = |range: std::ops::Range<usize>| {

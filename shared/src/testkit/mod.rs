@@ -126,6 +126,32 @@ impl TestEnv {
         replace_database(&admin_url, &name)
     }
 
+    /// The settings a service started as a child process needs to join
+    /// this test's world: brokers, topics, database, token, and a short
+    /// session timeout (a SIGKILLed member's partitions move on quickly).
+    pub fn child_env(&self) -> Vec<(&'static str, String)> {
+        let kafka = &self.settings.kafka;
+        vec![
+            ("KAPPA__KAFKA__BROKERS", kafka.brokers.clone()),
+            ("KAPPA__KAFKA__EVENTS_TOPIC", kafka.events_topic.clone()),
+            ("KAPPA__KAFKA__DLQ_TOPIC", kafka.dlq_topic.clone()),
+            (
+                "KAPPA__KAFKA__ACCESS_LOGS_TOPIC",
+                kafka.access_logs_topic.clone(),
+            ),
+            ("KAPPA__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "6000".into()),
+            (
+                "KAPPA__DATABASE__URL",
+                self.settings.database.url.expose().to_owned(),
+            ),
+            (
+                "KAPPA__AUTH__ADMIN_TOKEN",
+                self.settings.auth.admin_token.expose().to_owned(),
+            ),
+            ("KAPPA__LOG__LEVEL", "info".into()),
+        ]
+    }
+
     /// A migrated pool on the test database.
     pub async fn pool(&self) -> PgPool {
         crate::db::connect(&self.settings.database)

@@ -20,6 +20,7 @@ pub fn config() -> DashboardConfig {
         threshold_events: 0,
         check_interval_ms: 200,
         readers: 2,
+        pagecount_url: "http://127.0.0.1:9".into(),
     }
 }
 

@@ -153,7 +153,6 @@ impl World {
     pub fn mailer_process(&self, mode: Mode, log: &str) -> (KillOnDrop, u16) {
         let config = self.config(mode);
         let port = free_port();
-        let kafka = &self.env.settings.kafka;
         let log = std::fs::File::create(
             shared::testkit::repo_root()
                 .join(".run")
@@ -161,15 +160,7 @@ impl World {
         )
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mailer"))
-            .env("KAPPA__KAFKA__BROKERS", &kafka.brokers)
-            .env("KAPPA__KAFKA__EVENTS_TOPIC", &kafka.events_topic)
-            .env("KAPPA__KAFKA__DLQ_TOPIC", &kafka.dlq_topic)
-            .env("KAPPA__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "6000")
-            .env(
-                "KAPPA__DATABASE__URL",
-                self.env.settings.database.url.expose(),
-            )
-            .env("KAPPA__AUTH__ADMIN_TOKEN", self.token())
+            .envs(self.env.child_env())
             .env("KAPPA__MAILER__ADDR", format!("127.0.0.1:{port}"))
             .env("KAPPA__MAILER__MODE", mode.as_str())
             .env("KAPPA__MAILER__GROUP", &config.group)
@@ -179,7 +170,6 @@ impl World {
             )
             .env("KAPPA__MAILER__USERS_URL", &config.users_url)
             .env("KAPPA__MAILER__DATA_DIR", &config.data_dir)
-            .env("KAPPA__LOG__LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -54,7 +54,6 @@ impl World {
 
     pub async fn spawn(&self, role: &str, instance: &str) -> Child {
         let port = free_port();
-        let kafka = &self.env.settings.kafka;
         let log_path = shared::testkit::repo_root().join(".run").join(format!(
             "test-pagecount-{}-{role}-{instance}.log",
             self.env.suffix
@@ -64,23 +63,19 @@ impl World {
             port,
             process: KillOnDrop(
                 Command::new(env!("CARGO_BIN_EXE_pagecount"))
-                    .env("KAPPA__KAFKA__BROKERS", &kafka.brokers)
-                    .env("KAPPA__KAFKA__ACCESS_LOGS_TOPIC", &kafka.access_logs_topic)
-                    .env("KAPPA__KAFKA__DLQ_TOPIC", &kafka.dlq_topic)
-                    .env("KAPPA__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "6000")
-                    .env(
-                        "KAPPA__DATABASE__URL",
-                        self.env.settings.database.url.expose(),
-                    )
-                    .env("KAPPA__AUTH__ADMIN_TOKEN", self.token())
+                    .envs(self.env.child_env())
                     .env("KAPPA__PAGECOUNT__ADDR", format!("127.0.0.1:{port}"))
                     .env("KAPPA__PAGECOUNT__ROLE", role)
+                    // Groups and transactional ids of this test alone (tests share the broker).
+                    .env(
+                        "KAPPA__PAGECOUNT__GROUP_PREFIX",
+                        self.env.unique("pagecount"),
+                    )
                     .env("KAPPA__PAGECOUNT__INSTANCE", instance)
                     .env("KAPPA__PAGECOUNT__TASKS_TOPIC", &self.tasks_topic)
                     .env("KAPPA__PAGECOUNT__SHUFFLE_TOPIC", &self.shuffle_topic)
                     .env("KAPPA__PAGECOUNT__TOPIC_PARTITIONS", "4")
                     .env("KAPPA__PAGECOUNT__MAX_BATCH_EVENTS", "500")
-                    .env("KAPPA__LOG__LEVEL", "info")
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()

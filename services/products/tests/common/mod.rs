@@ -83,7 +83,6 @@ impl World {
     /// Starts `role` (instance `instance`) and waits until it is ready.
     pub async fn spawn(&self, role: &str, instance: &str) -> Child {
         let port = free_port();
-        let kafka = &self.env.settings.kafka;
         let log_path = shared::testkit::repo_root().join(".run").join(format!(
             "test-products-{}-{role}-{instance}.log",
             self.env.suffix
@@ -91,20 +90,16 @@ impl World {
         let log = std::fs::File::create(&log_path).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_products"));
         command
-            .env("KAPPA__KAFKA__BROKERS", &kafka.brokers)
-            .env("KAPPA__KAFKA__EVENTS_TOPIC", &kafka.events_topic)
-            .env("KAPPA__KAFKA__DLQ_TOPIC", &kafka.dlq_topic)
-            .env("KAPPA__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "6000")
-            .env(
-                "KAPPA__DATABASE__URL",
-                self.env.settings.database.url.expose(),
-            )
-            .env("KAPPA__AUTH__ADMIN_TOKEN", self.token())
+            .envs(self.env.child_env())
             .env("KAPPA__PRODUCTS__ADDR", format!("127.0.0.1:{port}"))
             .env("KAPPA__PRODUCTS__ROLE", role)
+            // Groups and transactional ids of this test alone (tests share the broker).
+            .env(
+                "KAPPA__PRODUCTS__GROUP",
+                self.env.unique(&format!("products-{role}")),
+            )
             .env("KAPPA__PRODUCTS__INSTANCE", instance)
             .env("KAPPA__PRODUCTS__SWEEP_INTERVAL_MS", "200")
-            .env("KAPPA__LOG__LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(log);
         for (key, value) in &self.extra {
