@@ -89,9 +89,22 @@ impl Application {
             shared::kafka::ensure_topic(kafka, topic, config.topic_partitions, 7 * 24 * 3_600_000)
                 .await?;
         }
-        let shuffle_partitions = shared::kafka::watermarks(kafka, &config.shuffle_topic)
-            .await?
-            .len() as i32;
+        // A topic just created has no leaders for a moment: wait for them.
+        let mut attempts = 0;
+        let shuffle_partitions = loop {
+            match shared::kafka::watermarks(kafka, &config.shuffle_topic).await {
+                Ok(partitions) => break partitions.len() as i32,
+                Err(error) if attempts < 60 => {
+                    attempts += 1;
+                    tracing::info!(
+                        error = format!("{error:#}"),
+                        "shuffle topic not ready yet; waiting"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error.context("reading the shuffle topic's partitions")),
+            }
+        };
         let health = Health::new(Duration::from_millis(config.stuck_after_ms));
         let setup = |group: &str, topic: &str, max_batch_events| Setup {
             kafka: kafka.clone(),
