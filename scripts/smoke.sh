@@ -37,9 +37,10 @@ ops_endpoints() {
     "${DASHBOARD:-http://127.0.0.1:8083}" http://127.0.0.1:8084 http://127.0.0.1:8086 http://127.0.0.1:8087 \
     http://127.0.0.1:8088 http://127.0.0.1:8089 http://127.0.0.1:8090 http://127.0.0.1:8091 \
     http://127.0.0.1:8085 http://127.0.0.1:8185 http://127.0.0.1:8186; do
-    curl -fsS "$base/healthz" | grep -q '"ok"'
-    curl -fsS "$base/readyz" | grep -q '"ready"'
-    curl -fsS "$base/metrics" | grep -q kappa_http_requests_total
+    # Whole bodies first: `curl | grep -q` fails under pipefail when grep stops reading early.
+    [[ $(curl -fsS "$base/healthz") == *'"ok"'* ]]
+    [[ $(curl -fsS "$base/readyz") == *'"ready"'* ]]
+    [[ $(curl -fsS "$base/metrics") == *kappa_http_requests_total* ]]
   done
 }
 
