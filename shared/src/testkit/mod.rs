@@ -273,6 +273,27 @@ where
     }
 }
 
+/// Waits (at most a minute) until `GET /readyz` on `addr` (`host:port`)
+/// answers 200; `what` names the process in the failure.
+pub async fn wait_ready(addr: &str, what: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut answer = [0u8; 12];
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+            let request = format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            if stream.write_all(request.as_bytes()).await.is_ok()
+                && stream.read_exact(&mut answer).await.is_ok()
+                && answer.ends_with(b" 200")
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < until, "{what} never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The repository root (for the project's scripts).
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

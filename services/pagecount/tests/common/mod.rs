@@ -82,24 +82,9 @@ impl World {
                     .expect("pagecount starts"),
             ),
         };
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = self
-                .client
-                .get(format!("{}/readyz", child.base()))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if ready {
-                return child;
-            }
-            assert!(
-                Instant::now() < until,
-                "{role} never became ready (log {})",
-                log_path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("{role} (log {})", log_path.display());
+        shared::testkit::wait_ready(&format!("127.0.0.1:{}", child.port), &what).await;
+        child
     }
 
     /// Produces `lines` to the input topic, unkeyed, as a shipper would.

@@ -109,24 +109,9 @@ impl World {
             port,
             process: KillOnDrop(command.spawn().expect("products binary starts")),
         };
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = self
-                .client
-                .get(format!("{}/readyz", child.base()))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if ready {
-                return child;
-            }
-            assert!(
-                Instant::now() < until,
-                "{role} never became ready (log {})",
-                log_path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("{role} (log {})", log_path.display());
+        shared::testkit::wait_ready(&format!("127.0.0.1:{}", child.port), &what).await;
+        child
     }
 
     /// Every role once, the API last.
