@@ -138,7 +138,13 @@ async fn bad_input_is_answered_and_nothing_is_produced() {
         "{{\"type\":\"page_access\",\"page\":\"/{}\"}}",
         "x".repeat(2 * 1024 * 1024)
     );
-    let (status, body) = json(app.post_ndjson(big).await).await;
+    let too_large = app.post_ndjson(big).await;
+    assert_eq!(
+        too_large.headers()["connection"],
+        "close",
+        "the unread rest of the body leaves the connection unusable"
+    );
+    let (status, body) = json(too_large).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (413, Some("payload_too_large"))
@@ -203,7 +209,13 @@ async fn an_event_too_large_for_the_broker_is_413_with_the_limit_named() {
         r#"{{"type":"mail_requested","user_id":"u1","subject":"s","body":"{}"}}"#,
         "x".repeat(1_200_000)
     );
-    let (status, body) = json(app.post_ndjson(big).await).await;
+    let too_large = app.post_ndjson(big).await;
+    assert_eq!(
+        too_large.headers()["connection"],
+        "close",
+        "the unread rest of the body leaves the connection unusable"
+    );
+    let (status, body) = json(too_large).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (413, Some("payload_too_large"))
