@@ -3,7 +3,9 @@
 # cluster): data, socket, log and pid all live under .run/.
 #   scripts/postgres.sh install|start|stop|crash|restart|status
 # `crash` is `pg_ctl stop -m immediate`: every backend killed, no checkpoint,
-# crash recovery on the next start (what fault tests use).
+# crash recovery on the next start (what fault tests use). `start` also brings
+# back, in one run, a cluster whose postmaster was killed (kill -9) while its
+# backends were still exiting: see clear_dead_postmaster.
 # Env vars let a test run a second private cluster on another port.
 # App URL: postgres://kappa:kappa@127.0.0.1:5432/kappa
 set -euo pipefail
@@ -44,7 +46,116 @@ install() {
 }
 
 ready() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
-ours_alive() { [[ -f $PG_DATA_DIR/postmaster.pid ]] && as_pg "$(pg_bin)/pg_ctl" status -D "$PG_DATA_DIR" >/dev/null 2>&1; }
+
+# Which processes are OUR cluster's: a process running a postgres server binary
+# whose working directory is $PG_DATA_DIR. The postmaster chdir()s to its data
+# directory at start-up; every child (checkpointer, walwriter, client backends)
+# inherits that cwd and never changes it, and no two clusters share a data
+# directory, so this never matches another cluster's processes (the suite's on
+# 5432 and a test's private one run the same binary as the same user).
+# Not used, because they fail exactly after a crash: the parent pid (children
+# of a killed postmaster are re-parented to init), the command line (children
+# retitle themselves "postgres: checkpointer", no data dir in it), `pg_ctl
+# status` (kill -0 on the pid in postmaster.pid: true for a killed postmaster
+# not yet reaped, a zombie, and for an unrelated process that reused the pid).
+# A zombie or a process in exit has no readable exe: not ours, and it holds
+# nothing (its memory, with the shared segment, is released first).
+is_ours() {  # is_ours <pid>
+  local exe
+  # -ef (same device and inode, no fork) first: it rules out nearly every process.
+  [[ /proc/$1/cwd -ef $PG_DATA_DIR ]] || return 1
+  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  [[ ${exe% (deleted)} == */postgres ]]
+}
+cluster_pids() {  # every live process of our cluster, one pid a line
+  local p
+  for p in /proc/[0-9]*; do
+    is_ours "${p#/proc/}" && echo "${p#/proc/}"
+  done
+  return 0
+}
+no_cluster_pids() { [[ -z $(cluster_pids) ]]; }
+# Line 1 of postmaster.pid, as a pid (a single-user backend writes it negated).
+postmaster_pid() {
+  local pid
+  pid=$(head -n 1 "$PG_DATA_DIR/postmaster.pid" 2>/dev/null) || return 1
+  pid=${pid#-}
+  [[ $pid =~ ^[0-9]+$ ]] && echo "$pid"
+}
+# Our postmaster runs: postmaster.pid names a live process of our cluster.
+ours_alive() { local pm; pm=$(postmaster_pid) && is_ours "$pm"; }
+
+# Is the SysV shared memory segment named in postmaster.pid line 7 ("key id")
+# still attached by some process? That is the server's own interlock against
+# starting next to old backends; we check it too before removing the file.
+shm_attached() {
+  local key id
+  read -r key id < <(sed -n 7p "$PG_DATA_DIR/postmaster.pid" 2>/dev/null) || return 1
+  [[ $key =~ ^[0-9]+$ && $id =~ ^[0-9]+$ ]] || return 1
+  awk -v k="$key" -v i="$id" '$1 == k && $2 == i && $7 > 0 {f = 1} END {exit !f}' /proc/sysvipc/shm 2>/dev/null
+}
+shm_free() { ! shm_attached; }
+
+# A killed postmaster (kill -9, OOM killer) leaves postmaster.pid behind, and
+# its children run on until they notice: idle or waiting backends exit within
+# a second, but one busy in a long query keeps the shared memory attached, so
+# a new postmaster refuses to start ("pre-existing shared memory block ... is
+# still in use"). So when postmaster.pid does not name a live postmaster of
+# ours: wait up to PG_ORPHAN_GRACE seconds for its processes to exit, SIGKILL
+# those left (their work dies with the crash anyway: what was committed is in
+# the WAL and the next start runs crash recovery), and remove the stale
+# postmaster.pid once nothing is attached to the shared memory it names.
+PG_ORPHAN_GRACE=${PG_ORPHAN_GRACE:-5}
+clear_dead_postmaster() {
+  ours_alive && return 0
+  [[ -f $PG_DATA_DIR/postmaster.pid ]] && clear_stale_pidfile
+  clear_stale_socket_lock
+}
+
+clear_stale_pidfile() {
+  local lock=$PG_DATA_DIR/postmaster.pid pm left p
+  pm=$(head -n 1 "$lock" 2>/dev/null || true)
+  left=$(cluster_pids)
+  if [[ -n $left ]]; then
+    log "postmaster ${pm:-?} of $(rel "$PG_DATA_DIR") is gone, its processes are not: $(xargs <<<"$left")"
+    if ! wait_until "$PG_ORPHAN_GRACE" "the dead postmaster's processes to exit" no_cluster_pids; then
+      for p in $(cluster_pids); do
+        # Checked again before each signal: a postmaster started meanwhile (by
+        # another `start`) owns processes with the same working directory.
+        if ours_alive; then
+          log "a postmaster of $(rel "$PG_DATA_DIR") started meanwhile; leaving it alone"
+          return 0
+        fi
+        is_ours "$p" || continue
+        log "SIGKILL $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null || true))"
+        kill -KILL "$p" 2>/dev/null || true
+      done
+      wait_until 10 "the dead postmaster's processes to die after SIGKILL" no_cluster_pids \
+        || die "processes of $(rel "$PG_DATA_DIR") survived SIGKILL: $(cluster_pids | xargs)"
+    fi
+  fi
+  wait_until 5 "the shared memory named in $(rel "$lock") to be released" shm_free \
+    || die "the shared memory named in $(rel "$lock") (line 7) is still attached by processes that are not this cluster's; stop them, then start again"
+  # Unless it changed meanwhile (another `start` got there first).
+  if [[ $(head -n 1 "$lock" 2>/dev/null || true) != "$pm" ]] || ours_alive; then
+    return 0
+  fi
+  log "removing stale $(rel "$lock") (pid ${pm:-?} is not a running postmaster of this cluster)"
+  rm -f "$lock"
+}
+
+# The socket's lock file (.s.PGSQL.<port>.lock: pid, data dir, ...) names the
+# dead postmaster too, and the server refuses it while that pid answers kill -0,
+# as a killed postmaster not yet reaped (a zombie) or a reused pid do. Removed
+# only when it names our data directory and no live process of our cluster.
+clear_stale_socket_lock() {
+  local sock_lock=$PG_SOCKET_DIR/.s.PGSQL.$PG_PORT.lock spid
+  [[ -f $sock_lock && $(sed -n 2p "$sock_lock" 2>/dev/null) -ef $PG_DATA_DIR ]] || return 0
+  spid=$(head -n 1 "$sock_lock" 2>/dev/null || true)
+  is_ours "${spid#-}" && return 0
+  log "removing stale $(rel "$sock_lock") (pid ${spid:-?} is not a running postmaster of this cluster)"
+  rm -f "$sock_lock"
+}
 
 # Debian's packaged cluster (created by apt) would hold 5432; stop it if it is on our port.
 stop_debian_cluster() {
@@ -143,6 +254,7 @@ start() {
     return 0
   fi
   stop_debian_cluster
+  clear_dead_postmaster
   if ! ours_alive && ready; then
     die "another PostgreSQL already answers on 127.0.0.1:$PG_PORT; stop it or set PG_PORT"
   fi
@@ -165,6 +277,7 @@ start() {
 
 stop() {
   if ! ours_alive; then
+    clear_dead_postmaster   # nothing of a killed postmaster's cluster keeps running
     rm -f "$PG_PID_FILE"
     log "PostgreSQL ($(rel "$PG_DATA_DIR")) not running"
     return 0

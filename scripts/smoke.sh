@@ -30,6 +30,34 @@ check() {  # check <description> <function>
 }
 json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
 
+# Every service binary answers --help and --version without starting (no
+# token, no broker needed), and the README's configuration example runs as printed.
+binaries_answer_help_and_the_readme_example_runs() {
+  local bin out
+  for bin in gateway users recommendation dashboard products pagecount mailer; do
+    out=$(env -i "$ROOT/target/release/$bin" --version)
+    [[ $out == "$bin "[0-9]* ]] || { echo "$bin --version: $out"; return 1; }
+    out=$(env -i "$ROOT/target/release/$bin" --help)
+    [[ $out == *"Usage: $bin"* && $out == *KAPPA__AUTH__ADMIN_TOKEN* ]] || { echo "$bin --help: $out"; return 1; }
+    if env -i "$ROOT/target/release/$bin" --bogus >/dev/null 2>&1; then echo "$bin accepted --bogus"; return 1; fi
+  done
+  # The example, taken from the README's Configure section.
+  local example
+  example=$(awk '/^## Configure/ {on=1} on && /^```sh/ {code=1; next} code && /^```/ {exit} code' "$ROOT/README.md" | grep -v '^#')
+  [[ $example == *target/release/gateway* ]] || { echo "no example found"; return 1; }
+  (cd "$ROOT" && bash -c "$example" >"$TMP/example.log" 2>&1) &
+  local pid=$!
+  if ! wait_until 30 "the README's gateway on :18080" curl -fsS -o /dev/null http://127.0.0.1:18080/readyz; then
+    cat "$TMP/example.log"; pkill -TERM -P "$pid" || true; kill -TERM "$pid" || true; return 1
+  fi
+  curl -fsS -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{"type":"page_access","page":"/readme"}' http://127.0.0.1:18080/events | grep -q '"accepted":1'
+  # The subshell may have exec'd into the gateway, or still be its parent.
+  pkill -TERM -P "$pid" || true
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || true
+}
+
 # Every service the suite started answers its ops endpoints.
 ops_endpoints() {
   local base
@@ -168,6 +196,7 @@ PY
 }
 
 check "every service answers /healthz, /readyz and /metrics" ops_endpoints
+check "service binaries answer --help and --version; the README's configuration example runs" binaries_answer_help_and_the_readme_example_runs
 check "kcat and Kafka's console producer write typed events" kcat_and_console_producer_write_events
 check "an interaction typed into kcat shows in the recommendation API" recommendations_follow_the_stream
 check "a replay requested over HTTP runs and its metrics are served" replay_on_demand

@@ -46,6 +46,8 @@ fi
 
 log "up.sh restarts what is stale and keeps what is current"
 "$ROOT/scripts/check-up.sh"
+log "postgres.sh recovers after its postmaster is killed"
+"$ROOT/scripts/check-postgres.sh"
 
 log "end-to-end smoke"
 "$ROOT/scripts/smoke.sh"

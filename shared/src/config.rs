@@ -90,6 +90,9 @@ pub struct ClaimCheckConfig {
     pub threshold_bytes: usize,
     pub grace_secs: u64,
     pub sweep_interval_secs: u64,
+    /// Fault injection for tests only: the gateway waits this long between
+    /// the broker's acknowledgement and committing the payloads (0: never).
+    pub test_pause_before_commit_ms: u64,
 }
 
 /// Log filter and format.
@@ -118,6 +121,7 @@ pub struct Settings {
     pub log: LogConfig,
     pub events: crate::event::Limits,
     pub shutdown: ShutdownConfig,
+    pub http: HttpLimits,
 }
 
 /// How long a stopping service may take.
@@ -146,10 +150,34 @@ impl Settings {
         if self.claim_check.threshold_bytes < 1024 {
             bail!("claim_check.threshold_bytes must be at least 1024");
         }
+        if self.claim_check.grace_secs * 1000 <= self.kafka.delivery_timeout_ms {
+            bail!("claim_check.grace_secs must exceed kafka.delivery_timeout_ms: the sweeper relies on every reference to a payload older than the grace being on the topic already");
+        }
         if self.events.max_id_bytes == 0 || self.events.max_id_bytes > 2048 {
             bail!("events.max_id_bytes must be between 1 and 2048 (PostgreSQL indexes them)");
         }
         Ok(())
+    }
+}
+
+/// The `[http]` configuration section: every service's server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub max_concurrent_requests: usize,
+    pub retry_after_secs: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            max_concurrent_requests: 512,
+            retry_after_secs: 1,
+        }
     }
 }
 
@@ -161,6 +189,8 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Largest file of a multipart upload (`POST /products`).
     pub max_upload_file_bytes: usize,
+    /// Most events in one `POST /events`.
+    pub max_events_per_request: usize,
 }
 
 /// The merged configuration sources, from which sections are read.

@@ -4,7 +4,9 @@
 //! The `dlq.*` headers are this module's alone: ones the message arrived
 //! with are dropped, so a record cannot bring its own reason.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -112,7 +114,17 @@ impl DeadLetters {
             .map_err(|(err, _)| err)
             .context("writing to the dead-letter topic")?;
         metrics::counter!("kappa_dlq_messages_total", "code" => code.to_owned()).increment(1);
-        tracing::warn!(reason, "message dead-lettered");
+        static SAMPLER: Sampler = Sampler::new(SAMPLE_WINDOW);
+        SAMPLER.log(Instant::now(), code, |more| match more {
+            None => tracing::warn!(
+                code,
+                reason,
+                "message dead-lettered (a sample: the rest of the interval is counted)"
+            ),
+            Some(counts) => {
+                tracing::warn!(?counts, "more messages dead-lettered in the last interval")
+            }
+        });
         Ok(())
     }
 
@@ -171,4 +183,85 @@ pub fn header_str<'a, H: Headers>(headers: &'a H, name: &str) -> Option<&'a str>
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// How often a flood of dead letters is summarised in the log.
+pub(crate) const SAMPLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Logs one record per interval in full (a sample) and counts the rest by
+/// code; the counts are logged with the first record of a later interval.
+/// A poison flood of 5,000 records is then a few lines, not 5,000.
+pub(crate) struct Sampler {
+    window: Duration,
+    state: Mutex<SampleState>,
+}
+
+struct SampleState {
+    started: Option<Instant>,
+    suppressed: BTreeMap<String, u64>,
+}
+
+impl Sampler {
+    pub(crate) const fn new(window: Duration) -> Self {
+        Self {
+            window,
+            state: Mutex::new(SampleState {
+                started: None,
+                suppressed: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// Notes a record with `code` at `now`; calls `emit(Some(counts))` for
+    /// what an ended interval suppressed, then `emit(None)` if this record
+    /// is the new interval's sample.
+    pub(crate) fn log(
+        &self,
+        now: Instant,
+        code: &str,
+        mut emit: impl FnMut(Option<&BTreeMap<String, u64>>),
+    ) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let open = state
+            .started
+            .is_some_and(|started| now.duration_since(started) < self.window);
+        if open {
+            *state.suppressed.entry(code.to_owned()).or_default() += 1;
+            return;
+        }
+        if !state.suppressed.is_empty() {
+            emit(Some(&state.suppressed));
+            state.suppressed.clear();
+        }
+        state.started = Some(now);
+        emit(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_one_sample_and_one_count_per_interval() {
+        let sampler = Sampler::new(Duration::from_secs(10));
+        let start = Instant::now();
+        let mut lines = Vec::new();
+        for i in 0..5000u64 {
+            let at = start + Duration::from_millis(i * 3); // 15 s of records
+            let code = if i % 2 == 0 {
+                "invalid_json"
+            } else {
+                "refused"
+            };
+            sampler.log(at, code, |more| lines.push(more.cloned()));
+        }
+        // Two intervals: a sample each, and between them the first's count.
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0], None);
+        let counts = lines[1].clone().unwrap();
+        assert_eq!(counts.values().sum::<u64>(), 3333, "{counts:?}");
+        assert_eq!(counts["refused"], 1667, "{counts:?}");
+        assert_eq!(lines[2], None);
+    }
 }

@@ -4,6 +4,7 @@
 //! migrations, and the HTTP scaffolding (health, readiness, metrics, auth,
 //! JSON errors).
 
+pub mod catalogue;
 pub mod claim_check;
 pub mod config;
 pub mod consume;

@@ -39,6 +39,10 @@ pub struct Relay {
 impl Relay {
     /// Publishes until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        crate::catalogue::zero(
+            "kappa_outbox_failures_total",
+            &[("outbox", self.table.into())],
+        );
         let mut backoff = Duration::from_millis(100);
         loop {
             let published = match self.publish_some().await {

@@ -3,6 +3,7 @@
 //! metrics from scratch, and serves the newest successful run.
 
 pub mod aggregate;
+pub mod daily;
 mod page;
 mod routes;
 pub mod runner;
@@ -31,9 +32,9 @@ pub struct DashboardConfig {
     pub keep_runs: i64,
     /// Cron schedule of replays, with seconds (`sec min hour day month weekday`); empty: none.
     pub schedule: String,
-    /// Replay once this many bytes were appended since the last successful run; 0: off.
+    /// Replay once this many bytes were appended since the last successful full run; 0: off.
     pub threshold_bytes: u64,
-    /// Replay once this many records were appended since the last successful run; 0: off.
+    /// Replay once this many records were appended since the last successful full run; 0: off.
     pub threshold_events: u64,
     /// How often the threshold is checked.
     pub check_interval_ms: u64,
@@ -83,6 +84,7 @@ impl Application {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let pool = shared::db::connect(&settings.database).await?;
+        shared::catalogue::zero("kappa_replay_failures_total", &[]);
         let registry = runner::Registry::default();
         let wake = Arc::new(Notify::new());
         let schedule = config.schedule()?;

@@ -1,6 +1,7 @@
 //! `POST /api/replays` (token), `GET /api/replays`, `GET /api/replays/{id}`,
-//! `GET /api/metrics/daily?from=&to=`, `GET /api/products/top?day=&by=&limit=`.
-//! Metrics answers name the run and offsets they come from.
+//! `GET /api/metrics/daily?from=&to=&run=`, `GET /api/products/top?day=&by=&limit=&run=`.
+//! Metrics answers name the run and offsets they come from: the current run
+//! (the newest successful full replay) unless `run` names another.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::http::{self, Admin, ApiError, Path, Query};
 
-use crate::aggregate::{conversion, Day};
+use crate::aggregate::conversion;
+use crate::daily::Daily;
 use crate::store::{self, By, Run, RunState, Trigger};
 use crate::AppState;
 
@@ -60,9 +62,38 @@ async fn start_mapreduce(
 pub struct ReplayRequest {
     /// "earliest" or an RFC 3339 time.
     from: String,
-    to: Option<DateTime<Utc>>,
+    /// An RFC 3339 time; none: up to the end offsets at the start.
+    to: Option<String>,
 }
 
+/// A replay bound as a time. Kafka timestamps start at the Unix epoch, and
+/// the broker's offsets-for-times lookup reads negative ones as sentinels
+/// (-1 latest, -2 earliest), so a time before 1970 is refused here rather
+/// than read as something else or failed later with the client library's text.
+fn replay_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    let invalid = |problem: String| {
+        ApiError::bad_request("invalid_range", format!("`{field}` {problem}")).with("field", field)
+    };
+    let time = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| {
+            let earliest = if field == "from" {
+                "\"earliest\" or "
+            } else {
+                ""
+            };
+            invalid(format!("must be {earliest}an RFC 3339 time: {e}"))
+        })?
+        .with_timezone(&Utc);
+    if time < DateTime::UNIX_EPOCH {
+        return Err(invalid(format!(
+            "({time}) is before 1970-01-01T00:00:00Z, where event times on the stream begin"
+        )));
+    }
+    Ok(time)
+}
+
+/// Queues a replay. Only a full one (from "earliest", no `to`) becomes
+/// current when it succeeds; a custom range is stored under its id.
 async fn start_replay(
     _: Admin,
     State(s): State<AppState>,
@@ -70,35 +101,33 @@ async fn start_replay(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let from = match request.from.as_str() {
         "earliest" => None,
-        time => Some(
-            DateTime::parse_from_rfc3339(time)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_from",
-                        format!("`from` must be \"earliest\" or an RFC 3339 time: {e}"),
-                    )
-                })?,
-        ),
+        time => Some(replay_time("from", time)?),
     };
-    if let (Some(from), Some(to)) = (from, request.to) {
+    let to = request
+        .to
+        .as_deref()
+        .map(|t| replay_time("to", t))
+        .transpose()?;
+    if let (Some(from), Some(to)) = (from, to) {
         if to <= from {
             return Err(ApiError::bad_request(
                 "invalid_range",
-                "`to` must be after `from`",
-            ));
+                format!("`to` ({to}) must be after `from` ({from})"),
+            )
+            .with("field", "to"));
         }
     }
-    let id = store::enqueue(&s.pool, Trigger::Manual, from, request.to).await?;
+    let id = store::enqueue(&s.pool, Trigger::Manual, from, to).await?;
     s.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "state": "queued"})),
+        Json(json!({"id": id, "state": "queued", "full": from.is_none() && to.is_none()})),
     ))
 }
 
-/// A run with its live progress (for a running one) or its final numbers.
-fn describe(run: Run, s: &AppState) -> Value {
+/// A run with its live progress (for a running one) or its final numbers,
+/// and whether it is the run served by default.
+fn describe(run: Run, current: Option<i64>, s: &AppState) -> Value {
     let progress = s
         .registry
         .lock()
@@ -112,13 +141,16 @@ fn describe(run: Run, s: &AppState) -> Value {
         (None, _) => json!({"fraction": 0.0}),
     };
     value["progress"] = progress;
+    value["full"] = json!(run.is_full());
+    value["current"] = json!(current == Some(run.id));
     value
 }
 
 async fn list_replays(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let list = store::list(&s.pool, 50).await?;
+    let current = store::current_id(&s.pool).await?;
     Ok(Json(
-        json!({"runs": list.into_iter().map(|r| describe(r, &s)).collect::<Vec<_>>()}),
+        json!({"runs": list.into_iter().map(|r| describe(r, current, &s)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -129,13 +161,25 @@ async fn get_replay(
     let run = store::get(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no replay run {id}")))?;
-    Ok(Json(describe(run, &s)))
+    let current = store::current_id(&s.pool).await?;
+    Ok(Json(describe(run, current, &s)))
 }
 
-async fn current(s: &AppState) -> Result<Run, ApiError> {
-    store::current(&s.pool).await?.ok_or_else(|| {
-        ApiError::not_found("no replay has succeeded yet; start one with POST /api/replays")
-    })
+/// The run whose results answer: the one named, or the current one.
+async fn served(s: &AppState, run: Option<i64>) -> Result<Run, ApiError> {
+    let Some(id) = run else {
+        return store::current(&s.pool).await?.ok_or_else(|| {
+            ApiError::not_found("no replay has succeeded yet; start one with POST /api/replays")
+        });
+    };
+    match store::get(&s.pool, id).await? {
+        Some(run) if run.state == RunState::Succeeded => Ok(run),
+        Some(run) => Err(ApiError::not_found(format!(
+            "replay run {id} has no results (it is {})",
+            run.state.as_str()
+        ))),
+        None => Err(ApiError::not_found(format!("no replay run {id}"))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -143,48 +187,33 @@ async fn current(s: &AppState) -> Result<Run, ApiError> {
 pub struct Range {
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
+    /// A run's id; none: the current run.
+    run: Option<i64>,
 }
 
+/// The days of a range (see [`crate::daily`] for the default range and
+/// what totals hold).
 async fn daily(
     State(s): State<AppState>,
     Query(range): Query<Range>,
 ) -> Result<Json<Value>, ApiError> {
-    let run = current(&s).await?;
+    let run = served(&s, range.run).await?;
     let stored = store::stored_days(&s.pool, run.id).await?;
-    let first = range.from.or_else(|| stored.keys().next().copied());
-    let last = range.to.or_else(|| stored.keys().next_back().copied());
-    let mut days = Vec::new();
-    let mut totals = Day::default();
-    if let (Some(first), Some(last)) = (first, last) {
-        if last < first {
-            return Err(ApiError::bad_request(
-                "invalid_range",
-                "`to` must not be before `from`",
-            ));
-        }
-        if (last - first).num_days() > 3660 {
-            return Err(ApiError::bad_request(
-                "invalid_range",
-                "at most ten years of days per request",
-            ));
-        }
-        // Every day of the range, zeros included.
-        for date in first.iter_days().take_while(|d| *d <= last) {
-            let day = stored.get(&date).cloned().unwrap_or_default();
-            totals.views += day.views;
-            totals.clicks += day.clicks;
-            totals.add_to_cart += day.add_to_cart;
-            totals.purchases += day.purchases;
-            totals.revenue_cents += day.revenue_cents;
+    let daily = Daily::new(range.from, range.to, &stored)
+        .map_err(|e| ApiError::bad_request("invalid_range", e.message).with("field", e.field))?;
+    let days: Vec<Value> = daily
+        .every_day()
+        .map(|(date, day)| {
             let mut value = json!(day);
             value["day"] = json!(date);
             value["conversion"] = json!(conversion(&day));
-            days.push(value);
-        }
-    }
+            value
+        })
+        .collect();
     Ok(Json(json!({
         "run_id": run.id, "start_offsets": run.start_offsets, "end_offsets": run.end_offsets,
-        "days": days, "totals": totals,
+        "from": daily.range.map(|r| r.0), "to": daily.range.map(|r| r.1),
+        "days": days, "totals": daily.totals(),
     })))
 }
 
@@ -194,6 +223,8 @@ pub struct TopQuery {
     day: NaiveDate,
     by: By,
     limit: Option<i64>,
+    /// A run's id; none: the current run.
+    run: Option<i64>,
 }
 
 async fn top_products(
@@ -207,7 +238,7 @@ async fn top_products(
             format!("`limit` must be between 1 and {}", crate::aggregate::TOP),
         ));
     }
-    let run = current(&s).await?;
+    let run = served(&s, q.run).await?;
     let rows = store::top_products(&s.pool, run.id, q.day, q.by, limit).await?;
     let items: Vec<Value> = rows
         .into_iter()

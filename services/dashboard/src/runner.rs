@@ -1,8 +1,8 @@
 //! Runs queued replays one at a time across every dashboard instance: the
 //! runner that holds the Postgres advisory lock takes queued runs oldest
 //! first; the others wait. A run reads its snapshotted range, aggregates, and
-//! stores its results and becomes current in one transaction, or is marked
-//! failed and changes nothing that is served.
+//! stores its results (and, when it is a full replay, becomes current) in one
+//! transaction, or is marked failed and changes nothing that is served.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -177,7 +177,7 @@ impl Runner {
             rejected,
             bytes: read.bytes(),
         };
-        store::succeed(&self.pool, run.id, &results, counts, self.keep_runs).await?;
+        store::succeed(&self.pool, run, &results, counts, self.keep_runs).await?;
         Ok((events, events + rejected))
     }
 }

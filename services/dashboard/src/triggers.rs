@@ -1,5 +1,5 @@
 //! What starts a replay besides a request: a cron schedule, and a threshold
-//! of new data on the topic since the last successful run (the classic
+//! of new data on the topic since the last successful full run (the classic
 //! batching rule, "every 100 MB or every night"). Automatic triggers coalesce
 //! in the database (one waiting automatic run at most, across instances), so
 //! a trigger that fires during a run is served once, after it.
@@ -30,7 +30,7 @@ pub struct TriggerStatus {
     /// Threshold checks done since start-up.
     pub checks: u64,
     pub last_check_at: Option<DateTime<Utc>>,
-    /// Records appended since the last successful run, at the last check
+    /// Records appended since the last successful full run, at the last check
     /// (`None` while a run was queued or running).
     pub new_records: Option<u64>,
     /// Their estimated size in bytes.
@@ -122,7 +122,7 @@ impl Triggers {
         }
     }
 
-    /// Records and (estimated) bytes appended since the last successful run;
+    /// Records and (estimated) bytes appended since the last successful full run;
     /// `None` while a run is queued or running.
     async fn new_data(&self) -> anyhow::Result<Option<(u64, u64)>> {
         if store::busy(&self.pool).await? {

@@ -219,12 +219,15 @@ async fn metrics_equal_an_independent_count_and_replays_agree() {
     assert_eq!(metrics_again["run_id"], again["id"]);
     assert_eq!(without_run(metrics_again), without_run(metrics.clone()));
 
-    // From a time: only what came after it.
+    // From a time: only what came after it, served by the run's id (a
+    // custom range never becomes current).
     let (later, _) = service
         .replay(json!({"from": format!("{}T00:00:00Z", DAYS[1])}))
         .await;
     assert_eq!(later["state"], "succeeded");
-    let (_, from_day1) = service.get("/api/metrics/daily").await;
+    let (_, from_day1) = service
+        .get(&format!("/api/metrics/daily?run={}", later["id"]))
+        .await;
     let first_day = &from_day1["days"][0];
     assert_eq!(first_day["day"], DAYS[1]);
     let after: u64 = expected

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
+use shared::claim_check::sweep::Sweeper;
 use shared::claim_check::ClaimStore;
 use shared::config::{HttpConfig, Settings};
+use shared::event::ParseError;
 use shared::http::Readiness;
 use shared::kafka_batch::BatchProducer;
 use shared::shutdown::CancellationToken;
@@ -28,6 +30,7 @@ pub struct AppState {
     pub claims: ClaimStore,
     /// `POST /products`: the largest file accepted (413 beyond it).
     pub max_file_bytes: usize,
+    pub max_events: usize,
 }
 
 /// A built gateway, bound to its port, not yet serving.
@@ -49,12 +52,20 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let pool = shared::db::connect(&settings.database).await?;
         let producer = BatchProducer::new(&settings.kafka)?;
+        for reason in ParseError::CODES.into_iter().chain(["too_large"]) {
+            shared::catalogue::zero(
+                "kappa_gateway_events_rejected_total",
+                &[("reason", reason.to_owned())],
+            );
+        }
+        shared::catalogue::zero("kappa_gateway_events_failed_total", &[]);
         let claims = ClaimStore::new(pool.clone());
         let publisher = Publisher::new(producer, claims.clone(), &settings);
         let state = AppState {
             publisher: Arc::new(publisher),
             claims,
             max_file_bytes: http.max_upload_file_bytes,
+            max_events: http.max_events_per_request,
         };
         let readiness = Readiness::default()
             .postgres(pool)
@@ -91,11 +102,16 @@ impl Application {
         let cc = &self.settings.claim_check;
         tracing::info!(addr = %self.addr(), topic = %self.settings.kafka.events_topic, "gateway listening");
         let mut tasks = Tasks::new(self.shutdown.clone());
+        let sweeper = Sweeper {
+            store: self.state.claims.clone(),
+            kafka: self.settings.kafka.clone(),
+            topic: self.settings.kafka.events_topic.clone(),
+            grace: Duration::from_secs(cc.grace_secs),
+        };
         tasks.spawn(
             "claim-sweeper",
-            self.state.claims.clone().sweep_until(
+            sweeper.run(
                 Duration::from_secs(cc.sweep_interval_secs),
-                Duration::from_secs(cc.grace_secs),
                 self.shutdown.clone(),
             ),
         );

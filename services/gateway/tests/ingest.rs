@@ -115,15 +115,7 @@ async fn ops_endpoints_answer() {
     assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
     app.post_ndjson("{\"type\":\"page_access\",\"page\":\"/\"}\n")
         .await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.scrape().await;
     assert!(metrics.contains("kappa_http_requests_total"), "{metrics}");
     assert!(
         metrics.contains("kappa_gateway_events_produced_total"),

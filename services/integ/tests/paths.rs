@@ -21,6 +21,7 @@ async fn gateway(env: &TestEnv) -> Running {
         addr: "127.0.0.1:0".parse().unwrap(),
         body_limit_bytes: 1 << 20,
         max_upload_file_bytes: 1 << 20,
+        max_events_per_request: 100_000,
     };
     let app = gateway::Application::build(env.settings.clone(), http, shutdown.clone())
         .await

@@ -7,7 +7,7 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use shared::config::KafkaConfig;
@@ -63,7 +63,7 @@ pub fn count_file(path: &str) -> anyhow::Result<Counted> {
 
 /// Every record of `topic` now (low to high watermark, every partition).
 pub fn count_topic(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Counted> {
-    let reader: BaseConsumer = crate::map::chunk_reader(kafka)?;
+    let reader = crate::map::chunk_reader(kafka)?;
     let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut assignment = TopicPartitionList::new();
     let mut ends = HashMap::new();

@@ -20,6 +20,7 @@ use shared::config::KafkaConfig;
 use shared::consume::Received;
 use shared::dlq::header;
 use shared::event::{ChunkDone, Envelope, Event, EventBody, EventType, MapTask, PageCount};
+use shared::kafka::ReaderContext;
 use shared::worker::{KafkaTransactions, Output, Outputs, Worker};
 use sqlx::PgPool;
 
@@ -30,12 +31,16 @@ const READ_DEADLINE: Duration = Duration::from_secs(120);
 
 pub struct Mapper {
     pub pool: PgPool,
-    pub reader: Arc<BaseConsumer>,
+    pub reader: Arc<ChunkReader>,
     pub dlq_topic: String,
 }
 
+/// A consumer reading chunks by assignment (no group, no commits). Its
+/// context keeps the expected end-of-partition events out of the error log.
+pub type ChunkReader = BaseConsumer<ReaderContext>;
+
 /// A consumer for reading chunks by assignment (no group, no commits).
-pub fn chunk_reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
+pub fn chunk_reader(kafka: &KafkaConfig) -> anyhow::Result<ChunkReader> {
     let mut config = shared::kafka::client_config(kafka);
     config
         .set("group.id", "pagecount-chunk-reader")
@@ -43,11 +48,13 @@ pub fn chunk_reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
         .set("enable.partition.eof", "true")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760");
-    config.create().context("creating the chunk reader")
+    config
+        .create_with_context(ReaderContext::new("chunk-reader"))
+        .context("creating the chunk reader")
 }
 
 /// The chunk's records as (offset, bytes).
-fn read_chunk(reader: &BaseConsumer, task: &MapTask) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
+fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&task.topic, task.partition, Offset::Offset(task.start))?;
     reader.assign(&assignment)?;

@@ -113,6 +113,38 @@ async fn counts_equal_an_independent_count_and_every_line_is_counted_or_dead_let
         "{job}"
     );
     assert_eq!(world.pages(&coordinator, plain).await, expected);
+
+    // The logs an operator reads: the mapper's chunk reader reaching the end
+    // of a partition is not an error, no line carries a path of the build
+    // machine, and the coordinator logs each request with its id.
+    let map_log = std::fs::read_to_string(&_map.log).unwrap();
+    for line in map_log.lines() {
+        assert!(!line.contains("PartitionEOF"), "{line}");
+        assert!(!line.contains("\"level\":\"ERROR\""), "{line}");
+        assert!(
+            !line.contains("/.cargo/") && !line.contains("log.file"),
+            "{line}"
+        );
+    }
+    let coordinator_log = std::fs::read_to_string(&coordinator.log).unwrap();
+    let access: Vec<serde_json::Value> = coordinator_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "access" && l["path"] == "/jobs" && l["method"] == "POST")
+        .collect();
+    assert_eq!(
+        access.len(),
+        2,
+        "one access line per POST /jobs:\n{coordinator_log}"
+    );
+    for line in &access {
+        assert_eq!(line["status"], 202, "{line}");
+        assert!(
+            line["request_id"].as_str().is_some_and(|id| id.len() >= 32),
+            "{line}"
+        );
+        assert!(line["latency_ms"].as_f64().is_some(), "{line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -75,6 +75,13 @@ impl Application {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let pool = shared::db::connect(&settings.database).await?;
+        shared::catalogue::zero("kappa_recommendation_event_time_clamped_total", &[]);
+        for table in ["rec_users", "rec_cooc", "rec_popularity"] {
+            shared::catalogue::zero(
+                "kappa_recommendation_bad_entries_total",
+                &[("table", table.to_owned())],
+            );
+        }
         let state = AppState {
             pool: pool.clone(),
             consumer: config.group.clone(),

@@ -7,6 +7,14 @@
 //!   with a fixed landmark `t0`. Scores never need rewriting as time passes;
 //!   newer evidence simply weighs more, and dividing by `2^((now - t0) /
 //!   half_life)` at query time gives today's decayed value.
+//! - Scores are kept as their base-2 logarithm (`log2(w) + (t - t0) /
+//!   half_life`) and added with log-sum-exp. Linear forward-decay factors
+//!   underflow to 0 a few decades before the landmark and overflow a few
+//!   decades after it, so a backfill of old data would score all zero; a
+//!   log-score is finite for every representable time, and the ranking of a
+//!   dataset does not change when all its times shift by the same amount.
+//!   Queries subtract the newest event's log-factor: decay is relative to the
+//!   stream's own time, not to the wall clock or the landmark.
 //! - Per user: the last `RECENT` distinct products (with their weights) and
 //!   the last `PURCHASED` purchases (excluded from recommendations).
 //! - Per product: co-occurrence scores with other products. An interaction with
@@ -44,9 +52,30 @@ pub fn action_weight(action: Action) -> f64 {
     }
 }
 
-/// The forward-decay factor of time `t`: `2^((t - t0) / half_life)`.
-pub fn growth(t: DateTime<Utc>, half_life_secs: f64) -> f64 {
-    (((t.timestamp() - LANDMARK_SECS) as f64) / half_life_secs).exp2()
+/// `log2` of the forward-decay factor of time `t`: `(t - t0) / half_life`.
+/// Finite for every time chrono can represent (at most about 10^7 for a
+/// one-day half-life).
+pub fn log_growth(t: DateTime<Utc>, half_life_secs: f64) -> f64 {
+    ((t.timestamp() - LANDMARK_SECS) as f64 + f64::from(t.timestamp_subsec_millis()) / 1e3)
+        / half_life_secs
+}
+
+/// The log-score of one action at time `t`: `log2(weight * growth(t))`.
+pub fn log_weight(action: Action, t: DateTime<Utc>, half_life_secs: f64) -> f64 {
+    action_weight(action).log2() + log_growth(t, half_life_secs)
+}
+
+/// `log2(2^a + 2^b)` without leaving log space (no overflow, no underflow
+/// of the larger term). Commutative bit for bit.
+pub fn log_add(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    hi + (lo - hi).exp2().ln_1p() * std::f64::consts::LOG2_E
+}
+
+/// A log-score as a linear score relative to the log-factor `now`
+/// (the newest event's): `2^(score - now)`.
+pub fn linear(log_score: f64, now: f64) -> f64 {
+    (log_score - now).exp2()
 }
 
 /// Maps keyed by product or user id: foldhash is several times faster than
@@ -56,7 +85,7 @@ pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 /// What the model remembers of one user.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserState {
-    /// Distinct products, oldest first, with their latest forward-decayed weight.
+    /// Distinct products, oldest first, with the log-score of their strongest action.
     pub recent: Vec<(String, f64)>,
     /// Purchased products, oldest first.
     pub purchased: Vec<String>,
@@ -64,18 +93,28 @@ pub struct UserState {
     pub dirty: bool,
 }
 
-/// A product's co-occurrence scores with other products.
+/// A product's co-occurrence log-scores with other products.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Neighbors {
     pub scores: Map<String, f64>,
     pub dirty: bool,
 }
 
-/// A product's decayed popularity.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// A product's decayed popularity (a log-score).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Popularity {
     pub score: f64,
     pub dirty: bool,
+}
+
+impl Default for Popularity {
+    /// No interaction yet: `log2(0)`, the identity of `log_add`.
+    fn default() -> Self {
+        Self {
+            score: f64::NEG_INFINITY,
+            dirty: false,
+        }
+    }
 }
 
 /// One partition's model; entries changed since the last save are flagged.
@@ -105,7 +144,7 @@ impl PartitionModel {
         half_life_secs: f64,
     ) -> Result<(), Refused> {
         let product = interaction.product_id.as_str();
-        let weight = action_weight(interaction.action) * growth(ts, half_life_secs);
+        let weight = log_weight(interaction.action, ts, half_life_secs);
         if !weight.is_finite() {
             return Err(Refused::new(
                 "refused",
@@ -119,7 +158,7 @@ impl PartitionModel {
                 let neighbors = slot(&mut self.cooc, a);
                 match neighbors.scores.get_mut(b) {
                     Some(score) => {
-                        *score += weight;
+                        *score = log_add(*score, weight);
                         if !score.is_finite() {
                             return Err(Refused::new(
                                 "refused",
@@ -160,7 +199,7 @@ impl PartitionModel {
         user.dirty = true;
 
         let popularity = slot(&mut self.popularity, product);
-        popularity.score += weight;
+        popularity.score = log_add(popularity.score, weight);
         popularity.dirty = true;
         if !popularity.score.is_finite() {
             return Err(Refused::new(
@@ -211,11 +250,30 @@ mod tests {
         "2026-01-01T00:00:00Z".parse().unwrap()
     }
 
+    fn close(log_score: f64, want: f64) -> bool {
+        (linear(log_score, 0.0) - want).abs() < 1e-9 * want
+    }
+
     #[test]
     fn forward_decay_halves_per_half_life() {
         let later = t0() + chrono::TimeDelta::days(7);
-        assert_eq!(growth(t0(), 7.0 * DAY), 1.0);
-        assert_eq!(growth(later, 7.0 * DAY), 2.0);
+        assert_eq!(log_growth(t0(), 7.0 * DAY), 0.0);
+        assert_eq!(log_growth(later, 7.0 * DAY), 1.0);
+        assert_eq!(log_weight(Action::Purchase, later, 7.0 * DAY), 4.0);
+    }
+
+    #[test]
+    fn log_scores_add_without_overflow_or_underflow() {
+        assert!(close(log_add(3.0_f64.log2(), 5.0_f64.log2()), 8.0));
+        assert_eq!(log_add(f64::NEG_INFINITY, 2.0), 2.0);
+        assert_eq!(log_add(1e7, 1e7), 1e7 + 1.0);
+        assert_eq!(log_add(-1e7, -1e7), -1e7 + 1.0);
+        assert_eq!(log_add(2.5, -7.0), log_add(-7.0, 2.5));
+        // Decades away from the landmark, both ends stay finite.
+        for t in ["1970-01-01T00:00:00Z", "2262-04-11T00:00:00Z"] {
+            let t: DateTime<Utc> = t.parse().unwrap();
+            assert!(log_weight(Action::View, t, 7.0 * DAY).is_finite());
+        }
     }
 
     #[test]
@@ -228,15 +286,53 @@ mod tests {
         m.apply(&event("u1", "a", Action::Click), t0(), 7.0 * DAY)
             .unwrap();
         // b pairs with a at weight 8; the click on a pairs with b at 2.
-        assert_eq!(m.cooc["a"].scores["b"], 10.0);
-        assert_eq!(m.cooc["b"].scores["a"], 10.0);
+        assert!(close(m.cooc["a"].scores["b"], 10.0));
+        assert_eq!(m.cooc["a"].scores["b"], m.cooc["b"].scores["a"]);
         let user = &m.users["u1"];
         assert_eq!(
             user.recent,
-            vec![("b".to_string(), 8.0), ("a".to_string(), 2.0)]
+            vec![("b".to_string(), 3.0), ("a".to_string(), 1.0)]
         );
         assert_eq!(user.purchased, vec!["b".to_string()]);
-        assert_eq!(m.popularity["a"].score, 3.0);
+        assert!(close(m.popularity["a"].score, 3.0));
+    }
+
+    /// The same interactions, all shifted by the same span of time, rank
+    /// the same: decades before or after the landmark included.
+    #[test]
+    fn a_shifted_dataset_ranks_the_same() {
+        let ranking = |shift: chrono::TimeDelta| {
+            let mut m = PartitionModel::default();
+            let day = chrono::TimeDelta::days(1);
+            let events = [
+                ("u1", "a", Action::View, 0),
+                ("u1", "b", Action::Purchase, 1),
+                ("u2", "a", Action::Click, 3),
+                ("u2", "c", Action::View, 20),
+                ("u3", "c", Action::AddToCart, 30),
+                ("u3", "a", Action::View, 31),
+            ];
+            for (user, product, action, days) in events {
+                let t = t0() + shift + day * days;
+                m.apply(&event(user, product, action), t, 7.0 * DAY)
+                    .unwrap();
+            }
+            let mut popular: Vec<(String, f64)> = m
+                .popularity
+                .iter()
+                .map(|(k, p)| (k.clone(), p.score))
+                .collect();
+            rank(&mut popular);
+            let mut similar: Vec<(String, f64)> = m.cooc["a"].scores.clone().into_iter().collect();
+            rank(&mut similar);
+            let names = |v: Vec<(String, f64)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+            (names(popular), names(similar))
+        };
+        let now = ranking(chrono::TimeDelta::zero());
+        assert_eq!(now.0, ["c", "a", "b"]);
+        assert_eq!(now.1, ["c", "b"]);
+        assert_eq!(ranking(-chrono::TimeDelta::days(365 * 30)), now);
+        assert_eq!(ranking(chrono::TimeDelta::days(365 * 20)), now);
     }
 
     #[test]

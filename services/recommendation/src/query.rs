@@ -8,14 +8,27 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::model::{growth, rank};
+use crate::model::{linear, log_add, log_growth, rank};
 use crate::store::{finite_scores, products, Json};
 
-/// One recommended product.
+/// Where a recommended product comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Engaged with together with the user's recent products (co-occurrence).
+    Similar,
+    /// A popular product filling up a thin history.
+    Popular,
+}
+
+/// One recommended product. `score` is relative to the newest event's time
+/// (an interaction weight of 1 at that instant scores 1); scores of
+/// different sources are on different scales and not comparable.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scored {
     pub product_id: String,
     pub score: f64,
+    pub source: Source,
 }
 
 /// How fresh an answer is.
@@ -42,12 +55,35 @@ pub async fn as_of(pool: &PgPool, consumer: &str, topic: &str) -> sqlx::Result<A
     })
 }
 
-/// Scores are reported in units of the newest event's time, so they are
-/// the same whichever instance answers and whenever.
-fn scale(as_of: &AsOf, half_life_secs: f64) -> f64 {
+/// The stream's "now" as a log-factor: the newest event's. Scores are
+/// reported relative to it, so they are the same whichever instance answers
+/// and whenever, and a backfill from 1990 scores like today's data.
+fn now(as_of: &AsOf, half_life_secs: f64) -> f64 {
     as_of
         .last_event_at
-        .map_or(1.0, |t| growth(t, half_life_secs))
+        .map_or(0.0, |t| log_growth(t, half_life_secs))
+}
+
+/// Log-scores ranked (best first, ties by product id), cut to `limit` and
+/// made linear relative to `now`.
+fn top(scores: HashMap<String, f64>, limit: usize, now: f64, source: Source) -> Vec<Scored> {
+    let mut ranked: Vec<(String, f64)> = scores.into_iter().collect();
+    rank(&mut ranked);
+    ranked.truncate(limit);
+    ranked
+        .into_iter()
+        .map(|(product_id, score)| Scored {
+            product_id,
+            score: linear(score, now),
+            source,
+        })
+        .collect()
+}
+
+/// Adds `score` to the log-score of `item`.
+fn accumulate(scores: &mut HashMap<String, f64>, item: String, score: f64) {
+    let total = scores.entry(item).or_insert(f64::NEG_INFINITY);
+    *total = log_add(*total, score);
 }
 
 /// Recommendations for `user`; `fallback` when popularity had to fill in.
@@ -67,12 +103,12 @@ pub async fn for_user(
     let mut purchased: HashSet<String> = HashSet::new();
     for (r, p) in rows {
         for (item, weight) in finite_scores(&r.0) {
-            let w = recent.entry(item).or_insert(0.0);
+            let w = recent.entry(item).or_insert(f64::NEG_INFINITY);
             *w = w.max(weight);
         }
         purchased.extend(products(&p.0));
     }
-    let f = scale(as_of, half_life_secs);
+    let now = now(as_of, half_life_secs);
     let mut scores: HashMap<String, f64> = HashMap::new();
     if !recent.is_empty() {
         let items: Vec<&str> = recent.keys().map(String::as_str).collect();
@@ -82,20 +118,20 @@ pub async fn for_user(
                 .fetch_all(pool)
                 .await?;
         for (item, neighbors) in rows {
-            let weight = recent[&item] / f;
+            // weight x score, both decayed to now: a product of two factors.
+            let weight = recent[&item] - now;
             for (candidate, score) in finite_scores(&neighbors.0) {
                 if !purchased.contains(&candidate) {
-                    *scores.entry(candidate).or_insert(0.0) += weight * score / f;
+                    accumulate(&mut scores, candidate, weight + score);
                 }
             }
         }
     }
-    let mut ranked: Vec<(String, f64)> = scores.into_iter().collect();
-    rank(&mut ranked);
-    ranked.truncate(limit);
+    // `weight + score - now` was summed above: `now` once more, and linear.
+    let mut ranked = top(scores, limit, now, Source::Similar);
     let fallback = ranked.len() < limit;
     if fallback {
-        let have: HashSet<String> = ranked.iter().map(|(p, _)| p.clone()).collect();
+        let have: HashSet<String> = ranked.iter().map(|s| s.product_id.clone()).collect();
         let skip: HashSet<String> = have.union(&purchased).cloned().collect();
         for item in popular(pool, limit + skip.len(), as_of, half_life_secs).await? {
             if ranked.len() == limit {
@@ -103,20 +139,17 @@ pub async fn for_user(
             }
             if !skip.contains(&item.product_id) {
                 // Popular fill-ins rank after every co-occurrence candidate.
-                ranked.push((item.product_id, 0.0));
+                ranked.push(item);
             }
         }
     }
-    Ok((
-        ranked
-            .into_iter()
-            .map(|(product_id, score)| Scored { product_id, score })
-            .collect(),
-        fallback,
-    ))
+    Ok((ranked, fallback))
 }
 
-/// The most popular products (decayed), all partitions combined.
+/// The most popular products (decayed), all partitions combined: the
+/// per-partition log-scores of a product add up with log-sum-exp in SQL
+/// (a term more than 1,000 halvings below the largest is 0, not an
+/// underflow error).
 pub async fn popular(
     pool: &PgPool,
     limit: usize,
@@ -124,17 +157,20 @@ pub async fn popular(
     half_life_secs: f64,
 ) -> sqlx::Result<Vec<Scored>> {
     let rows: Vec<(String, f64)> = sqlx::query_as(
-        "SELECT item, sum(score) AS s FROM rec_popularity GROUP BY item ORDER BY s DESC, item LIMIT $1",
+        "SELECT item, top + log(2.0, sum(CASE WHEN score - top < -1000 THEN 0 ELSE power(2.0, score - top) END)::numeric)::float8 AS s
+         FROM (SELECT item, score, max(score) OVER (PARTITION BY item) AS top FROM rec_popularity) AS p
+         GROUP BY item, top ORDER BY s DESC, item LIMIT $1",
     )
     .bind(limit as i64)
     .fetch_all(pool)
     .await?;
-    let f = scale(as_of, half_life_secs);
+    let now = now(as_of, half_life_secs);
     Ok(rows
         .into_iter()
         .map(|(product_id, s)| Scored {
             product_id,
-            score: s / f,
+            score: linear(s, now),
+            source: Source::Popular,
         })
         .collect())
 }
@@ -155,17 +191,15 @@ pub async fn similar(
     let mut scores: HashMap<String, f64> = HashMap::new();
     for (neighbors,) in rows {
         for (candidate, score) in finite_scores(&neighbors.0) {
-            *scores.entry(candidate).or_insert(0.0) += score;
+            accumulate(&mut scores, candidate, score);
         }
     }
-    let f = scale(as_of, half_life_secs);
-    let mut ranked: Vec<(String, f64)> = scores.into_iter().map(|(k, v)| (k, v / f)).collect();
-    rank(&mut ranked);
-    ranked.truncate(limit);
-    Ok(ranked
-        .into_iter()
-        .map(|(product_id, score)| Scored { product_id, score })
-        .collect())
+    Ok(top(
+        scores,
+        limit,
+        now(as_of, half_life_secs),
+        Source::Similar,
+    ))
 }
 
 /// Per UTC day counters, all partitions combined.

@@ -62,7 +62,9 @@ impl Worker for Recommender {
             let EventBody::Interaction(interaction) = &event.body else {
                 continue;
             };
-            let Some(ts) = received.ts() else { continue };
+            let Some(ts) = event_time(received) else {
+                continue;
+            };
             let model = self
                 .partitions
                 .get_mut(&received.partition)
@@ -97,5 +99,20 @@ impl Worker for Recommender {
         store::add_daily(tx, &daily).await?;
         store::touch_partitions(tx, &latest).await?;
         Ok(())
+    }
+}
+
+/// The time an interaction counts at: its event time, but never after the
+/// record reached the topic. A producer clock running ahead (within the
+/// parser's allowed skew) would otherwise weigh its events up for as long
+/// as they are remembered; the clamp is counted.
+fn event_time(received: &Received) -> Option<DateTime<Utc>> {
+    let ts = received.ts()?;
+    match received.timestamp {
+        Some(arrival) if ts > arrival => {
+            metrics::counter!("kappa_recommendation_event_time_clamped_total").increment(1);
+            Some(arrival)
+        }
+        _ => Some(ts),
     }
 }

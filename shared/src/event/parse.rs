@@ -44,6 +44,21 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// Every [`ParseError::code`].
+    pub const CODES: [&'static str; 11] = [
+        "invalid_json",
+        "not_an_object",
+        "missing_type",
+        "unknown_type",
+        "missing_field",
+        "unknown_field",
+        "duplicate_field",
+        "invalid_field",
+        "unexpected_claim_check",
+        "ts_in_future",
+        "ts_too_old",
+    ];
+
     /// A stable machine-readable reason, for DLQ headers, metrics and HTTP errors.
     pub fn code(&self) -> &'static str {
         match self {

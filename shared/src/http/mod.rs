@@ -1,19 +1,29 @@
 //! HTTP scaffolding every service shares: the ops endpoints (`/healthz`,
 //! `/readyz`, `/metrics`), bearer-token auth, one JSON error type, request
-//! metrics, a JSON 404, and graceful serving.
+//! metrics, a JSON 404, request limits (`limits`), and graceful serving.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod ops;
 
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::Admin;
 pub use error::ApiError;
 pub use extract::{Json, Path, Query};
+pub use limits::HttpLimits;
 pub use ops::Readiness;
 
 /// Adds the ops endpoints, the admin token (for the [`Admin`] extractor),
@@ -33,17 +43,57 @@ pub fn finish(
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::Extension(auth::AdminToken(token)))
+        .layer(axum::middleware::from_fn(limits::guard))
         .layer(axum::middleware::from_fn(ops::track))
 }
 
 /// Serves `router` until `shutdown`; in-flight requests finish first.
+/// HTTP/1.1 with a header read timeout (`[http] header_timeout_ms`): a
+/// client that trickles its request line and headers is disconnected
+/// instead of holding the connection (hyper answers nothing then; the body
+/// deadline, once headers are in, answers 408).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HttpLimits::get().header_timeout());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, for one: back off, keep serving.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let mut router = router.clone();
+            async move {
+                Ok::<_, Infallible>(
+                    tower::Service::call(&mut router, request.map(Body::new))
+                        .await
+                        .unwrap_or_else(|never| match never {}),
+                )
+            }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `/healthz` (the process answers), `/readyz` (its dependencies answer) and
 //! `/metrics` (Prometheus text), plus per-route request metrics.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::future::BoxFuture;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 
+use crate::catalogue;
 use crate::config::KafkaConfig;
 
 type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -123,20 +123,8 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ])
-            .expect("static buckets are valid")
-            .install_recorder()
-            .expect("no other metrics recorder is installed")
-    })
-}
+/// The process-wide Prometheus recorder ([`catalogue::handle`]).
+pub use catalogue::handle as metrics_handle;
 
 async fn render_metrics() -> impl IntoResponse {
     let handle = metrics_handle();
@@ -171,6 +159,7 @@ pub async fn track(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
     let started = Instant::now();
     let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
     if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
@@ -181,8 +170,17 @@ pub async fn track(request: Request, next: Next) -> Response {
         ("method", method),
         ("status", response.status().as_u16().to_string()),
     ];
+    let elapsed = started.elapsed();
+    // The access log: probes and scrapes at debug, everything else at info.
+    let status = response.status().as_u16();
+    let latency_ms = elapsed.as_secs_f64() * 1e3;
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        tracing::debug!(target: "access", method = labels[1].1, path, status, latency_ms, request_id = id, "request");
+    } else {
+        tracing::info!(target: "access", method = labels[1].1, path, status, latency_ms, request_id = id, "request");
+    }
     metrics::counter!("kappa_http_requests_total", &labels).increment(1);
     metrics::histogram!("kappa_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
     response
 }

@@ -77,6 +77,14 @@ where
     drop(consumer);
     tracing::info!(consumer = %options.group, topic = %options.topic, "worker started");
 
+    for failure in [
+        "kappa_sink_events_applied_total",
+        "kappa_sink_dead_lettered_total",
+        "kappa_sink_commit_failures_total",
+        "kappa_sink_fenced_total",
+    ] {
+        crate::catalogue::zero(failure, &[("consumer", options.group.clone())]);
+    }
     let mut applier = Applier {
         committer,
         owned: BTreeMap::new(),
@@ -130,8 +138,7 @@ impl<C> Applier<C> {
             return; // from before a rebalance or a seek
         }
         owned.next = polled.offset + 1;
-        self.batch
-            .push(polled.partition, polled.offset, polled.record);
+        self.batch.push(polled);
         self.health.holding(self.batch.opened);
         self.in_hand.set(self.batch.len() as f64);
     }

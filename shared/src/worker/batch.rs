@@ -16,6 +16,9 @@ pub(crate) struct Polled {
     pub epoch: u64,
     pub partition: i32,
     pub offset: i64,
+    /// When the poll thread fetched it: the record's arrival here, from
+    /// which commit latency is measured (its timestamp is the event time).
+    pub fetched: Instant,
     pub record: Record,
 }
 
@@ -56,6 +59,7 @@ pub(crate) enum Slot {
 pub(crate) struct Entry {
     pub partition: i32,
     pub offset: i64,
+    pub fetched: Instant,
     pub slot: Slot,
 }
 
@@ -80,7 +84,14 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn push(&mut self, partition: i32, offset: i64, record: Record) {
+    pub(crate) fn push(&mut self, polled: Polled) {
+        let Polled {
+            partition,
+            offset,
+            fetched,
+            record,
+            ..
+        } = polled;
         let slot = match record {
             Record::Event(event) => {
                 self.events.push(event);
@@ -99,6 +110,7 @@ impl Batch {
         self.entries.push(Entry {
             partition,
             offset,
+            fetched,
             slot,
         });
         self.opened.get_or_insert_with(Instant::now);
@@ -123,6 +135,11 @@ impl Batch {
         partitions.sort_unstable();
         partitions.dedup();
         partitions
+    }
+
+    /// When each record of `range` was fetched.
+    pub(crate) fn fetched_in(&self, range: Range<usize>) -> impl Iterator<Item = Instant> + '_ {
+        self.entries[range].iter().map(|e| e.fetched)
     }
 
     /// The events of `range` that the worker applies: refused ones left out

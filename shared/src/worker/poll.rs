@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -98,6 +98,7 @@ fn tag(message: &BorrowedMessage<'_>, epoch: u64, wanted: &[bool; EventType::COU
         epoch,
         partition: message.partition(),
         offset: message.offset(),
+        fetched: Instant::now(),
         record,
     }
 }

@@ -15,7 +15,8 @@ use sqlx::PgPool;
 use super::batch::Batch;
 use super::commit::{Backoff, Committed};
 use super::Worker;
-use crate::consume::Rejection;
+use crate::consume::{Received, Rejection};
+use crate::dlq::{Sampler, SAMPLE_WINDOW};
 use crate::shutdown::CancellationToken;
 
 /// What one attempt at a range came to.
@@ -115,7 +116,11 @@ where
                             ranges.push(first);
                         }
                         None => {
-                            tracing::warn!(consumer = %committer.name(), code = rejection.code, reason = %rejection.reason, "event refused; dead-lettering it");
+                            static SAMPLER: Sampler = Sampler::new(SAMPLE_WINDOW);
+                            SAMPLER.log(Instant::now(), rejection.code, |more| match more {
+                                None => tracing::warn!(consumer = %committer.name(), code = rejection.code, reason = %rejection.reason, "event refused; dead-lettering it (a sample: the rest of the interval is counted)"),
+                                Some(counts) => tracing::warn!(consumer = %committer.name(), ?counts, "more events refused in the last interval"),
+                            });
                             metrics::counter!("kappa_sink_refused_total", "consumer" => committer.name().to_owned(), "code" => rejection.code)
                                 .increment(1);
                             batch.refuse(range.clone(), rejection);
@@ -179,11 +184,16 @@ pub(super) fn record(name: &str, batch: &Batch, range: Range<usize>, started: In
         .record((applied + dead) as f64);
     metrics::histogram!("kappa_sink_commit_seconds", "consumer" => name.clone())
         .record(started.elapsed().as_secs_f64());
-    let now = Utc::now();
-    let visible = metrics::histogram!("kappa_sink_event_to_commit_seconds", "consumer" => name);
-    for event in batch.events_in(range) {
-        if let Some(ts) = event.ts() {
-            visible.record((now - ts).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
-        }
+    // From arrival (fetch), not from event time: a backfill of last year's
+    // events is not a year late. How far behind in event time the worker
+    // is has its own gauge.
+    let visible =
+        metrics::histogram!("kappa_sink_fetch_to_commit_seconds", "consumer" => name.clone());
+    for fetched in batch.fetched_in(range.clone()) {
+        visible.record(fetched.elapsed().as_secs_f64());
+    }
+    if let Some(newest) = batch.events_in(range).iter().filter_map(Received::ts).max() {
+        let lag = (Utc::now() - newest).num_milliseconds() as f64 / 1e3;
+        metrics::gauge!("kappa_sink_event_time_lag_seconds", "consumer" => name).set(lag);
     }
 }

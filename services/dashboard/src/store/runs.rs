@@ -32,6 +32,15 @@ pub struct Run {
     pub error: Option<String>,
 }
 
+impl Run {
+    /// From the earliest offsets to the end snapshotted at its start: only
+    /// such a run may become current; one over a custom range (a `from`
+    /// time or a `to`) holds part of the data and is served by its id only.
+    pub fn is_full(&self) -> bool {
+        self.from_time.is_none() && self.to_time.is_none()
+    }
+}
+
 /// Queues a run; returns its id.
 pub async fn enqueue(
     pool: &PgPool,
@@ -71,9 +80,13 @@ pub async fn busy(pool: &PgPool) -> sqlx::Result<bool> {
     .await
 }
 
-/// The newest successful run.
+/// The newest successful full run (what a threshold counts new data from:
+/// a custom range's end offsets say nothing about what was covered).
 pub async fn last_success(pool: &PgPool) -> sqlx::Result<Option<Run>> {
-    sqlx::query_as("SELECT * FROM replay_runs WHERE state = 'succeeded' ORDER BY id DESC LIMIT 1")
+    sqlx::query_as(
+        "SELECT * FROM replay_runs WHERE state = 'succeeded' AND from_time IS NULL AND to_time IS NULL
+         ORDER BY id DESC LIMIT 1",
+    )
         .fetch_optional(pool)
         .await
 }
@@ -136,15 +149,17 @@ pub struct Counts {
     pub bytes: u64,
 }
 
-/// Stores a successful run's results and makes it current, in one
-/// transaction; then keeps only the newest `keep` finished runs.
+/// Stores a successful run's results and, for a full run, makes it current,
+/// in one transaction; then keeps only the newest `keep` finished runs and
+/// the current one.
 pub async fn succeed(
     pool: &PgPool,
-    id: i64,
+    run: &Run,
     results: &Results,
     counts: Counts,
     keep: i64,
 ) -> sqlx::Result<()> {
+    let id = run.id;
     let mut tx = pool.begin().await?;
     let mut daily = DailyColumns::default();
     let mut top = TopColumns::default();
@@ -200,17 +215,21 @@ pub async fn succeed(
         .bind(counts.bytes as i64)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO dashboard_current (singleton, run_id) VALUES (true, $1)
-         ON CONFLICT (singleton) DO UPDATE SET run_id = EXCLUDED.run_id",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    // Retention: the newest `keep` finished runs (the current one is among them).
+    if run.is_full() {
+        sqlx::query(
+            "INSERT INTO dashboard_current (singleton, run_id) VALUES (true, $1)
+             ON CONFLICT (singleton) DO UPDATE SET run_id = EXCLUDED.run_id",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Retention: the newest `keep` finished runs, and the current one however
+    // many custom-range runs came after it.
     sqlx::query(
         "DELETE FROM replay_runs WHERE state IN ('succeeded', 'failed') AND id NOT IN
-           (SELECT id FROM replay_runs WHERE state IN ('succeeded', 'failed') ORDER BY id DESC LIMIT $1)",
+           (SELECT id FROM replay_runs WHERE state IN ('succeeded', 'failed') ORDER BY id DESC LIMIT $1)
+         AND id NOT IN (SELECT run_id FROM dashboard_current)",
     )
     .bind(keep.max(1))
     .execute(&mut *tx)
@@ -283,7 +302,14 @@ pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Run>> {
         .await
 }
 
-/// The run whose results are served, if any succeeded yet.
+/// The id of the run served by default, if a full run succeeded yet.
+pub async fn current_id(pool: &PgPool) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT run_id FROM dashboard_current")
+        .fetch_optional(pool)
+        .await
+}
+
+/// The run whose results are served by default, if a full run succeeded yet.
 pub async fn current(pool: &PgPool) -> sqlx::Result<Option<Run>> {
     sqlx::query_as("SELECT r.* FROM dashboard_current c JOIN replay_runs r ON r.id = c.run_id")
         .fetch_optional(pool)

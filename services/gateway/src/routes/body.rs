@@ -9,7 +9,7 @@
 //! document is re-serialized, into one line.
 
 use axum::http::header::CONTENT_TYPE;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use chrono::Utc;
 use serde::Serialize;
@@ -53,7 +53,11 @@ fn split_lines(body: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_
 }
 
 /// Parses the body into events, each with an id and its wire bytes.
-pub fn parse_events(body: &Bytes, single: bool) -> Result<Vec<Incoming>, ApiError> {
+pub fn parse_events(
+    body: &Bytes,
+    single: bool,
+    max_events: usize,
+) -> Result<Vec<Incoming>, ApiError> {
     let lines: Vec<(usize, std::ops::Range<usize>)> = if single {
         vec![(1, 0..body.len())]
     } else {
@@ -75,6 +79,14 @@ pub fn parse_events(body: &Bytes, single: bool) -> Result<Vec<Incoming>, ApiErro
         ));
     }
     let total = lines.len();
+    if total > max_events {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!("{total} events in one request; at most {max_events} (gateway.max_events_per_request)"),
+        )
+        .with("limit", max_events));
+    }
     let mut events = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let mut invalid = 0usize;
@@ -97,6 +109,8 @@ pub fn parse_events(body: &Bytes, single: bool) -> Result<Vec<Incoming>, ApiErro
             Ok(event) if invalid == 0 => events.push(wire(event, body.slice(range), single)),
             Ok(_) => {}
             Err((code, error)) => {
+                metrics::counter!("kappa_gateway_events_rejected_total", "reason" => code)
+                    .increment(1);
                 invalid += 1;
                 if errors.len() < MAX_LISTED_ERRORS {
                     errors.push(LineError { line, code, error });
@@ -118,7 +132,7 @@ pub fn parse_events(body: &Bytes, single: bool) -> Result<Vec<Incoming>, ApiErro
 /// Gives the event an id if it has none, and decides its bytes on the wire.
 fn wire(mut event: Event, line: Bytes, single: bool) -> Incoming {
     if event.id.is_some() && !single {
-        return Incoming { event, wire: line };
+        return Incoming::new(event, line);
     }
     let id = *event.id.get_or_insert_with(Uuid::now_v7);
     // Splicing is safe only if the line holds no `id` key (an explicit
@@ -144,7 +158,7 @@ fn wire(mut event: Event, line: Bytes, single: bool) -> Incoming {
         }
         _ => Bytes::from(event.to_json()),
     };
-    Incoming { event, wire }
+    Incoming::new(event, wire)
 }
 
 #[cfg(test)]
@@ -152,7 +166,7 @@ mod tests {
     use super::*;
 
     fn parse(body: &'static [u8], single: bool) -> Result<Vec<Incoming>, ApiError> {
-        parse_events(&Bytes::from_static(body), single)
+        parse_events(&Bytes::from_static(body), single, 100)
     }
 
     /// (line, code) of every listed error.
@@ -188,7 +202,7 @@ mod tests {
         assert_eq!(error.detail("invalid"), Some(&serde_json::json!(2)));
         let ok = parse(b"{\"type\":\"page_access\",\"page\":\"/a\"}\r\n\n", false).unwrap();
         assert_eq!(ok.len(), 1);
-        assert!(ok[0].event.id.is_some());
+        assert!(!ok[0].id.is_nil());
         assert!(!ok[0].wire.ends_with(b"\r"), "CR is not part of the event");
     }
 
@@ -203,7 +217,12 @@ mod tests {
             .unwrap()
             .remove(0);
         let reparsed = Event::parse(&without.wire).unwrap();
-        assert_eq!(reparsed, without.event, "the spliced id is the event's id");
+        assert_eq!(
+            reparsed.id,
+            Some(without.id),
+            "the spliced id is the event's id"
+        );
+        assert_eq!(reparsed.key(), without.key);
 
         let null_id = parse(
             b"{\"type\":\"page_access\",\"page\":\"/a\",\"id\":null}",
@@ -211,7 +230,7 @@ mod tests {
         )
         .unwrap()
         .remove(0);
-        assert_eq!(Event::parse(&null_id.wire).unwrap(), null_id.event);
+        assert_eq!(Event::parse(&null_id.wire).unwrap().id, Some(null_id.id));
     }
 
     #[test]
@@ -225,10 +244,23 @@ mod tests {
         .remove(0);
         let on_the_wire = Event::parse(&escaped.wire).unwrap();
         assert_eq!(
-            on_the_wire.id, escaped.event.id,
+            on_the_wire.id,
+            Some(escaped.id),
             "consumers see the acknowledged id"
         );
         assert!(on_the_wire.id.is_some());
+    }
+
+    #[test]
+    fn more_events_than_a_request_may_hold_are_413() {
+        let body = "{\"type\":\"page_access\",\"page\":\"/a\"}\n".repeat(101);
+        let error = parse_events(&Bytes::from(body.clone()), false, 100).unwrap_err();
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.code(), "too_many_events");
+        assert_eq!(
+            parse_events(&Bytes::from(body), false, 101).unwrap().len(),
+            101
+        );
     }
 
     #[test]
@@ -261,9 +293,9 @@ mod tests {
         };
         let skew = TimeDelta::seconds(Limits::get().max_future_secs);
         let just_inside = at(skew - TimeDelta::seconds(5));
-        assert!(parse_events(&just_inside, true).is_ok());
+        assert!(parse_events(&just_inside, true, 100).is_ok());
         let just_outside = at(skew + TimeDelta::seconds(5));
-        let error = parse_events(&just_outside, true).unwrap_err();
+        let error = parse_events(&just_outside, true, 100).unwrap_err();
         assert_eq!(listed(&error), vec![(1, "ts_in_future".to_owned())]);
         let far = parse(
             b"{\"type\":\"page_access\",\"page\":\"/a\",\"ts\":\"2999-01-01T00:00:00Z\"}",

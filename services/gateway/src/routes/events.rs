@@ -30,9 +30,10 @@ pub async fn post_events(
     let body = body?;
     let single = is_single_json(&headers);
     let events = if body.len() <= INLINE_PARSE_LIMIT {
-        parse_events(&body, single)?
+        parse_events(&body, single, state.max_events)?
     } else {
-        tokio::task::spawn_blocking(move || parse_events(&body, single))
+        let max = state.max_events;
+        tokio::task::spawn_blocking(move || parse_events(&body, single, max))
             .await
             .map_err(ApiError::internal)??
     };

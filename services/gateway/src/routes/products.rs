@@ -202,10 +202,7 @@ pub async fn post_product(
     }
     let ack = state
         .publisher
-        .publish(vec![Incoming {
-            event,
-            wire: wire.into(),
-        }])
+        .publish(vec![Incoming::new(event, wire.into())])
         .await
         .map_err(publish_error)?
         .remove(0);

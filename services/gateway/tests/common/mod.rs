@@ -48,6 +48,12 @@ impl TestApp {
         self.post_events("application/x-ndjson", body).await
     }
 
+    /// The Prometheus text the gateway serves on `/metrics`.
+    pub async fn scrape(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response.expect("gateway answers").text().await.unwrap()
+    }
+
     /// GETs `path` with the token.
     pub async fn get_authed(&self, path: &str) -> reqwest::Response {
         self.client
@@ -77,6 +83,7 @@ pub async fn spawn_on(env: TestEnv, tweak: impl FnOnce(&mut Settings, &mut HttpC
         addr: "127.0.0.1:0".parse().unwrap(),
         body_limit_bytes: 64 * 1024 * 1024,
         max_upload_file_bytes: 32 * 1024 * 1024,
+        max_events_per_request: 100_000,
     };
     tweak(&mut settings, &mut http);
     let shutdown = CancellationToken::new();

@@ -21,6 +21,8 @@ pub struct World {
 pub struct Child {
     pub port: u16,
     pub process: KillOnDrop,
+    /// Its stderr: the JSON log lines.
+    pub log: std::path::PathBuf,
 }
 
 impl Child {
@@ -61,6 +63,7 @@ impl World {
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Child {
             port,
+            log: log_path.clone(),
             process: KillOnDrop(
                 Command::new(env!("CARGO_BIN_EXE_pagecount"))
                     .envs(self.env.child_env())

@@ -58,6 +58,7 @@ impl World {
             addr: "127.0.0.1:0".parse().unwrap(),
             body_limit_bytes: 64 << 20,
             max_upload_file_bytes: 16 << 20,
+            max_events_per_request: 100_000,
         };
         let app = gateway::Application::build(env.settings.clone(), http, shutdown.clone())
             .await

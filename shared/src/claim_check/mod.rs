@@ -3,16 +3,17 @@
 //!
 //! Write order: [`ClaimStore::put`] (state `pending`), produce the envelope,
 //! then [`ClaimStore::commit`]. A payload whose produce failed, or whose
-//! writer died in between, stays `pending` and is removed by the sweeper after
-//! a grace period. Every read checks the hash: corruption is an error, never
+//! writer died in between, stays `pending`; after a grace period the
+//! [`sweep::Sweeper`] looks for it on the topic: referenced, it is committed;
+//! not, deleted. Every read checks the hash: corruption is an error, never
 //! wrong data.
 
+pub mod sweep;
+
 use std::collections::HashMap;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::consume::{Received, Rejection};
@@ -301,45 +302,6 @@ impl ClaimStore {
             ))),
             Envelope::Inline(event) => Ok(event),
             Envelope::Claimed(_) => Err(bad("payload is itself a claim check".into())),
-        }
-    }
-
-    /// Deletes pending payloads older than `grace`; returns how many.
-    pub async fn sweep(&self, grace: Duration) -> Result<u64, ClaimError> {
-        let done = sqlx::query(
-            "DELETE FROM claim_checks
-             WHERE state = 'pending' AND created_at < now() - make_interval(secs => $1)",
-        )
-        .bind(grace.as_secs_f64())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Runs [`ClaimStore::sweep`] every `interval` until `shutdown`.
-    pub async fn sweep_until(
-        self,
-        interval: Duration,
-        grace: Duration,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
-        {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tick.tick() => {}
-                }
-                match self.sweep(grace).await {
-                    Ok(0) => {}
-                    Ok(removed) => {
-                        tracing::info!(removed, "swept uncommitted claim-check payloads")
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "claim-check sweep failed; retrying next interval")
-                    }
-                }
-            }
         }
     }
 }
