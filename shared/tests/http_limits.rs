@@ -15,7 +15,14 @@ use shared::shutdown::CancellationToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn start() -> (std::net::SocketAddr, CancellationToken) {
+/// `/slow` reports each arrival on `entered` and then waits for `release`.
+struct Gate {
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+async fn start(gate: Gate) -> (std::net::SocketAddr, CancellationToken) {
+    let gate = std::sync::Arc::new(gate);
     HttpLimits::install(HttpLimits {
         header_timeout_ms: 500,
         body_timeout_ms: 1_000,
@@ -29,9 +36,14 @@ async fn start() -> (std::net::SocketAddr, CancellationToken) {
         )
         .route(
             "/slow",
-            post(|| async {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                "done"
+            post(move || {
+                let gate = gate.clone();
+                async move {
+                    let _ = gate.entered.send(());
+                    let mut release = gate.release.clone();
+                    let _ = release.wait_for(|open| *open).await;
+                    "done"
+                }
             }),
         );
     let router = shared::http::finish("limits", routes, Readiness::default(), Secret::new("t"));
@@ -75,7 +87,9 @@ async fn trickle(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_clients_and_floods_do_not_hold_the_server() {
-    let (addr, shutdown) = start().await;
+    let (entered, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let (open, release) = tokio::sync::watch::channel(false);
+    let (addr, shutdown) = start(Gate { entered, release }).await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("http://{addr}{path}");
 
@@ -126,7 +140,9 @@ async fn slow_clients_and_floods_do_not_hold_the_server() {
     let busy: Vec<_> = (0..2)
         .map(|_| tokio::spawn(client.post(url("/slow")).send()))
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..2 {
+        arrivals.recv().await.expect("a slow request arrived");
+    }
     let refused = client.post(url("/echo")).body("x").send().await.unwrap();
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "3");
@@ -134,6 +150,7 @@ async fn slow_clients_and_floods_do_not_hold_the_server() {
     assert_eq!(body["error"], "overloaded", "{body}");
     let health = client.get(url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200, "probes are never refused");
+    open.send(true).unwrap();
     for request in busy {
         let response = request.await.unwrap().unwrap();
         assert_eq!(response.text().await.unwrap(), "done");
