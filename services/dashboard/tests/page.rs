@@ -132,6 +132,18 @@ async fn the_page_renders_the_charts_from_the_api() {
     );
     let _ = std::fs::remove_dir_all(&profile);
 
+    // Served with a policy that allows the page's own script (by hash) and
+    // nothing else; the click below proves the script still runs under it.
+    let served = reqwest::get(&url).await.unwrap();
+    let headers = served.headers();
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("script-src 'sha256-") && policy.contains("frame-ancestors 'none'"),
+        "{policy}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+
     // The Replay button, clicked in a real browser, starts a run that the
     // page then shows with its progress bar.
     let browser = common::browser::Browser::start().await;

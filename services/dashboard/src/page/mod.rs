@@ -13,11 +13,15 @@ mod panels;
 mod runs;
 
 use std::fmt::Write;
+use std::sync::OnceLock;
 
 use axum::extract::State;
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::Html;
+use base64::Engine as _;
 use chrono::NaiveDate;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use shared::http::Query;
 
 use crate::aggregate::{conversion, Day};
@@ -43,7 +47,10 @@ pub struct PageQuery {
     run: Option<i64>,
 }
 
-pub async fn page(State(s): State<AppState>, Query(q): Query<PageQuery>) -> Html<String> {
+pub async fn page(
+    State(s): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> ([(HeaderName, HeaderValue); 4], Html<String>) {
     let current = store::current_id(&s.pool).await.ok().flatten();
     let shown = match q.run.or(current) {
         Some(id) => store::get(&s.pool, id)
@@ -77,7 +84,39 @@ pub async fn page(State(s): State<AppState>, Query(q): Query<PageQuery>) -> Html
     html.push_str(&runs::table(&list, current, &live, chrono::Utc::now()));
     html.push_str("</div>");
     html.push_str(TAIL);
-    Html(html)
+    (security_headers(), Html(html))
+}
+
+/// The page runs its one script (allowed by its hash, so an injected one
+/// would not run), loads nothing from elsewhere, and is never framed.
+fn security_headers() -> [(HeaderName, HeaderValue); 4] {
+    static POLICY: OnceLock<HeaderValue> = OnceLock::new();
+    let policy = POLICY.get_or_init(|| {
+        let script = TAIL
+            .strip_prefix("<script>")
+            .and_then(|s| s.split_once("</script>"))
+            .map(|(script, _)| script)
+            .expect("TAIL is the page's script");
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(script));
+        HeaderValue::try_from(format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'"
+        ))
+        .expect("an ASCII policy")
+    });
+    [
+        (header::CONTENT_SECURITY_POLICY, policy.clone()),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+    ]
 }
 
 /// The cards, charts and top products of `run` over the asked range.
