@@ -3,6 +3,8 @@
 //! Metrics answers name the run and offsets they come from: the current run
 //! (the newest successful full replay) unless `run` names another.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -11,6 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::http::{self, Admin, ApiError, Path, Query};
+use shared::replay::ProgressView;
 
 use crate::aggregate::conversion;
 use crate::daily::Daily;
@@ -127,18 +130,21 @@ async fn start_replay(
 
 /// A run with its live progress (for a running one) or its final numbers,
 /// and whether it is the run served by default.
-fn describe(run: Run, current: Option<i64>, s: &AppState) -> Value {
-    let progress = s
-        .registry
-        .lock()
-        .expect("poisoned")
-        .get(&run.id)
-        .map(|p| p.view());
+/// The progress of the runs in hand. Read *before* the runs themselves: the
+/// runner stores a run's success before it drops its progress, so a run that
+/// finishes in between reads as succeeded (1.0), never as a running run
+/// without progress (0.0, which made the fraction step back).
+fn live(s: &AppState) -> HashMap<i64, ProgressView> {
+    let registry = s.registry.lock().expect("poisoned");
+    registry.iter().map(|(id, p)| (*id, p.view())).collect()
+}
+
+fn describe(run: Run, current: Option<i64>, live: &HashMap<i64, ProgressView>) -> Value {
     let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
-    let progress = match (progress, run.state) {
-        (Some(view), _) => json!(view),
-        (None, RunState::Succeeded) => json!({"fraction": 1.0}),
-        (None, _) => json!({"fraction": 0.0}),
+    let progress = match (run.state, live.get(&run.id)) {
+        (RunState::Succeeded, _) => json!({"fraction": 1.0}),
+        (_, Some(view)) => json!(view),
+        (_, None) => json!({"fraction": 0.0}),
     };
     value["progress"] = progress;
     value["full"] = json!(run.is_full());
@@ -147,10 +153,11 @@ fn describe(run: Run, current: Option<i64>, s: &AppState) -> Value {
 }
 
 async fn list_replays(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let live = live(&s);
     let list = store::list(&s.pool, 50).await?;
     let current = store::current_id(&s.pool).await?;
     Ok(Json(
-        json!({"runs": list.into_iter().map(|r| describe(r, current, &s)).collect::<Vec<_>>()}),
+        json!({"runs": list.into_iter().map(|r| describe(r, current, &live)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -158,11 +165,12 @@ async fn get_replay(
     State(s): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
+    let live = live(&s);
     let run = store::get(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no replay run {id}")))?;
     let current = store::current_id(&s.pool).await?;
-    Ok(Json(describe(run, current, &s)))
+    Ok(Json(describe(run, current, &live)))
 }
 
 /// The run whose results answer: the one named, or the current one.
