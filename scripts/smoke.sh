@@ -2,7 +2,7 @@
 # End-to-end smoke through the running suite (scripts/up.sh first), the way a
 # user drives it: curl for HTTP, kcat and Kafka's console producer for events.
 # Only what needs the started suite is here; paths across services are tested
-# in-process by services/integ, each service's contract by its own tests.
+# in-process by tests/integ, each service's contract by its own tests.
 # Prints "smoke: N passed, M failed" and fails if anything failed.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
