@@ -92,7 +92,7 @@ impl Plan {
 }
 
 /// A consumer for replays: no group membership, no commits, large fetches.
-pub(crate) fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer<ReaderContext>> {
+fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer<ReaderContext>> {
     let mut config = crate::kafka::client_config(kafka);
     config
         // librdkafka wants a group id even for assign-only consumers; it is never joined.

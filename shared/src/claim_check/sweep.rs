@@ -22,17 +22,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use memchr::memmem;
-use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{ClaimError, ClaimStore};
+use super::ClaimStore;
 use crate::config::KafkaConfig;
-use crate::event::{parse, EventBody};
+use crate::event::{Envelope, EventBody};
+use crate::replay;
 
 /// What one round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +87,7 @@ impl Sweeper {
         )
         .bind(self.grace.as_secs_f64())
         .fetch_all(pool)
-        .await
-        .map_err(ClaimError::from)?;
+        .await?;
         let Some(oldest) = candidates.iter().map(|c| c.1).min() else {
             return Ok(Swept::default());
         };
@@ -103,28 +98,25 @@ impl Sweeper {
         .bind(&self.topic)
         .bind(oldest)
         .fetch_optional(pool)
-        .await
-        .map_err(ClaimError::from)?;
+        .await?;
         let wanted: HashSet<Uuid> = candidates.iter().map(|c| c.0).collect();
         let (kafka, topic) = (self.kafka.clone(), self.topic.clone());
-        let (found, records_read) = tokio::task::spawn_blocking(move || {
-            scan(&kafka, &topic, from.as_deref(), wanted.clone())
-        })
-        .await
-        .context("the scan panicked")??;
+        let (found, records_read) =
+            tokio::task::spawn_blocking(move || scan(&kafka, &topic, from.as_deref(), &wanted))
+                .await
+                .context("the scan panicked")??;
         let (referenced, unreferenced): (Vec<Uuid>, Vec<Uuid>) = candidates
             .iter()
             .map(|c| c.0)
             .partition(|t| found.contains(t));
-        let mut tx = pool.begin().await.map_err(ClaimError::from)?;
+        let mut tx = pool.begin().await?;
         let kept = sqlx::query(
             "UPDATE claim_checks SET state = 'committed', committed_at = now()
              WHERE token = ANY($1) AND state = 'pending'",
         )
         .bind(&referenced)
         .execute(&mut *tx)
-        .await
-        .map_err(ClaimError::from)?
+        .await?
         .rows_affected();
         // Only rows still as old as when they were read: a payload stored
         // again meanwhile (content-addressed uploads) restarted its grace.
@@ -136,10 +128,9 @@ impl Sweeper {
         .bind(&unreferenced)
         .bind(self.grace.as_secs_f64())
         .execute(&mut *tx)
-        .await
-        .map_err(ClaimError::from)?
+        .await?
         .rows_affected();
-        tx.commit().await.map_err(ClaimError::from)?;
+        tx.commit().await?;
         if kept > 0 {
             tracing::warn!(
                 kept,
@@ -169,7 +160,7 @@ impl Sweeper {
         .bind(&ends)
         .execute(pool)
         .await
-        .map_err(ClaimError::from)?;
+        ?;
         sqlx::query(
             "DELETE FROM claim_check_scans
              WHERE topic = $1 AND taken_at < now() - make_interval(secs => $2)",
@@ -177,86 +168,50 @@ impl Sweeper {
         .bind(&self.topic)
         .bind(self.grace.as_secs_f64() * 4.0 + 3600.0)
         .execute(pool)
-        .await
-        .map_err(ClaimError::from)?;
+        .await?;
         Ok(())
     }
 }
 
-/// Reads `topic` from `from` (or its start) to its end now; returns which
-/// of `wanted` some record references, and how many records were read.
+/// Reads `topic` from `from` (or its start) to its end now, with the replay
+/// reader; returns which of `wanted` some record references, and how many
+/// records were read.
 fn scan(
     kafka: &KafkaConfig,
     topic: &str,
     from: Option<&[i64]>,
-    mut wanted: HashSet<Uuid>,
+    wanted: &HashSet<Uuid>,
 ) -> anyhow::Result<(HashSet<Uuid>, u64)> {
-    let reader = crate::replay::reader(kafka)?;
-    let timeout = Duration::from_secs(10);
-    let metadata = reader.fetch_metadata(Some(topic), timeout)?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len()) as i32;
-    let mut list = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for p in 0..partitions {
-        let (low, high) = reader.fetch_watermarks(topic, p, timeout)?;
-        let start = from
-            .and_then(|f| f.get(p as usize).copied())
-            .unwrap_or(low)
-            .max(low);
-        if start < high {
-            list.add_partition_offset(topic, p, Offset::Offset(start))?;
-            ends.insert(p, high);
+    let mut plan = replay::plan(kafka, topic, replay::From::Earliest, None)?;
+    for (p, span) in &mut plan.spans {
+        if let Some(&start) = from.and_then(|f| f.get(*p as usize)) {
+            span.start = span.start.max(start);
         }
     }
+    let progress = replay::Progress::new(plan.total());
     let mut found = HashSet::new();
-    let mut read = 0u64;
-    if ends.is_empty() {
-        return Ok((found, read));
-    }
-    reader.assign(&list)?;
-    let claim = memmem::Finder::new(b"\"claim_check\"");
-    let assets = memmem::Finder::new(b"\"assets\"");
-    while !ends.is_empty() && !wanted.is_empty() {
-        match reader.poll(Duration::from_secs(1)) {
-            Some(Ok(message)) => {
-                read += 1;
-                let payload = message.payload().unwrap_or_default();
-                // Only envelopes and uploads name tokens: parse just those.
-                if claim.find(payload).is_some() || assets.find(payload).is_some() {
-                    for token in references(payload) {
-                        if wanted.remove(&token) {
-                            found.insert(token);
-                        }
-                    }
-                }
-                if ends
-                    .get(&message.partition())
-                    .is_some_and(|end| message.offset() + 1 >= *end)
-                {
-                    ends.remove(&message.partition());
-                }
+    replay::run(
+        kafka,
+        &plan,
+        &progress,
+        &CancellationToken::new(),
+        |record| {
+            if let Ok(received) = record {
+                found.extend(references(&received.envelope).filter(|t| wanted.contains(t)));
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                ends.remove(&p);
-            }
-            Some(Err(error)) => return Err(error).context("scanning the topic for claim checks"),
-            None => {}
-        }
-    }
-    Ok((found, read))
+        },
+    )?;
+    Ok((found, plan.total()))
 }
 
 /// The claim-check tokens a record names: an envelope's, an upload's assets'.
-fn references(payload: &[u8]) -> Vec<Uuid> {
-    match parse(payload) {
-        Ok(crate::event::Envelope::Claimed(claimed)) => vec![claimed.claim_check.token],
-        Ok(crate::event::Envelope::Inline(event)) => match event.body {
-            EventBody::ProductUploaded(upload) => upload.assets.iter().map(|a| a.token).collect(),
-            _ => Vec::new(),
+fn references(envelope: &Envelope) -> impl Iterator<Item = Uuid> + '_ {
+    let (claimed, assets) = match envelope {
+        Envelope::Claimed(claimed) => (Some(claimed.claim_check.token), &[][..]),
+        Envelope::Inline(event) => match &event.body {
+            EventBody::ProductUploaded(upload) => (None, &upload.assets[..]),
+            _ => (None, &[][..]),
         },
-        Err(_) => Vec::new(),
-    }
+    };
+    claimed.into_iter().chain(assets.iter().map(|a| a.token))
 }
