@@ -113,9 +113,7 @@ impl Application {
             readiness,
             settings.auth.admin_token.clone(),
         );
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
+        let listener = shared::http::bind(config.addr).await?;
         let triggers = triggers::Triggers {
             pool: pool.clone(),
             kafka: settings.kafka.clone(),

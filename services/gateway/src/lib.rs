@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use shared::claim_check::sweep::Sweeper;
 use shared::claim_check::ClaimStore;
@@ -78,9 +77,7 @@ impl Application {
             readiness,
             settings.auth.admin_token.clone(),
         );
-        let listener = TcpListener::bind(http.addr)
-            .await
-            .with_context(|| format!("binding {}", http.addr))?;
+        let listener = shared::http::bind(http.addr).await?;
         Ok(Self {
             listener,
             router,

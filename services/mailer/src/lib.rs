@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Deserialize;
 use shared::config::Settings;
 use shared::http::Readiness;
@@ -153,9 +152,7 @@ impl Application {
             readiness,
             settings.auth.admin_token.clone(),
         );
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
+        let listener = shared::http::bind(config.addr).await?;
         let setup = Setup {
             kafka: settings.kafka.clone(),
             pool,

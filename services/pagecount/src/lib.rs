@@ -23,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Deserialize;
 use shared::config::Settings;
 use shared::http::Readiness;
@@ -176,9 +175,7 @@ impl Application {
             readiness,
             settings.auth.admin_token.clone(),
         );
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
+        let listener = shared::http::bind(config.addr).await?;
         tracing::info!(role = ?config.role, addr = %config.addr, "pagecount process built");
         Ok(Self {
             listener,

@@ -27,7 +27,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Deserialize;
 use shared::claim_check::ClaimStore;
 use shared::config::Settings;
@@ -194,9 +193,7 @@ impl Application {
             readiness,
             settings.auth.admin_token.clone(),
         );
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
+        let listener = shared::http::bind(config.addr).await?;
         tracing::info!(role = config.role.as_str(), group, addr = %config.addr, "products process built");
         Ok(Self {
             listener,

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Deserialize;
 use shared::config::Settings;
 use shared::http::Readiness;
@@ -99,9 +98,7 @@ impl Application {
             readiness,
             settings.auth.admin_token.clone(),
         );
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("binding {}", config.addr))?;
+        let listener = shared::http::bind(config.addr).await?;
         Ok(Self {
             listener,
             router,

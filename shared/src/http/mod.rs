@@ -47,6 +47,15 @@ pub fn finish(
         .layer(axum::middleware::from_fn(ops::track))
 }
 
+/// Binds a service's listen address (port 0 picks a free one), naming the
+/// address when it is taken.
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context as _;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
 /// Serves `router` until `shutdown`; in-flight requests finish first.
 /// HTTP/1.1 with a header read timeout (`[http] header_timeout_ms`): a
 /// client that trickles its request line and headers is disconnected
