@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test the suite: bring up what the tests need (scripts/up.sh), run every unit
 # and integration test against the real broker and database, then an
-# end-to-end smoke through the running services.
+# end-to-end smoke and the quick fault scenarios through the running services.
 #   scripts/test.sh [cargo selection args, e.g. -p gateway]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -51,3 +51,5 @@ log "postgres.sh recovers after its postmaster is killed"
 
 log "end-to-end smoke"
 "$ROOT/scripts/smoke.sh"
+log "the quick fault scenarios (scripts/scenarios.sh --all runs the crashes too)"
+"$ROOT/scripts/scenarios.sh" --quick

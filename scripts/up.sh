@@ -4,6 +4,7 @@
 # Idempotent: a second run starts only what is not running.
 #   scripts/up.sh
 # Env: KAPPA_PROFILE=release|dev (build profile, default release),
+#      KAPPA_NO_BUILD=1 (start from the binaries already built),
 #      KAPPA_READY_TIMEOUT (seconds per service, default 60),
 #      RECOMMENDATION_INSTANCES (default 1): more instances share the
 #      partitions through the consumer group; instance i listens on
@@ -47,13 +48,16 @@ if [[ ! -s $TOKEN_FILE ]]; then
 fi
 
 command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
-log "building the workspace ($PROFILE)"
-if [[ $PROFILE == release ]]; then
-  (cd "$ROOT" && cargo build --release --workspace --bins --quiet)
-  BIN_DIR="$ROOT/target/release"
+BIN_DIR="$ROOT/target/$([[ $PROFILE == release ]] && echo release || echo debug)"
+# KAPPA_NO_BUILD=1: start from the binaries already built (a fault scenario
+# restarts what it killed, never rebuilds what it tests).
+if [[ ${KAPPA_NO_BUILD:-0} == 1 ]]; then
+  log "not building (KAPPA_NO_BUILD=1): binaries from $(rel "$BIN_DIR")"
 else
-  (cd "$ROOT" && cargo build --workspace --bins --quiet)
-  BIN_DIR="$ROOT/target/debug"
+  log "building the workspace ($PROFILE)"
+  build=(cargo build --workspace --bins --quiet)
+  [[ $PROFILE == release ]] && build+=(--release)
+  (cd "$ROOT" && "${build[@]}")
 fi
 
 ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/readyz"; }

@@ -46,6 +46,7 @@ pub const METRICS: &[Metric] = &[
     m("kappa_sink_events_applied_total", Counter, "consumer", "Events applied and committed with their offsets."),
     m("kappa_sink_dead_lettered_total", Counter, "consumer", "Records committed as dead letters (unparseable, refused, unresolvable)."),
     m("kappa_sink_refused_total", Counter, "consumer,code", "Events the worker or the database refused (isolated by bisection, then dead-lettered)."),
+    m("kappa_sink_duplicates_skipped_total", Counter, "consumer", "Events skipped (offsets committed, nothing applied): their id came within kafka.dedupe_window records before."),
     m("kappa_sink_commit_failures_total", Counter, "consumer", "Commits that failed and were retried (database or broker unavailable)."),
     m("kappa_sink_fenced_total", Counter, "consumer", "Commits refused because a newer owner of the partition fenced this one."),
     m("kappa_sink_batch_size", Histogram, "consumer", "Records per committed range (a count)."),
@@ -69,6 +70,8 @@ pub const METRICS: &[Metric] = &[
     m("kappa_gateway_claim_checks_total", Counter, "", "Events stored by claim check (too large to travel inline)."),
     m("kappa_gateway_products_uploaded_total", Counter, "", "Product uploads accepted."),
     m("kappa_gateway_upload_bytes_total", Counter, "kind", "Bytes of product assets stored."),
+    m("kappa_dlq_redriven_total", Counter, "code", "Dead letters republished to their origin topic by a redrive (POST /dlq/redrive), by reason."),
+    m("kappa_dlq_redrive_refused_total", Counter, "why", "Dead letters a redrive refused: max_redrives, already_redriven, no_origin, origin_topic_not_allowed."),
     // Recommendation.
     m("kappa_recommendation_bad_entries_total", Counter, "table", "Stored model entries dropped on load (not a finite score)."),
     m("kappa_recommendation_event_time_clamped_total", Counter, "", "Interactions whose event time was after their record's timestamp, counted at the record's."),
@@ -76,8 +79,11 @@ pub const METRICS: &[Metric] = &[
     m("kappa_replay_duration_seconds", Histogram, "", "Duration of a successful replay."),
     m("kappa_replay_events_per_second", Gauge, "", "Throughput of the last successful replay."),
     m("kappa_replay_failures_total", Counter, "", "Replays that failed."),
+    m("kappa_replay_duplicates_skipped_total", Counter, "", "Records a replay skipped: their event id came within kafka.dedupe_window records before."),
     m("kappa_replay_last_success_timestamp_seconds", Gauge, "", "When the last replay succeeded (Unix time)."),
     m("kappa_replay_progress", Gauge, "", "Fraction of the running replay's records read (0 to 1)."),
+    m("kappa_dashboard_audit_drift", Gauge, "measure", "Kappa audit over every day: per measure, the absolute differences between the streaming and the batch half, summed over the days (0: they agree)."),
+    m("kappa_dashboard_audit_last_timestamp_seconds", Gauge, "", "When the last Kappa audit over every day ran (Unix time)."),
     // Mailers.
     m("kappa_mailer_sent_total", Counter, "mode", "Mails handed to the SMTP server."),
     m("kappa_mailer_resent_total", Counter, "mode", "Mails sent again after a crash between SMTP and commit."),

@@ -40,7 +40,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Kafka connection and topic names.
+/// Kafka connection, topic names, and how consumers read them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -49,6 +49,12 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     pub access_logs_topic: String,
     pub delivery_timeout_ms: u64,
+    /// Event ids are idempotent within this many records (offsets) per
+    /// partition: a record whose id came among the partition's previous
+    /// `dedupe_window` records is skipped by every worker
+    /// (`shared::worker`) and every replay (`shared::replay`). One value
+    /// for both, so the streaming and the batch half count alike. 0: off.
+    pub dedupe_window: u64,
     /// Extra librdkafka producer properties (`linger_ms` -> `linger.ms`).
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
@@ -81,6 +87,10 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub admin_token: Secret,
+    /// Whether the dashboard's daily metrics (revenue included: the page,
+    /// `/api/metrics/daily`, `/api/products/top`, `/api/dlq/daily`) are
+    /// readable without the token; `false`: they need it too.
+    pub public_metrics: bool,
 }
 
 /// When and how large events are moved out of the stream.
@@ -122,6 +132,17 @@ pub struct Settings {
     pub events: crate::event::Limits,
     pub shutdown: ShutdownConfig,
     pub http: HttpLimits,
+    pub dlq: DlqConfig,
+}
+
+/// The dead-letter queue as a tool (`GET /dlq`, `POST /dlq/redrive` on the gateway).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqConfig {
+    /// A dead letter whose record was redriven this many times already
+    /// (its `redrive-count` header) is refused: a record that keeps failing
+    /// is not looped. 0 turns redriving off.
+    pub max_redrives: u32,
 }
 
 /// How long a stopping service may take.
@@ -272,7 +293,9 @@ mod tests {
         let loaded = load_from(None, env(&[])).unwrap();
         let settings: Settings = loaded.section("").unwrap();
         assert_eq!(settings.kafka.events_topic, "events");
+        assert_eq!(settings.kafka.dedupe_window, 100_000);
         assert_eq!(settings.claim_check.threshold_bytes, 256 * 1024);
+        assert_eq!(settings.dlq.max_redrives, 3);
         let error = loaded.settings().unwrap_err();
         assert!(
             format!("{error:#}").contains("auth.admin_token is empty"),

@@ -33,6 +33,19 @@ impl Received {
     pub fn ts(&self) -> Option<DateTime<Utc>> {
         self.envelope.ts().or(self.timestamp)
     }
+
+    /// The time the event counts at, in the streaming and the batch half
+    /// alike: its event time, but never after the record reached the topic.
+    /// A producer clock running ahead (within the parser's allowed skew)
+    /// would otherwise date an event to a day that has not begun where it
+    /// was stored, and weigh it up for as long as it is remembered.
+    pub fn counted_at(&self) -> Option<DateTime<Utc>> {
+        let ts = self.ts()?;
+        Some(match self.timestamp {
+            Some(arrival) if ts > arrival => arrival,
+            _ => ts,
+        })
+    }
 }
 
 /// Why a message was rejected: a stable code and a human reason.
@@ -44,7 +57,7 @@ pub struct Rejection {
 
 /// Parses one message. Its event time must fit the message's own
 /// timestamp (when it arrived): not before 1970, not beyond the configured
-/// skew after it.
+/// skew after it. Its key must be its entity (see [`key_mismatch`]).
 pub fn classify(message: &BorrowedMessage<'_>) -> Result<Received, Rejection> {
     let payload = message.payload().ok_or_else(|| Rejection {
         code: "empty_payload",
@@ -62,12 +75,46 @@ pub fn classify(message: &BorrowedMessage<'_>) -> Result<Received, Rejection> {
     envelope
         .check_time(timestamp.unwrap_or_else(Utc::now))
         .map_err(rejected)?;
+    if let Some(rejection) = key_mismatch(message.key(), &envelope) {
+        return Err(rejection);
+    }
     Ok(Received {
         envelope,
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
         timestamp,
+    })
+}
+
+/// A record keyed by anything but the entity in its body (or by nothing)
+/// is dead-lettered as `key_mismatch`. Workers keep each entity's state
+/// with the partition its key hashes to, so a user's event typed into kcat
+/// with another key would split that user's state across partitions (and
+/// order their events wrongly); the batch half rejects it the same way, so
+/// both halves count the same events. Produce it again keyed by its entity
+/// (`scripts/dlq.sh redrive` does).
+fn key_mismatch(key: Option<&[u8]>, envelope: &Envelope) -> Option<Rejection> {
+    let entity = envelope.key();
+    if key == Some(entity.as_bytes()) {
+        return None;
+    }
+    let field = envelope.event_type().key_field();
+    let found = match key {
+        None => "no key".to_owned(),
+        Some(key) => {
+            let key = String::from_utf8_lossy(key);
+            let shown: String = key.chars().take(64).collect();
+            let more = if shown.len() < key.len() { "…" } else { "" };
+            format!("the key {shown:?}{more}")
+        }
+    };
+    Some(Rejection {
+        code: "key_mismatch",
+        reason: format!(
+            "the record has {found}, not its entity's ({field} {entity:?}): \
+             produce it keyed by {entity:?} so all of that entity's events share a partition"
+        ),
     })
 }
 
@@ -84,4 +131,34 @@ pub fn assign_from_start(
     }
     consumer.assign(&list)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_mismatch;
+    use crate::event::parse;
+
+    #[test]
+    fn a_record_must_be_keyed_by_its_entity() {
+        let event =
+            parse(br#"{"type":"interaction","user_id":"u1","product_id":"p","action":"view"}"#)
+                .unwrap();
+        assert_eq!(key_mismatch(Some(b"u1"), &event), None);
+        let wrong = key_mismatch(Some(b"u2"), &event).expect("another user's key");
+        assert_eq!(wrong.code, "key_mismatch");
+        assert!(wrong.reason.contains(r#"the key "u2""#), "{}", wrong.reason);
+        assert!(wrong.reason.contains(r#"user_id "u1""#), "{}", wrong.reason);
+        let none = key_mismatch(None, &event).expect("no key");
+        assert!(
+            none.reason.starts_with("the record has no key"),
+            "{}",
+            none.reason
+        );
+        let long = key_mismatch(Some("k".repeat(500).as_bytes()), &event).unwrap();
+        assert!(
+            long.reason.len() < 300,
+            "a long key is cut: {}",
+            long.reason
+        );
+    }
 }

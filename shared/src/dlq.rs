@@ -2,7 +2,10 @@
 //! stored is copied to the DLQ topic, byte for byte, with the reason and its
 //! origin in headers, and the consumer goes on. Nothing is dropped silently.
 //! The `dlq.*` headers are this module's alone: ones the message arrived
-//! with are dropped, so a record cannot bring its own reason.
+//! with are dropped, so a record cannot bring its own reason. Every other
+//! header is copied, among them the [`redrive`] headers of a record the
+//! gateway redrove: its dead letter still counts the redrives, so the
+//! redrive limit holds across loops.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -26,6 +29,24 @@ pub mod header {
     pub const PARTITION: &str = "dlq.origin.partition";
     pub const OFFSET: &str = "dlq.origin.offset";
     pub const TIMESTAMP: &str = "dlq.origin.timestamp";
+}
+
+/// Header names on records republished from the DLQ (`POST /dlq/redrive`
+/// on the gateway). They are not `dlq.*`, so [`record`] and
+/// [`DeadLetters::send`] carry them into the next dead letter of a
+/// redriven record that fails again.
+pub mod redrive {
+    /// How many times the record was redriven (1 on the first copy).
+    pub const COUNT: &str = "redrive-count";
+    /// Where the record was first read before it was ever dead-lettered.
+    pub const ORIGIN_TOPIC: &str = "redrive.origin.topic";
+    pub const ORIGIN_PARTITION: &str = "redrive.origin.partition";
+    pub const ORIGIN_OFFSET: &str = "redrive.origin.offset";
+    pub const ORIGIN_TIMESTAMP: &str = "redrive.origin.timestamp";
+    /// The dead letter this copy was redriven from (in the DLQ topic).
+    pub const DLQ_TOPIC: &str = "redrive.dlq.topic";
+    pub const DLQ_PARTITION: &str = "redrive.dlq.partition";
+    pub const DLQ_OFFSET: &str = "redrive.dlq.offset";
 }
 
 /// The headers of a dead letter: the message's own (but `dlq.*`), then the
@@ -241,6 +262,50 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::{OwnedHeaders, Timestamp};
+
+    #[test]
+    fn a_redriven_record_keeps_its_redrive_headers_and_loses_forged_dlq_ones() {
+        let mut incoming = OwnedHeaders::new();
+        for (key, value) in [
+            ("trace", "t-1"),
+            (redrive::COUNT, "2"),
+            (redrive::ORIGIN_TOPIC, "events"),
+            (redrive::ORIGIN_OFFSET, "7"),
+            (header::REASON, "forged"),
+            (header::OFFSET, "999"),
+        ] {
+            incoming = incoming.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let message = OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(b"u1".to_vec()),
+            "events".into(),
+            Timestamp::CreateTime(1_000),
+            3,
+            41,
+            Some(incoming),
+        );
+        let letter = record(&message, "refused", "no such user", "events.dlq");
+        let get = |name: &str| -> Vec<&str> {
+            letter
+                .headers
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| std::str::from_utf8(v).unwrap())
+                .collect()
+        };
+        assert_eq!(get(redrive::COUNT), ["2"]);
+        assert_eq!(get(redrive::ORIGIN_TOPIC), ["events"]);
+        assert_eq!(get(redrive::ORIGIN_OFFSET), ["7"]);
+        assert_eq!(get("trace"), ["t-1"]);
+        assert_eq!(get(header::REASON), ["no such user"]);
+        assert_eq!(get(header::OFFSET), ["41"]);
+        assert_eq!(letter.key.as_deref(), Some(&b"u1"[..]));
+    }
 
     #[test]
     fn a_flood_is_one_sample_and_one_count_per_interval() {

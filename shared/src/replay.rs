@@ -10,6 +10,14 @@
 //! end with a consumer that joins no group and commits nothing, parses each
 //! record (claim-checked events arrive as their small envelope: counting them
 //! fetches no payload), and keeps [`Progress`].
+//!
+//! A replay skips a repeated event id as the workers do (`shared::worker`,
+//! `kafka.dedupe_window`): a record whose id was read among the window's
+//! records before it in its partition. A range that starts past a
+//! partition's beginning first reads the window's records before its
+//! start, so a replay of any range skips exactly what a worker that read
+//! the whole stream skipped, and both halves of the Kappa architecture
+//! count alike.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +34,7 @@ use crate::config::KafkaConfig;
 use crate::consume::{classify, Received, Rejection};
 use crate::kafka::ReaderContext;
 use crate::shutdown::CancellationToken;
+use crate::worker::Window;
 
 /// Where a replay starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,10 +267,110 @@ impl Progress {
 
 /// Reads every record of `plan`, handing each to `visit` in per-partition
 /// order, until the range is read or `shutdown` fires (an error: the run is
-/// incomplete). Claim-checked envelopes arrive as envelopes: a caller that
-/// needs their bodies resolves them (`ClaimStore::resolve_received`).
-/// Blocking: run it on a blocking thread.
+/// incomplete). A repeat of an event id read within `kafka.dedupe_window`
+/// records before it is skipped (counted, not visited). Claim-checked
+/// envelopes arrive as envelopes: a caller that needs their bodies resolves
+/// them (`ClaimStore::resolve_received`). Blocking: run it on a blocking
+/// thread.
 pub fn run(
+    kafka: &KafkaConfig,
+    plan: &Plan,
+    progress: &Progress,
+    shutdown: &CancellationToken,
+    mut visit: impl FnMut(Result<Received, Rejection>),
+) -> anyhow::Result<()> {
+    let size = kafka.dedupe_window;
+    if size == 0 {
+        return read(kafka, plan, progress, shutdown, visit);
+    }
+    let starts = plan
+        .spans
+        .iter()
+        .filter(|(_, span)| span.start < span.end)
+        .map(|(&p, span)| (p, span.start))
+        .collect();
+    let mut windows = windows_before(kafka, &plan.topic, &starts, size, shutdown, |_, _| true)?;
+    let mut repeats = 0u64;
+    read(kafka, plan, progress, shutdown, |record| {
+        if let Ok(received) = &record {
+            if let Some(id) = received.envelope.id() {
+                let window = windows
+                    .entry(received.partition)
+                    .or_insert_with(|| Window::new(size));
+                if window.repeat(id, received.offset) {
+                    repeats += 1;
+                    return;
+                }
+            }
+        }
+        visit(record);
+    })?;
+    metrics::counter!("kappa_replay_duplicates_skipped_total").increment(repeats);
+    Ok(())
+}
+
+/// Per partition of `starts`, the window of event ids before its start:
+/// the ids of the `size` records (offsets) before it that `admit` lets in
+/// (given partition and offset), in order, repeats among them included. A
+/// partition whose start is its beginning has an empty window. Blocking.
+pub(crate) fn windows_before(
+    kafka: &KafkaConfig,
+    topic: &str,
+    starts: &BTreeMap<i32, i64>,
+    size: u64,
+    shutdown: &CancellationToken,
+    admit: impl Fn(i32, i64) -> bool,
+) -> anyhow::Result<BTreeMap<i32, Window>> {
+    let mut windows: BTreeMap<i32, Window> =
+        starts.keys().map(|&p| (p, Window::new(size))).collect();
+    let reaches_back = starts.values().any(|&start| start > 0);
+    if !reaches_back {
+        return Ok(windows);
+    }
+    let consumer = reader(kafka)?;
+    let timeout = Duration::from_secs(10);
+    let mut spans = BTreeMap::new();
+    for (&p, &start) in starts {
+        let (low, _) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .context("reading watermarks")?;
+        let from = start.saturating_sub(i64::try_from(size).unwrap_or(i64::MAX));
+        spans.insert(
+            p,
+            Span {
+                start: from.max(low).min(start),
+                end: start,
+            },
+        );
+    }
+    drop(consumer);
+    let plan = Plan {
+        topic: topic.to_owned(),
+        spans,
+    };
+    read(
+        kafka,
+        &plan,
+        &Progress::new(plan.total()),
+        shutdown,
+        |record| {
+            let Ok(received) = record else { return };
+            let Some(id) = received.envelope.id() else {
+                return;
+            };
+            if !admit(received.partition, received.offset) {
+                return;
+            }
+            if let Some(window) = windows.get_mut(&received.partition) {
+                window.admit(id, received.offset);
+            }
+        },
+    )?;
+    Ok(windows)
+}
+
+/// [`run`] without skipping repeats: every record of `plan`, to `visit`.
+fn read(
     kafka: &KafkaConfig,
     plan: &Plan,
     progress: &Progress,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
-use shared::config::Secret;
+use shared::config::{AuthConfig, Secret};
 use shared::http::{HttpLimits, Readiness};
 use shared::shutdown::CancellationToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,7 +46,15 @@ async fn start(gate: Gate) -> (std::net::SocketAddr, CancellationToken) {
                 }
             }),
         );
-    let router = shared::http::finish("limits", routes, Readiness::default(), Secret::new("t"));
+    let router = shared::http::finish(
+        "limits",
+        routes.into(),
+        Readiness::default(),
+        &AuthConfig {
+            admin_token: Secret::new("t"),
+            public_metrics: true,
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();

@@ -107,13 +107,15 @@ impl Running {
     }
 }
 
-async fn produce(env: &TestEnv, key: &str, payloads: &[String]) {
+/// Produces `payloads` in order to partition 0, each keyed by its entity.
+async fn produce(env: &TestEnv, payloads: &[String]) {
     let producer = shared::kafka::producer(&env.settings.kafka).unwrap();
     for payload in payloads {
         producer
             .send(
                 FutureRecord::to(&env.settings.kafka.events_topic)
-                    .key(key)
+                    .key(&shared::testkit::key_of(payload))
+                    .partition(0)
                     .payload(payload),
                 Duration::from_secs(10),
             )
@@ -243,7 +245,7 @@ async fn poison_of_every_kind_is_dead_lettered_and_the_worker_goes_on() {
         payloads.push(record.clone());
     }
     payloads.push(view("u1", "last"));
-    produce(&env, "u1", &payloads).await;
+    produce(&env, &payloads).await;
 
     let running = start(&env).await;
     let recorded = running.recorded(poison.len() as i64 + 1).await;
@@ -265,7 +267,7 @@ async fn what_the_database_refuses_is_dead_lettered_and_the_rest_commits() {
     let mut payloads: Vec<String> = (0..60).map(|i| view(&format!("k{i}"), "p")).collect();
     payloads[37] = view("refuse-me", "p");
     // One partition, so the refused event sits in the middle of a batch.
-    produce(&env, "one-key", &payloads).await;
+    produce(&env, &payloads).await;
 
     let running = start(&env).await;
     let recorded = running.recorded(59).await;
@@ -321,7 +323,6 @@ async fn claim_checks_are_resolved_and_forgeries_dead_lettered() {
     });
     produce(
         &env,
-        "u1",
         &[
             genuine,
             missing.clone(),

@@ -14,8 +14,9 @@ use shared::event::{Action, Interaction};
 /// Top products kept per day and ranking.
 pub const TOP: usize = 20;
 
-/// One day's numbers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// One day's numbers: distinct users (active: any interaction; viewing;
+/// purchasing) and counts per action, revenue in cents.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Day {
     pub active_users: u64,
     pub viewing_users: u64,

@@ -42,7 +42,7 @@ pub struct RangeError {
 }
 
 /// Sums over a range of the counts that add up over days.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub views: u64,
     pub clicks: u64,

@@ -3,7 +3,9 @@
 //! metrics from scratch, and serves the newest successful run.
 
 pub mod aggregate;
+pub mod audit;
 pub mod daily;
+pub mod dead_letters;
 mod page;
 mod routes;
 pub mod runner;
@@ -42,6 +44,9 @@ pub struct DashboardConfig {
     pub readers: usize,
     /// The MapReduce coordinator the page's "Count pages now" button starts jobs on.
     pub pagecount_url: String,
+    /// The streaming consumer the Kappa audit compares with: its name in
+    /// `consumer_offsets` (the recommendation service's `group`).
+    pub audit_consumer: String,
 }
 
 impl DashboardConfig {
@@ -65,6 +70,10 @@ pub struct AppState {
     pub registry: runner::Registry,
     pub wake: Arc<Notify>,
     pub triggers: triggers::SharedStatus,
+    /// `auth.public_metrics`: whether the daily metrics need no token.
+    pub public_metrics: bool,
+    pub auditor: audit::Auditor,
+    pub dead_letters: dead_letters::DeadLetters,
 }
 
 /// A built service: bound, connected, not yet running.
@@ -94,6 +103,13 @@ impl Application {
             threshold_bytes: config.threshold_bytes,
             ..Default::default()
         }));
+        let auditor = audit::Auditor::new(
+            pool.clone(),
+            settings.kafka.clone(),
+            config.audit_consumer.clone(),
+            config.readers,
+            shutdown.clone(),
+        );
         let state = AppState {
             pool: pool.clone(),
             pagecount_url: config.pagecount_url.trim_end_matches('/').to_owned(),
@@ -103,6 +119,9 @@ impl Application {
             registry: registry.clone(),
             wake: wake.clone(),
             triggers: status.clone(),
+            public_metrics: settings.auth.public_metrics,
+            auditor: auditor.clone(),
+            dead_letters: dead_letters::DeadLetters::new(&settings.kafka),
         };
         let readiness = Readiness::default()
             .postgres(pool.clone())
@@ -111,7 +130,7 @@ impl Application {
             "dashboard",
             routes::router(state),
             readiness,
-            settings.auth.admin_token.clone(),
+            &settings.auth,
         );
         let listener = shared::http::bind(config.addr).await?;
         let triggers = triggers::Triggers {
@@ -133,6 +152,7 @@ impl Application {
             readers: config.readers.max(1),
             registry,
             wake,
+            auditor,
         };
         Ok(Self {
             listener,

@@ -1,40 +1,72 @@
 //! `POST /api/replays` (token), `GET /api/replays`, `GET /api/replays/{id}`,
-//! `GET /api/metrics/daily?from=&to=&run=`, `GET /api/products/top?day=&by=&limit=&run=`.
+//! `GET /api/metrics/daily?from=&to=&run=`, `GET /api/products/top?day=&by=&limit=&run=`,
+//! `GET /api/triggers`, `GET /api/audit?from=&to=` (token),
+//! `GET /api/dlq/daily?from=&to=`, `POST /api/mapreduce/jobs` (token), and the page `/`.
 //! Metrics answers name the run and offsets they come from: the current run
 //! (the newest successful full replay) unless `run` names another.
+//!
+//! The daily metrics (the page, `/api/metrics/daily`, `/api/products/top`,
+//! `/api/dlq/daily`) are public or need the token as `auth.public_metrics`
+//! says ([`Viewer`]); their OpenAPI operations say which, computed here when
+//! the router is built.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use shared::http::{self, Admin, ApiError, Path, Query};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::http::openapi::ErrorBody;
+use shared::http::{self, Admin, ApiError, Path, Query, Viewer};
 use shared::replay::ProgressView;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::aggregate::conversion;
-use crate::daily::Daily;
+use crate::aggregate::{conversion, Day};
+use crate::audit::{AuditError, AuditReport};
+use crate::daily::{Daily, Totals};
 use crate::store::{self, By, Run, RunState, Trigger};
 use crate::AppState;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/replays", get(list_replays).post(start_replay))
-        .route("/api/replays/{id}", get(get_replay))
-        .route("/api/metrics/daily", get(daily))
-        .route("/api/products/top", get(top_products))
-        .route("/api/triggers", get(trigger_status))
-        .route("/api/mapreduce/jobs", axum::routing::post(start_mapreduce))
-        .route("/", get(crate::page::page))
-        .with_state(state)
+/// The operations that serve daily metrics: public or not by `auth.public_metrics`.
+const METRICS_ROUTES: [&str; 4] = [
+    "/",
+    "/api/metrics/daily",
+    "/api/products/top",
+    "/api/dlq/daily",
+];
+
+pub fn router(state: AppState) -> OpenApiRouter {
+    let public = state.public_metrics;
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(list_replays, start_replay))
+        .routes(routes!(get_replay))
+        .routes(routes!(daily))
+        .routes(routes!(top_products))
+        .routes(routes!(trigger_status))
+        .routes(routes!(audit))
+        .routes(routes!(dlq_daily))
+        .routes(routes!(start_mapreduce))
+        .routes(routes!(crate::page::page))
+        .with_state(state);
+    shared::http::openapi::metrics_security(&mut router, &METRICS_ROUTES, public);
+    router
 }
 
-/// `POST /api/mapreduce/jobs` (token): starts a page-count job over the
-/// whole access-log topic on the MapReduce coordinator, with the caller's
-/// token, and answers what the coordinator answered.
+/// Start a MapReduce page count.
+///
+/// Starts a page-count job over the whole access-log topic on the MapReduce
+/// coordinator (`dashboard.pagecount_url`), with the caller's token, and
+/// answers what the coordinator answered: its status and its JSON body.
+#[utoipa::path(post, path = "/api/mapreduce/jobs", tag = "dashboard",
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The coordinator started the job: its answer (the job)", body = Value),
+        (status = 502, description = "The coordinator answered something that is not JSON", body = ErrorBody),
+        (status = 503, description = "The coordinator did not answer (`pagecount_unavailable`), or answered 503 itself", body = ErrorBody)))]
 async fn start_mapreduce(
     _: Admin,
     State(s): State<AppState>,
@@ -43,30 +75,50 @@ async fn start_mapreduce(
     let mut request = s
         .http
         .post(format!("{}/jobs", s.pagecount_url))
-        .json(&json!({}));
+        .json(&serde_json::json!({}));
     if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
         request = request.header(axum::http::header::AUTHORIZATION, auth.clone());
     }
-    let response = request.send().await.map_err(|e| {
+    let unavailable = |e: reqwest::Error| {
         ApiError::unavailable(
             "pagecount_unavailable",
             "the MapReduce coordinator did not answer",
         )
         .caused_by(e)
-    })?;
+    };
+    let response = request.send().await.map_err(unavailable)?;
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let bytes = response.bytes().await.map_err(unavailable)?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "pagecount_bad_answer",
+            format!("the MapReduce coordinator answered {status} without JSON"),
+        )
+        .caused_by(e)
+    })?;
     Ok((status, Json(body)))
 }
 
-#[derive(Deserialize)]
+/// A replay request.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
-    /// "earliest" or an RFC 3339 time.
+    /// "earliest" or an RFC 3339 time (not before 1970).
     from: String,
     /// An RFC 3339 time; none: up to the end offsets at the start.
     to: Option<String>,
+}
+
+/// The 202 answer to a replay request.
+#[derive(Serialize, ToSchema)]
+pub struct Queued {
+    id: i64,
+    /// Always `queued`.
+    state: RunState,
+    /// A full replay (from `earliest`, no `to`): it becomes current when it succeeds.
+    full: bool,
 }
 
 /// A replay bound as a time. Kafka timestamps start at the Unix epoch, and
@@ -95,13 +147,20 @@ fn replay_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiErro
     Ok(time)
 }
 
-/// Queues a replay. Only a full one (from "earliest", no `to`) becomes
-/// current when it succeeds; a custom range is stored under its id.
+/// Queue a replay.
+///
+/// Only a full one (from "earliest", no `to`) becomes current when it
+/// succeeds; a custom range is stored under its id. A bad time, or a `to`
+/// not after `from`, is 400 `invalid_range` naming the field.
+#[utoipa::path(post, path = "/api/replays", tag = "dashboard",
+    security(("bearer" = [])),
+    request_body = ReplayRequest,
+    responses((status = 202, description = "The run is queued", body = Queued)))]
 async fn start_replay(
     _: Admin,
     State(s): State<AppState>,
     http::Json(request): http::Json<ReplayRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Queued>), ApiError> {
     let from = match request.from.as_str() {
         "earliest" => None,
         time => Some(replay_time("from", time)?),
@@ -124,12 +183,76 @@ async fn start_replay(
     s.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"id": id, "state": "queued", "full": from.is_none() && to.is_none()})),
+        Json(Queued {
+            id,
+            state: RunState::Queued,
+            full: from.is_none() && to.is_none(),
+        }),
     ))
 }
 
-/// A run with its live progress (for a running one) or its final numbers,
-/// and whether it is the run served by default.
+/// How far a run got: a running run's live numbers, or just the fraction.
+#[derive(Serialize, ToSchema)]
+pub struct RunProgress {
+    /// Records read so far (a run in progress on this instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read: Option<u64>,
+    /// Records in the run's range (a run in progress on this instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
+    /// 0..1, never stepping back; 1 for a succeeded run.
+    fraction: f64,
+    /// Records per second so far (a run in progress on this instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_second: Option<f64>,
+    /// Seconds left at the current pace; null while unknown (a run in progress on this instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    eta_seconds: Option<Option<f64>>,
+}
+
+impl RunProgress {
+    fn fraction(fraction: f64) -> Self {
+        RunProgress {
+            read: None,
+            total: None,
+            fraction,
+            per_second: None,
+            eta_seconds: None,
+        }
+    }
+}
+
+impl From<ProgressView> for RunProgress {
+    fn from(view: ProgressView) -> Self {
+        RunProgress {
+            read: Some(view.read),
+            total: Some(view.total),
+            fraction: view.fraction,
+            per_second: Some(view.per_second),
+            eta_seconds: Some(view.eta_seconds),
+        }
+    }
+}
+
+/// A run with its progress, and whether it is the run served by default.
+#[derive(Serialize, ToSchema)]
+pub struct RunView {
+    #[serde(flatten)]
+    run: Run,
+    progress: RunProgress,
+    /// A full replay (from the earliest offsets, no end time).
+    full: bool,
+    /// The run the metrics answer with by default.
+    current: bool,
+}
+
+/// The newest runs, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    runs: Vec<RunView>,
+}
+
 /// The progress of the runs in hand. Read *before* the runs themselves: the
 /// runner stores a run's success before it drops its progress, so a run that
 /// finishes in between reads as succeeded (1.0), never as a running run
@@ -139,32 +262,48 @@ fn live(s: &AppState) -> HashMap<i64, ProgressView> {
     registry.iter().map(|(id, p)| (*id, p.view())).collect()
 }
 
-fn describe(run: Run, current: Option<i64>, live: &HashMap<i64, ProgressView>) -> Value {
-    let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
+fn describe(run: Run, current: Option<i64>, live: &HashMap<i64, ProgressView>) -> RunView {
     let progress = match (run.state, live.get(&run.id)) {
-        (RunState::Succeeded, _) => json!({"fraction": 1.0}),
-        (_, Some(view)) => json!(view),
-        (_, None) => json!({"fraction": 0.0}),
+        (RunState::Succeeded, _) => RunProgress::fraction(1.0),
+        (_, Some(view)) => RunProgress::from(*view),
+        (_, None) => RunProgress::fraction(0.0),
     };
-    value["progress"] = progress;
-    value["full"] = json!(run.is_full());
-    value["current"] = json!(current == Some(run.id));
-    value
+    RunView {
+        full: run.is_full(),
+        current: current == Some(run.id),
+        progress,
+        run,
+    }
 }
 
-async fn list_replays(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The newest replay runs.
+///
+/// The 50 newest runs, newest first, with their state, range (start and end
+/// offsets), counts, error, live progress, and which one is current.
+#[utoipa::path(get, path = "/api/replays", tag = "dashboard",
+    responses((status = 200, description = "The runs, newest first", body = RunList)))]
+async fn list_replays(State(s): State<AppState>) -> Result<Json<RunList>, ApiError> {
     let live = live(&s);
     let list = store::list(&s.pool, 50).await?;
     let current = store::current_id(&s.pool).await?;
-    Ok(Json(
-        json!({"runs": list.into_iter().map(|r| describe(r, current, &live)).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(RunList {
+        runs: list
+            .into_iter()
+            .map(|r| describe(r, current, &live))
+            .collect(),
+    }))
 }
 
+/// One replay run.
+///
+/// Its state, range, counts, error, and live progress while it runs.
+#[utoipa::path(get, path = "/api/replays/{id}", tag = "dashboard",
+    params(("id" = i64, Path, description = "The run's id")),
+    responses((status = 200, description = "The run", body = RunView)))]
 async fn get_replay(
     State(s): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     let live = live(&s);
     let run = store::get(&s.pool, id)
         .await?
@@ -190,55 +329,136 @@ async fn served(s: &AppState, run: Option<i64>) -> Result<Run, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+/// The days of a metrics answer.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Range {
+    /// The first day (UTC); none: see the operation.
     from: Option<NaiveDate>,
+    /// The last day (UTC); none: the newest day with data.
     to: Option<NaiveDate>,
     /// A run's id; none: the current run.
     run: Option<i64>,
 }
 
-/// The days of a range (see [`crate::daily`] for the default range and
-/// what totals hold).
+/// One day of a metrics answer.
+#[derive(Serialize, ToSchema)]
+pub struct DayRow {
+    #[serde(flatten)]
+    counts: Day,
+    day: NaiveDate,
+    /// Purchasing users over viewing users; 0 without views.
+    conversion: f64,
+}
+
+/// Daily metrics of a run over a range of days.
+#[derive(Serialize, ToSchema)]
+pub struct DailyMetrics {
+    run_id: i64,
+    #[schema(value_type = Option<BTreeMap<String, i64>>)]
+    start_offsets: Option<Value>,
+    #[schema(value_type = Option<BTreeMap<String, i64>>)]
+    end_offsets: Option<Value>,
+    /// The resolved range; none when no range was asked and the run has no data.
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    /// Every day of the range, days without events as zeros.
+    days: Vec<DayRow>,
+    /// Sums of what adds up over days (distinct users do not).
+    totals: Totals,
+}
+
+/// Daily metrics.
+///
+/// Per UTC day from `from` to `to` (days without events as zeros): active,
+/// viewing and purchasing users, views, clicks, add_to_cart, purchases,
+/// revenue, conversion, with totals. Without a range: the newest 30 days
+/// with data (within ten years); an explicit range covers at most ten
+/// years. Public unless `auth.public_metrics` is false.
+#[utoipa::path(get, path = "/api/metrics/daily", tag = "dashboard",
+    params(Range),
+    responses(
+        (status = 200, description = "The days of the range", body = DailyMetrics),
+        (status = 404, description = "No replay has succeeded yet, or the named run has no results", body = ErrorBody)))]
 async fn daily(
+    _: Viewer,
     State(s): State<AppState>,
     Query(range): Query<Range>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DailyMetrics>, ApiError> {
     let run = served(&s, range.run).await?;
     let stored = store::stored_days(&s.pool, run.id).await?;
     let daily = Daily::new(range.from, range.to, &stored)
         .map_err(|e| ApiError::bad_request("invalid_range", e.message).with("field", e.field))?;
-    let days: Vec<Value> = daily
+    let days = daily
         .every_day()
-        .map(|(date, day)| {
-            let mut value = json!(day);
-            value["day"] = json!(date);
-            value["conversion"] = json!(conversion(&day));
-            value
+        .map(|(date, day)| DayRow {
+            conversion: conversion(&day),
+            counts: day,
+            day: date,
         })
         .collect();
-    Ok(Json(json!({
-        "run_id": run.id, "start_offsets": run.start_offsets, "end_offsets": run.end_offsets,
-        "from": daily.range.map(|r| r.0), "to": daily.range.map(|r| r.1),
-        "days": days, "totals": daily.totals(),
-    })))
+    Ok(Json(DailyMetrics {
+        run_id: run.id,
+        start_offsets: run.start_offsets,
+        end_offsets: run.end_offsets,
+        from: daily.range.map(|r| r.0),
+        to: daily.range.map(|r| r.1),
+        days,
+        totals: daily.totals(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// The day and ranking of a top-products answer.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TopQuery {
+    /// The day (UTC).
     day: NaiveDate,
+    /// What to rank by.
+    #[param(inline)]
     by: By,
+    /// How many products, 1 to 20 (default 10).
+    #[param(minimum = 1, maximum = 20)]
     limit: Option<i64>,
     /// A run's id; none: the current run.
     run: Option<i64>,
 }
 
+/// A product and its count.
+#[derive(Serialize, ToSchema)]
+pub struct Ranked {
+    product_id: String,
+    count: i64,
+}
+
+/// The top products of a day.
+#[derive(Serialize, ToSchema)]
+pub struct TopProducts {
+    run_id: i64,
+    #[schema(value_type = Option<BTreeMap<String, i64>>)]
+    end_offsets: Option<Value>,
+    day: NaiveDate,
+    by: By,
+    /// Best first (then by product id).
+    items: Vec<Ranked>,
+}
+
+/// The top products of a day.
+///
+/// By views or by purchases, best first. Public unless
+/// `auth.public_metrics` is false.
+#[utoipa::path(get, path = "/api/products/top", tag = "dashboard",
+    params(TopQuery),
+    responses(
+        (status = 200, description = "The ranking", body = TopProducts),
+        (status = 404, description = "No replay has succeeded yet, or the named run has no results", body = ErrorBody)))]
 async fn top_products(
+    _: Viewer,
     State(s): State<AppState>,
     Query(q): Query<TopQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TopProducts>, ApiError> {
     let limit = q.limit.unwrap_or(10);
     if !(1..=crate::aggregate::TOP as i64).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -248,16 +468,176 @@ async fn top_products(
     }
     let run = served(&s, q.run).await?;
     let rows = store::top_products(&s.pool, run.id, q.day, q.by, limit).await?;
-    let items: Vec<Value> = rows
+    let items = rows
         .into_iter()
-        .map(|(p, c)| json!({"product_id": p, "count": c}))
+        .map(|(product_id, count)| Ranked { product_id, count })
         .collect();
-    Ok(Json(
-        json!({"run_id": run.id, "end_offsets": run.end_offsets, "day": q.day, "by": q.by, "items": items}),
-    ))
+    Ok(Json(TopProducts {
+        run_id: run.id,
+        end_offsets: run.end_offsets,
+        day: q.day,
+        by: q.by,
+        items,
+    }))
 }
 
-/// The schedule's next run and what the last threshold check found.
+/// What starts replays besides requests.
+///
+/// The schedule's next run, the thresholds, and what the last threshold
+/// check found.
+#[utoipa::path(get, path = "/api/triggers", tag = "dashboard",
+    responses((status = 200, description = "The triggers' status", body = crate::triggers::TriggerStatus)))]
 async fn trigger_status(State(s): State<AppState>) -> Json<crate::triggers::TriggerStatus> {
     Json(s.triggers.lock().expect("poisoned").clone())
+}
+
+/// The days of an audit or a dead-letter answer.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct Days {
+    /// The first day (UTC); none: no lower bound.
+    from: Option<NaiveDate>,
+    /// The last day (UTC); none: no upper bound.
+    to: Option<NaiveDate>,
+}
+
+impl Days {
+    fn checked(&self) -> Result<(), ApiError> {
+        match (self.from, self.to) {
+            (Some(from), Some(to)) if to < from => Err(ApiError::bad_request(
+                "invalid_range",
+                format!("`to` ({to}) must not be before `from` ({from})"),
+            )
+            .with("field", "to")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The Kappa audit.
+///
+/// Compares the streaming half (the recommendation consumer's per-day
+/// counters) with the batch half (the current replay run's per-day
+/// metrics) over the offsets both have processed: per partition up to the
+/// smaller of the stream's committed position and the run's end offset;
+/// the records between the two are read from the topic and taken out of
+/// the half that is ahead, counted as the replay counts them. Per day and
+/// measure both numbers and their difference, which must be 0. An audit
+/// over every day (no `from`, `to`) sets the `kappa_dashboard_audit_drift`
+/// gauges and the page's audit line.
+#[utoipa::path(get, path = "/api/audit", tag = "dashboard",
+    security(("bearer" = [])),
+    params(Days),
+    responses(
+        (status = 200, description = "Both halves compared", body = AuditReport),
+        (status = 404, description = "No full replay has succeeded yet", body = ErrorBody),
+        (status = 409, description = "The streaming consumer has no committed position on the topic yet (`stream_not_started`)", body = ErrorBody)))]
+async fn audit(
+    _: Admin,
+    State(s): State<AppState>,
+    Query(days): Query<Days>,
+) -> Result<Json<AuditReport>, ApiError> {
+    days.checked()?;
+    match s.auditor.audit(days.from, days.to).await {
+        Ok(report) => Ok(Json(report)),
+        Err(AuditError::NoRun) => Err(ApiError::not_found(
+            "no full replay has succeeded yet; start one with POST /api/replays",
+        )),
+        Err(AuditError::StreamNotStarted { consumer, topic }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stream_not_started",
+            format!(
+                "the streaming consumer `{consumer}` has committed no position on `{topic}` yet"
+            ),
+        )),
+        Err(AuditError::BadRange(message)) => {
+            Err(ApiError::bad_request("invalid_range", message).with("field", "to"))
+        }
+        Err(AuditError::Failed(error)) => Err(ApiError::unavailable(
+            "audit_unavailable",
+            "the broker or the database did not answer the audit; retry",
+        )
+        .caused_by(format!("{error:#}"))),
+    }
+}
+
+/// Dead letters of one day.
+#[derive(Serialize, ToSchema)]
+pub struct DlqDay {
+    day: NaiveDate,
+    total: u64,
+    /// Per reason code (`dlq.code`).
+    by_code: BTreeMap<String, u64>,
+}
+
+/// Dead letters by reason over time.
+#[derive(Serialize, ToSchema)]
+pub struct DlqDaily {
+    topic: String,
+    /// Per partition, the offset counted up to.
+    read_to: BTreeMap<String, i64>,
+    /// Whether the read got to the topic's end (false: it ran out of time;
+    /// the next look goes on from `read_to`).
+    complete: bool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    /// Days with dead letters, oldest first.
+    days: Vec<DlqDay>,
+    /// Per reason code, over the days listed.
+    totals: BTreeMap<String, u64>,
+    total: u64,
+}
+
+/// The newest days with dead letters that one answer lists.
+pub const DLQ_DAYS: usize = 366;
+
+/// Dead letters by reason per day.
+///
+/// Records on the dead-letter topic per UTC day (when they were
+/// dead-lettered) and reason code, days with dead letters only, oldest
+/// first (at most the newest 366 within the range). Public unless
+/// `auth.public_metrics` is false.
+#[utoipa::path(get, path = "/api/dlq/daily", tag = "dashboard",
+    params(Days),
+    responses((status = 200, description = "Dead letters per day and reason", body = DlqDaily)))]
+async fn dlq_daily(
+    _: Viewer,
+    State(s): State<AppState>,
+    Query(days): Query<Days>,
+) -> Result<Json<DlqDaily>, ApiError> {
+    days.checked()?;
+    let snapshot = s.dead_letters.snapshot().await.map_err(|e| {
+        ApiError::unavailable("kafka_unavailable", "the broker did not answer")
+            .caused_by(format!("{e:#}"))
+    })?;
+    let chosen = crate::dead_letters::select(&snapshot.days, days.from, days.to, DLQ_DAYS);
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let list: Vec<DlqDay> = chosen
+        .into_iter()
+        .map(|(day, by_code)| {
+            for (code, n) in &by_code {
+                *totals.entry(code.clone()).or_default() += n;
+            }
+            DlqDay {
+                day,
+                total: by_code.values().sum(),
+                by_code,
+            }
+        })
+        .collect();
+    Ok(Json(DlqDaily {
+        topic: s.dead_letters.topic().to_owned(),
+        read_to: snapshot
+            .next
+            .iter()
+            .map(|(p, o)| (p.to_string(), *o))
+            .collect(),
+        complete: snapshot.complete,
+        from: days.from,
+        to: days.to,
+        total: totals.values().sum(),
+        days: list,
+        totals,
+    }))
 }

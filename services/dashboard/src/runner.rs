@@ -33,6 +33,8 @@ pub struct Runner {
     pub readers: usize,
     pub registry: Registry,
     pub wake: Arc<Notify>,
+    /// Audits both halves after every successful full run.
+    pub auditor: crate::audit::Auditor,
 }
 
 impl Runner {
@@ -96,6 +98,12 @@ impl Runner {
                     seconds = secs,
                     "replay succeeded"
                 );
+                if run.is_full() {
+                    // The batch half just moved: compare it with the stream
+                    // (in the background; the next run need not wait).
+                    let auditor = self.auditor.clone();
+                    tokio::spawn(async move { auditor.audit_and_log().await });
+                }
             }
             Err(error) => {
                 let message = format!("{error:#}");
@@ -135,41 +143,20 @@ impl Runner {
                 }
             }))
         };
-        // Several readers, each over its own partitions, then one merge.
-        let readers = plan.split(self.readers).into_iter().map(|part| {
-            let (kafka, progress, shutdown) =
-                (self.kafka.clone(), progress.clone(), shutdown.clone());
-            tokio::task::spawn_blocking(move || read_part(&kafka, &part, &progress, &shutdown))
-        });
-        let mut whole = Part::default();
-        for reader in futures_join(readers).await {
-            let part = reader??;
-            whole.aggregate.merge(part.aggregate);
-            whole.events += part.events;
-            whole.rejected += part.rejected;
-            whole.claimed.extend(part.claimed);
-        }
-        // Claim-checked interactions count with their full bodies; one whose
-        // payload is missing or does not match is a rejected record.
-        let claimed = std::mem::take(&mut whole.claimed);
-        for resolved in ClaimStore::new(self.pool.clone())
-            .resolve_received(claimed)
-            .await?
-        {
-            match resolved {
-                Ok(received) => whole.add(&received),
-                Err(_) => {
-                    whole.events -= 1;
-                    whole.rejected += 1;
-                }
-            }
-        }
         let Part {
             aggregate,
             events,
             rejected,
             ..
-        } = whole;
+        } = read_plan(
+            &self.kafka,
+            &self.pool,
+            &plan,
+            self.readers,
+            &progress,
+            shutdown,
+        )
+        .await?;
         metrics::gauge!("kappa_replay_progress").set(1.0);
         let results = aggregate.finish();
         let counts = store::Counts {
@@ -182,12 +169,55 @@ impl Runner {
     }
 }
 
+/// Reads `plan` and aggregates it the way a replay does: several readers,
+/// each over its own partitions, then one merge; claim-checked interactions
+/// count with their resolved bodies. The Kappa audit reads the records
+/// between the two halves' positions through here too, so both always
+/// count alike.
+pub(crate) async fn read_plan(
+    kafka: &KafkaConfig,
+    pool: &PgPool,
+    plan: &replay::Plan,
+    readers: usize,
+    progress: &Arc<Progress>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Part> {
+    let readers = plan.split(readers.max(1)).into_iter().map(|part| {
+        let (kafka, progress, shutdown) = (kafka.clone(), progress.clone(), shutdown.clone());
+        tokio::task::spawn_blocking(move || read_part(&kafka, &part, &progress, &shutdown))
+    });
+    let mut whole = Part::default();
+    for reader in futures_join(readers).await {
+        let part = reader??;
+        whole.aggregate.merge(part.aggregate);
+        whole.events += part.events;
+        whole.rejected += part.rejected;
+        whole.claimed.extend(part.claimed);
+    }
+    // Claim-checked interactions count with their full bodies; one whose
+    // payload is missing or does not match is a rejected record.
+    let claimed = std::mem::take(&mut whole.claimed);
+    for resolved in ClaimStore::new(pool.clone())
+        .resolve_received(claimed)
+        .await?
+    {
+        match resolved {
+            Ok(received) => whole.add(&received),
+            Err(_) => {
+                whole.events -= 1;
+                whole.rejected += 1;
+            }
+        }
+    }
+    Ok(whole)
+}
+
 /// What one reader took from its part of a plan.
 #[derive(Default)]
-struct Part {
-    aggregate: Aggregate,
-    events: u64,
-    rejected: u64,
+pub(crate) struct Part {
+    pub aggregate: Aggregate,
+    pub events: u64,
+    pub rejected: u64,
     /// Claim-checked interactions, resolved after reading (rare; their
     /// payloads come from the claim-check store, not the topic).
     claimed: Vec<Received>,
@@ -195,7 +225,8 @@ struct Part {
 
 impl Part {
     fn add(&mut self, received: &Received) {
-        if let (Envelope::Inline(event), Some(ts)) = (&received.envelope, received.ts()) {
+        // The streaming half dates events the same way (the audit compares them).
+        if let (Envelope::Inline(event), Some(ts)) = (&received.envelope, received.counted_at()) {
             if let EventBody::Interaction(interaction) = &event.body {
                 self.aggregate.add(ts.date_naive(), interaction);
             }

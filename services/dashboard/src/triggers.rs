@@ -21,11 +21,15 @@ const DEFAULT_RECORD_BYTES: u64 = 200;
 
 /// What the triggers saw last, for `GET /api/triggers`: when the next
 /// scheduled run is due and how much new data the threshold check found.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct TriggerStatus {
+    /// The cron schedule (with seconds, UTC); none: no scheduled replays.
     pub schedule: Option<String>,
+    /// When the schedule fires next.
     pub next_scheduled_at: Option<DateTime<Utc>>,
+    /// New records since the last successful full run that start one; 0: off.
     pub threshold_events: u64,
+    /// New bytes (estimated) since the last successful full run that start one; 0: off.
     pub threshold_bytes: u64,
     /// Threshold checks done since start-up.
     pub checks: u64,

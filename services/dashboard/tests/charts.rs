@@ -15,7 +15,7 @@ use common::Service;
 use futures::future::join_all;
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
-use shared::testkit::{repo_root, TestEnv};
+use shared::testkit::{key_of, repo_root, TestEnv};
 
 /// (day, views, purchase prices in cents). 2026-01-01 has no data; 1990
 /// is a backfill older than the default range's ten-year window.
@@ -44,10 +44,11 @@ async fn produce(env: &TestEnv) {
     // One record that does not parse: the run shows it as rejected.
     records.push((records[1].0, "{broken".to_owned()));
     let topic = &env.settings.kafka.events_topic;
-    let sends = records.iter().map(|(millis, payload)| {
+    let keys: Vec<String> = records.iter().map(|(_, p)| key_of(p)).collect();
+    let sends = records.iter().zip(&keys).map(|((millis, payload), key)| {
         producer.send(
             FutureRecord::to(topic)
-                .key("k")
+                .key(key)
                 .payload(payload)
                 .timestamp(*millis),
             Duration::from_secs(30),

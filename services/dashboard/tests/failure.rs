@@ -11,7 +11,7 @@ use common::Service;
 use futures::future::join_all;
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
-use shared::testkit::{free_port, TestEnv};
+use shared::testkit::{free_port, key_of, TestEnv};
 
 async fn produce(env: &TestEnv, count: usize) {
     let producer = shared::kafka::producer(&env.settings.kafka).unwrap();
@@ -19,10 +19,11 @@ async fn produce(env: &TestEnv, count: usize) {
     let payloads: Vec<String> = (0..count)
         .map(|i| format!(r#"{{"type":"interaction","user_id":"u{}","product_id":"p{}","action":"view","ts":"2026-11-1{}T08:00:00Z"}}"#, i % 211, i % 41, i % 7))
         .collect();
-    for chunk in payloads.chunks(20_000) {
-        let sends = chunk.iter().map(|p| {
+    let keys: Vec<String> = payloads.iter().map(|p| key_of(p)).collect();
+    for (chunk, keys) in payloads.chunks(20_000).zip(keys.chunks(20_000)) {
+        let sends = chunk.iter().zip(keys).map(|(p, key)| {
             producer.send(
-                FutureRecord::to(topic).key("k").payload(p),
+                FutureRecord::to(topic).key(key).payload(p),
                 Duration::from_secs(30),
             )
         });

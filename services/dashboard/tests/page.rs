@@ -54,7 +54,7 @@ async fn the_page_renders_the_charts_from_the_api() {
             producer
                 .send(
                     FutureRecord::to(&env.settings.kafka.events_topic)
-                        .key("k")
+                        .key(&shared::testkit::key_of(&payload))
                         .payload(&payload),
                     Duration::from_secs(10),
                 )
@@ -363,4 +363,213 @@ async fn the_count_pages_button_starts_a_job_on_the_coordinator() {
     assert_eq!(answer.status(), 503);
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["error"], "pagecount_unavailable");
+}
+
+/// `auth.public_metrics`: true (the default) serves the daily metrics to
+/// anyone; false answers 401 without the token and 200 with it. The admin
+/// routes need the token either way, and the rest stays public.
+#[tokio::test(flavor = "multi_thread")]
+async fn who_can_read_the_metrics_is_configured() {
+    let env = TestEnv::new("dash_public").await;
+    let producer = shared::kafka::producer(&env.settings.kafka).unwrap();
+    let payload = r#"{"type":"interaction","user_id":"u1","product_id":"p1","action":"purchase","price_cents":990,"ts":"2026-11-10T12:00:00Z"}"#;
+    producer
+        .send(
+            FutureRecord::to(&env.settings.kafka.events_topic)
+                .key("u1")
+                .payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let metrics_routes = [
+        "/",
+        "/api/metrics/daily",
+        "/api/products/top?day=2026-11-10&by=purchases",
+        "/api/dlq/daily",
+    ];
+    let status = |service: &Service, path: &str, token: Option<String>| {
+        let mut request = service.client.get(format!("{}{path}", service.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap() }
+    };
+
+    let public = Service::start(&env, common::config()).await;
+    let (run, _) = public.replay(json!({"from": "earliest"})).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    for path in metrics_routes {
+        assert_eq!(
+            status(&public, path, None).await.status(),
+            200,
+            "{path} is public"
+        );
+    }
+    assert_eq!(
+        status(&public, "/api/audit", None).await.status(),
+        401,
+        "the audit needs the token"
+    );
+    public.stop().await;
+
+    let mut settings = env.settings.clone();
+    settings.auth.public_metrics = false;
+    let private = Service::start_with(settings, common::config()).await;
+    for path in metrics_routes {
+        let refused = status(&private, path, None).await;
+        assert_eq!(refused.status(), 401, "{path} needs the token");
+        assert!(
+            refused.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}"
+        );
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized", "{path}: {body}");
+        let wrong = status(&private, path, Some("not-the-token".into())).await;
+        assert_eq!(wrong.status(), 401, "{path} with a wrong token");
+        let allowed = status(&private, path, Some(private.token.clone())).await;
+        assert_eq!(allowed.status(), 200, "{path} with the token");
+    }
+    let (code, daily) = {
+        let answer = status(&private, "/api/metrics/daily", Some(private.token.clone())).await;
+        (answer.status(), answer.json::<Value>().await.unwrap())
+    };
+    assert_eq!(
+        (code.as_u16(), &daily["totals"]["revenue_cents"]),
+        (200, &json!(990))
+    );
+    for path in ["/api/replays", "/api/triggers", "/healthz"] {
+        assert_eq!(
+            status(&private, path, None).await.status(),
+            200,
+            "{path} stays public"
+        );
+    }
+    private.stop().await;
+}
+
+/// Dead letters by reason over time: per day of their DLQ timestamp and
+/// `dlq.code`, on `GET /api/dlq/daily` and the page (a chart of the daily
+/// total and a table by reason); a later look counts only what is new.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_counted_by_reason_and_day() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let env = TestEnv::new("dash_dlq").await;
+    let producer = shared::kafka::producer(&env.settings.kafka).unwrap();
+    let letter = |code: Option<&'static str>, day: &'static str| {
+        let producer = producer.clone();
+        let topic = env.settings.kafka.dlq_topic.clone();
+        async move {
+            let millis = chrono::DateTime::parse_from_rfc3339(&format!("{day}T09:30:00Z"))
+                .unwrap()
+                .timestamp_millis();
+            let mut headers = OwnedHeaders::new().insert(Header {
+                key: "dlq.origin.topic",
+                value: Some("events"),
+            });
+            if let Some(code) = code {
+                headers = headers.insert(Header {
+                    key: shared::dlq::header::CODE,
+                    value: Some(code),
+                });
+            }
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .key("k")
+                        .payload("{broken")
+                        .headers(headers)
+                        .timestamp(millis),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    };
+    for (code, day, n) in [
+        (Some("invalid_json"), "2026-11-20", 3),
+        (Some("key_mismatch"), "2026-11-20", 1),
+        (Some("invalid_json"), "2026-11-22", 2),
+        (None, "2026-11-22", 1),
+    ] {
+        for _ in 0..n {
+            letter(code, day).await;
+        }
+    }
+    let service = Service::start(&env, common::config()).await;
+    let (status, body) = service.get("/api/dlq/daily").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 7, "{body}");
+    assert_eq!(body["complete"], true, "{body}");
+    assert_eq!(
+        body["days"],
+        json!([
+            {"day": "2026-11-20", "total": 4, "by_code": {"invalid_json": 3, "key_mismatch": 1}},
+            {"day": "2026-11-22", "total": 3, "by_code": {"invalid_json": 2, "unknown": 1}},
+        ])
+    );
+    assert_eq!(
+        body["totals"],
+        json!({"invalid_json": 5, "key_mismatch": 1, "unknown": 1})
+    );
+    let (_, ranged) = service.get("/api/dlq/daily?from=2026-11-21").await;
+    assert_eq!(ranged["total"], 3, "{ranged}");
+    assert_eq!(
+        service
+            .get("/api/dlq/daily?from=2026-11-22&to=2026-11-20")
+            .await
+            .0,
+        400
+    );
+
+    let page = reqwest::get(format!("{}/", service.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let chart = page
+        .split(r#"id="chart-dlq""#)
+        .nth(1)
+        .expect("a dead-letter chart")
+        .split("</svg>")
+        .next()
+        .unwrap();
+    let bars: Vec<&str> = chart
+        .split(r#"data-value=""#)
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap())
+        .collect();
+    assert_eq!(bars, ["4", "3"], "{chart}");
+    let table = page
+        .split(r#"id="dlq""#)
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert!(
+        table.contains(r#"<tr data-day="2026-11-22"><td>2026-11-22</td><td data-code="invalid_json">2</td><td data-code="key_mismatch">0</td><td data-code="unknown">1</td><td class="total">3</td></tr>"#),
+        "{table}"
+    );
+
+    // Later letters are counted once each, on top of the earlier ones.
+    letter(Some("key_mismatch"), "2026-11-22").await;
+    let body = shared::testkit::eventually(
+        "the new dead letter counted",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = service.get("/api/dlq/daily").await;
+            (body["total"] == 8).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["days"][1]["by_code"]["key_mismatch"], 1, "{body}");
+    assert_eq!(body["totals"]["invalid_json"], 5, "{body}");
+    service.stop().await;
 }

@@ -15,19 +15,20 @@ use common::Service;
 use futures::future::join_all;
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
-use shared::testkit::TestEnv;
+use shared::testkit::{key_of, TestEnv};
 
 /// Produces interactions stamped (event time and Kafka timestamp) `ts`.
 async fn produce(env: &TestEnv, events: &[(String, String)]) {
     let producer = shared::kafka::producer(&env.settings.kafka).unwrap();
     let topic = &env.settings.kafka.events_topic;
-    let sends = events.iter().map(|(ts, payload)| {
+    let keys: Vec<String> = events.iter().map(|(_, p)| key_of(p)).collect();
+    let sends = events.iter().zip(&keys).map(|((ts, payload), key)| {
         let millis = chrono::DateTime::parse_from_rfc3339(ts)
             .unwrap()
             .timestamp_millis();
         producer.send(
             FutureRecord::to(topic)
-                .key("k")
+                .key(key)
                 .payload(payload)
                 .timestamp(millis),
             Duration::from_secs(30),

@@ -329,3 +329,351 @@ async fn metrics_equal_an_independent_count_and_replays_agree() {
     assert_eq!(service.get("/api/replays/999999").await.0, 404);
     service.stop().await;
 }
+
+/// `/openapi.json` describes every route with its error answers (the
+/// contract schemathesis checks in CI), and the metrics routes' security
+/// follows `auth.public_metrics`: optional while public, required when not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_described_with_its_error_answers() {
+    let env = TestEnv::new("dash_openapi").await;
+    let operations = [
+        "GET /api/replays",
+        "POST /api/replays",
+        "GET /api/replays/{id}",
+        "GET /api/metrics/daily",
+        "GET /api/products/top",
+        "GET /api/triggers",
+        "GET /api/audit",
+        "GET /api/dlq/daily",
+        "POST /api/mapreduce/jobs",
+        "GET /",
+    ];
+    let service = Service::start(&env, common::config()).await;
+    let api = shared::testkit::assert_openapi(service.addr(), &operations).await;
+    let paths = &api["paths"];
+    let bearer = json!([{"bearer": []}]);
+    assert_eq!(paths["/api/replays"]["post"]["security"], bearer);
+    assert_eq!(paths["/api/audit"]["get"]["security"], bearer);
+    assert_eq!(paths["/api/mapreduce/jobs"]["post"]["security"], bearer);
+    assert!(
+        paths["/api/replays"]["get"]["security"].is_null(),
+        "listing runs is public"
+    );
+    for path in [
+        "/",
+        "/api/metrics/daily",
+        "/api/products/top",
+        "/api/dlq/daily",
+    ] {
+        assert_eq!(
+            paths[path]["get"]["security"],
+            json!([{}, {"bearer": []}]),
+            "{path} is public by default"
+        );
+    }
+    let page = &paths["/"]["get"]["responses"]["200"]["content"];
+    assert!(page["text/html"].is_object(), "{page}");
+    for (path, status) in [
+        ("/api/metrics/daily", "404"),
+        ("/api/audit", "409"),
+        ("/api/mapreduce/jobs", "503"),
+    ] {
+        let method = if path == "/api/mapreduce/jobs" {
+            "post"
+        } else {
+            "get"
+        };
+        assert!(
+            paths[path][method]["responses"][status].is_object(),
+            "{path} documents {status}"
+        );
+    }
+    let daily = &api["components"]["schemas"]["DailyMetrics"];
+    assert!(daily["properties"]["days"].is_object(), "{daily}");
+    service.stop().await;
+
+    let mut private = env.settings.clone();
+    private.auth.public_metrics = false;
+    let shutdown = shared::shutdown::CancellationToken::new();
+    let app = dashboard::Application::build(private, common::config(), shutdown.clone())
+        .await
+        .unwrap();
+    let addr = app.addr().to_string();
+    let task = tokio::spawn(app.run());
+    let api = shared::testkit::assert_openapi(&addr, &operations).await;
+    for path in [
+        "/",
+        "/api/metrics/daily",
+        "/api/products/top",
+        "/api/dlq/daily",
+    ] {
+        assert_eq!(
+            api["paths"][path]["get"]["security"], bearer,
+            "{path} needs the token"
+        );
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// The known day the audit test plants, and a few records of the next one.
+const AUDIT_DAY: &str = "2026-10-05";
+const AUDIT_NEXT: &str = "2026-10-06";
+
+/// Produces `count` interactions on `day` (keyed by their user, Kafka
+/// timestamp = event time): views, clicks, add_to_cart and purchases.
+async fn produce_interactions(env: &TestEnv, day: &str, first: usize, count: usize) {
+    let producer = shared::kafka::producer(&env.settings.kafka).unwrap();
+    for i in first..first + count {
+        let user = format!("a{}", i % 17);
+        let action = ["view", "view", "click", "add_to_cart", "purchase"][i % 5];
+        let price = if action == "purchase" {
+            format!(r#","price_cents":{}"#, 100 + i)
+        } else {
+            String::new()
+        };
+        let ts = format!("{day}T{:02}:{:02}:00Z", (i / 60) % 24, i % 60);
+        let payload = format!(
+            r#"{{"type":"interaction","user_id":"{user}","product_id":"p{}","action":"{action}","ts":"{ts}"{price}}}"#,
+            i % 7
+        );
+        let millis = chrono::DateTime::parse_from_rfc3339(&ts)
+            .unwrap()
+            .timestamp_millis();
+        producer
+            .send(
+                FutureRecord::to(&env.settings.kafka.events_topic)
+                    .key(&user)
+                    .payload(&payload)
+                    .timestamp(millis),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+/// The streaming half in-process: the recommendation service on the
+/// test's topics and database, as consumer `group`.
+async fn streaming_half(
+    env: &TestEnv,
+    group: &str,
+) -> (
+    shared::shutdown::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let shutdown = shared::shutdown::CancellationToken::new();
+    let config = recommendation::RecommendationConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        group: group.to_owned(),
+        max_batch_events: 50,
+        max_batch_ms: 20,
+        half_life_days: 7.0,
+        stuck_after_ms: 30_000,
+    };
+    let app = recommendation::Application::build(env.settings.clone(), config, shutdown.clone())
+        .await
+        .unwrap();
+    (shutdown, tokio::spawn(app.run()))
+}
+
+/// Waits until the streaming consumer `group` committed `applied` events.
+async fn wait_streamed(env: &TestEnv, group: &str, applied: i64) {
+    let pool = env.pool().await;
+    let topic = env.settings.kafka.events_topic.clone();
+    shared::testkit::eventually(
+        "the streaming half to apply every event",
+        Duration::from_secs(60),
+        || {
+            let (pool, topic) = (pool.clone(), topic.clone());
+            async move {
+                let rows = shared::worker::offsets::progress(&pool, group, &topic)
+                    .await
+                    .ok()?;
+                let done: i64 = rows.iter().map(|r| r.2).sum();
+                assert!(done <= applied, "{done} applied, more than {applied}");
+                (done == applied).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// `GET /api/audit` with the token.
+async fn audit(service: &Service) -> (u16, Value) {
+    let response = service
+        .client
+        .get(format!("{}/api/audit", service.base))
+        .bearer_auth(&service.token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// The audit's `(stream, batch)` of `measure` on `day`.
+fn compared(report: &Value, day: &str, measure: &str) -> (i64, i64) {
+    let found = report["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["day"] == day)
+        .unwrap_or_else(|| panic!("no {day} in {report}"));
+    let c = &found[measure];
+    (c["stream"].as_i64().unwrap(), c["batch"].as_i64().unwrap())
+}
+
+/// Offsets read to align the halves, and partitions adjusted on `side`.
+fn adjusted(report: &Value, side: &str) -> (u64, usize) {
+    let partitions = report["partitions"].as_array().unwrap();
+    (
+        report["records_read"].as_u64().unwrap(),
+        partitions.iter().filter(|p| p["adjusted"] == side).count(),
+    )
+}
+
+/// The Kappa audit: a planted day processed by both halves shows zero
+/// drift, with the stream at, ahead of and behind the replay's end offsets
+/// (the records in between read and counted as the replay counts them);
+/// a double-applied batch injected into the streaming state is reported
+/// per day and measure, as a metric, and on the page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_finds_the_halves_agree_and_reports_a_double_applied_batch() {
+    let env = TestEnv::new("dash_audit").await;
+    let group = env.unique("rec");
+    produce_interactions(&env, AUDIT_DAY, 0, 60).await;
+    let (stream_stop, stream_task) = streaming_half(&env, &group).await;
+    wait_streamed(&env, &group, 60).await;
+    let mut config = common::config();
+    config.audit_consumer = group.clone();
+    let service = Service::start(&env, config).await;
+
+    let (status, body) = audit(&service).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let unauthorized = service.get("/api/audit").await;
+    assert_eq!(unauthorized.0, 401, "the audit needs the token");
+
+    // Both halves at the same offsets.
+    let (run, _) = service.replay(json!({"from": "earliest"})).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let (status, report) = audit(&service).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["zero_drift"], true, "{report}");
+    assert_eq!(report["run_id"], run["id"]);
+    assert_eq!(
+        adjusted(&report, "none"),
+        (0, shared::testkit::PARTITIONS as usize),
+        "{report}"
+    );
+    // 60 interactions, a fifth of each kind but views (two fifths).
+    assert_eq!(compared(&report, AUDIT_DAY, "views"), (24, 24));
+    assert_eq!(compared(&report, AUDIT_DAY, "clicks"), (12, 12));
+    assert_eq!(compared(&report, AUDIT_DAY, "add_to_cart"), (12, 12));
+    assert_eq!(compared(&report, AUDIT_DAY, "purchases"), (12, 12));
+    let revenue: i64 = (0..60).filter(|i| i % 5 == 4).map(|i| 100 + i).sum();
+    assert_eq!(
+        compared(&report, AUDIT_DAY, "revenue_cents"),
+        (revenue, revenue)
+    );
+
+    // The stream ahead: 25 more records (some on the known day, some on
+    // the next) are taken out of the streaming numbers.
+    produce_interactions(&env, AUDIT_DAY, 60, 10).await;
+    produce_interactions(&env, AUDIT_NEXT, 70, 15).await;
+    wait_streamed(&env, &group, 85).await;
+    let (_, report) = audit(&service).await;
+    assert_eq!(report["zero_drift"], true, "{report}");
+    let (read, ahead) = adjusted(&report, "stream");
+    assert_eq!(read, 25, "{report}");
+    assert!(ahead > 0, "{report}");
+    assert_eq!(
+        compared(&report, AUDIT_DAY, "views"),
+        (24, 24),
+        "compared at the run's offsets"
+    );
+    assert!(
+        report["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["day"] != AUDIT_NEXT),
+        "the next day is beyond the compared offsets: {report}"
+    );
+    // Further along: the next audit of the same run adds only what the
+    // stream applied since to what the last one read.
+    produce_interactions(&env, AUDIT_NEXT, 85, 5).await;
+    wait_streamed(&env, &group, 90).await;
+    let (_, report) = audit(&service).await;
+    assert_eq!(report["zero_drift"], true, "{report}");
+    assert_eq!(adjusted(&report, "stream").0, 30, "{report}");
+
+    // The batch ahead: the stream stopped, 15 more records replayed; they
+    // are taken out of the batch numbers.
+    stream_stop.cancel();
+    stream_task.await.unwrap().unwrap();
+    produce_interactions(&env, AUDIT_NEXT, 90, 15).await;
+    let (run, _) = service.replay(json!({"from": "earliest"})).await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let (_, report) = audit(&service).await;
+    assert_eq!(report["zero_drift"], true, "{report}");
+    let (read, behind) = adjusted(&report, "batch");
+    assert_eq!(read, 15, "{report}");
+    assert!(behind > 0, "{report}");
+    assert_eq!(compared(&report, AUDIT_DAY, "views"), (28, 28), "{report}");
+
+    // A batch applied twice on the streaming side (7 views and $12.50 of
+    // revenue again in one partition): reported per day and measure.
+    let pool = env.pool().await;
+    let injected = sqlx::query(
+        "UPDATE rec_daily SET views = views + 7, revenue_cents = revenue_cents + 1250
+         WHERE day = $1::date AND partition = (SELECT min(partition) FROM rec_daily WHERE day = $1::date)",
+    )
+    .bind(AUDIT_DAY)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(injected.rows_affected(), 1);
+    let (_, report) = audit(&service).await;
+    assert_eq!(report["zero_drift"], false, "{report}");
+    assert_eq!(report["drift"]["views"], 7, "{report}");
+    assert_eq!(report["drift"]["revenue_cents"], 1250, "{report}");
+    assert_eq!(report["drift"]["purchases"], 0, "{report}");
+    let (stream, batch) = compared(&report, AUDIT_DAY, "views");
+    assert_eq!(stream - batch, 7, "{report}");
+    let metrics = shared::testkit::metrics_text(service.addr()).await;
+    let drift = |measure: &str| {
+        shared::testkit::metric(
+            &metrics,
+            "kappa_dashboard_audit_drift",
+            &[&format!("measure=\"{measure}\"")],
+        )
+    };
+    assert_eq!(
+        (drift("views"), drift("revenue_cents"), drift("clicks")),
+        (7.0, 1250.0, 0.0),
+        "{metrics}"
+    );
+    let page = reqwest::get(format!("{}/", service.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = page
+        .split(r#"id="audit""#)
+        .nth(1)
+        .unwrap()
+        .split("</p>")
+        .next()
+        .unwrap();
+    assert!(
+        line.contains("<b>drift</b>") && line.contains(&format!("{AUDIT_DAY} views")),
+        "{line}"
+    );
+    service.stop().await;
+}

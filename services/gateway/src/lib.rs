@@ -30,6 +30,8 @@ pub struct AppState {
     /// `POST /products`: the largest file accepted (413 beyond it).
     pub max_file_bytes: usize,
     pub max_events: usize,
+    /// `GET /dlq`, `POST /dlq/redrive`.
+    pub(crate) dlq: Arc<routes::dlq::DeadLetterQueue>,
 }
 
 /// A built gateway, bound to its port, not yet serving.
@@ -59,24 +61,21 @@ impl Application {
         }
         shared::catalogue::zero("kappa_gateway_events_failed_total", &[]);
         let claims = ClaimStore::new(pool.clone());
+        let dlq = routes::dlq::DeadLetterQueue::new(&settings);
         let publisher = Publisher::new(producer, claims.clone(), &settings);
         let state = AppState {
             publisher: Arc::new(publisher),
             claims,
             max_file_bytes: http.max_upload_file_bytes,
             max_events: http.max_events_per_request,
+            dlq: Arc::new(dlq),
         };
         let readiness = Readiness::default()
             .postgres(pool)
             .kafka(&settings.kafka, settings.kafka.events_topic.clone())?;
         let routes =
             routes::router(state.clone()).layer(DefaultBodyLimit::max(http.body_limit_bytes));
-        let router = shared::http::finish(
-            "gateway",
-            routes,
-            readiness,
-            settings.auth.admin_token.clone(),
-        );
+        let router = shared::http::finish("gateway", routes, readiness, &settings.auth);
         let listener = shared::http::bind(http.addr).await?;
         Ok(Self {
             listener,

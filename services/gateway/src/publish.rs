@@ -17,7 +17,7 @@ use uuid::Uuid;
 const CONTENT_TYPE: &str = "application/json";
 
 /// Where an acknowledged event landed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Ack {
     pub id: Uuid,
     pub partition: i32,

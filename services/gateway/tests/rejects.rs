@@ -229,3 +229,49 @@ async fn an_event_too_large_for_the_broker_is_413_with_the_limit_named() {
     assert_eq!(app.env.count(&topic).await, 0, "nothing reached the topic");
     app.stop().await;
 }
+
+/// `/openapi.json` describes every route, its error answers with the shared
+/// schema, and the bearer scheme: the contract schemathesis checks in CI.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_described_with_its_error_answers() {
+    let app = common::spawn_app("gw_openapi", |_, _| {}).await;
+    let api = shared::testkit::assert_openapi(
+        &app.addr.to_string(),
+        &[
+            "POST /events",
+            "POST /products",
+            "GET /claims/{token}",
+            "GET /dlq",
+            "POST /dlq/redrive",
+        ],
+    )
+    .await;
+    assert_eq!(
+        api["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let events = &api["paths"]["/events"]["post"];
+    assert_eq!(events["security"][0]["bearer"], serde_json::json!([]));
+    for status in ["400", "401", "413", "500"] {
+        let answer = &events["responses"][status]["$ref"];
+        assert!(answer.is_string(), "POST /events documents no {status}");
+    }
+    let event_types = api["components"]["schemas"]["Event"]["oneOf"]
+        .as_array()
+        .expect("Event is one of the types");
+    let interaction = event_types
+        .iter()
+        .find(|t| t["properties"]["type"]["enum"][0] == "interaction")
+        .expect("an interaction schema");
+    assert_eq!(interaction["additionalProperties"], false);
+    for field in ["type", "user_id", "product_id", "action"] {
+        assert!(
+            interaction["required"]
+                .as_array()
+                .unwrap()
+                .contains(&field.into()),
+            "{field}"
+        );
+    }
+    app.stop().await;
+}

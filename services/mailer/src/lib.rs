@@ -148,9 +148,9 @@ impl Application {
         };
         let router = shared::http::finish(
             "mailer",
-            axum::Router::new(),
+            utoipa_axum::router::OpenApiRouter::new(),
             readiness,
-            settings.auth.admin_token.clone(),
+            &settings.auth,
         );
         let listener = shared::http::bind(config.addr).await?;
         let setup = Setup {

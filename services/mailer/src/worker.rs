@@ -59,7 +59,10 @@ impl Worker for Mailer {
     }
 
     async fn apply(&mut self, _tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
-        // A request the producer sent twice is one mail.
+        // A request the producer sent twice is one mail: the runtime skips
+        // a repeat within `kafka.dedupe_window` before it gets here, the
+        // mail log beyond it; this set within one batch when the window is
+        // off (one statement cannot claim an id twice).
         let mut seen = HashSet::new();
         let mails: Vec<(&Received, Mail)> = events
             .iter()

@@ -213,3 +213,36 @@ async fn each_users_mails_leave_in_request_order_all_users_side_by_side() {
         assert_eq!(subjects, expected, "{user}'s mails out of order");
     }
 }
+
+/// `/openapi.json` of a mail worker describes its ops routes only (it has no
+/// API of its own), with their answers typed; the users service it asks
+/// describes its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_described_with_its_error_answers() {
+    let world = World::new("mail_openapi", "").await;
+    let stateless = world.mailer(world.config(Mode::Stateless)).await;
+    let api =
+        shared::testkit::assert_openapi(stateless.base.trim_start_matches("http://"), &[]).await;
+    assert_eq!(api["info"]["title"], "kappa-jobs mailer");
+    let readyz = &api["paths"]["/readyz"]["get"]["responses"];
+    assert!(
+        readyz["503"].is_object(),
+        "not ready is documented: {readyz}"
+    );
+    assert!(
+        api["paths"]["/healthz"]["get"]["security"].is_null(),
+        "ops routes are open"
+    );
+    let users = world.users.as_ref().expect("users runs");
+    shared::testkit::assert_openapi(
+        users.base.trim_start_matches("http://"),
+        &[
+            "GET /users",
+            "POST /users",
+            "GET /users/{id}",
+            "PUT /users/{id}",
+        ],
+    )
+    .await;
+    stateless.stop().await;
+}

@@ -3,24 +3,26 @@
 //! one map task per chunk; `GET /jobs`, `GET /jobs/{id}` (state, progress,
 //! lines counted and rejected, shuffle records and bytes, map and reduce
 //! times, ETA), `GET /jobs/{id}/pages?limit=&after=` (top pages of a
-//! succeeded job, keyset pages by count then page), `DELETE /jobs/{id}`.
+//! succeeded job, keyset pages by count then page), `POST /jobs/{id}/cancel`.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use shared::config::KafkaConfig;
 use shared::event::{Event, EventBody, MapTask};
 use shared::http::{Admin, ApiError, Json, Path, Query};
 use shared::kafka_batch::{BatchProducer, Outgoing};
 use shared::replay::{From, Span};
 use sqlx::PgPool;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -35,31 +37,189 @@ pub struct ApiState {
     pub keep_jobs: i64,
 }
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/jobs", get(list).post(create))
-        .route("/jobs/{id}", get(fetch).delete(cancel))
-        .route("/jobs/{id}/pages", get(pages))
+pub fn router(state: ApiState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(fetch))
+        .routes(routes!(cancel))
+        .routes(routes!(pages))
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+/// A job to start: the input topic's range to count.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewJob {
-    /// "earliest" (default) or an RFC 3339 time.
+    /// `earliest` (default) or an RFC 3339 time: the first record at or
+    /// after it, per partition.
     from: Option<String>,
+    /// Up to the first record at or after this time (default: the end as
+    /// it is now).
     to: Option<DateTime<Utc>>,
-    /// Explicit offsets instead: `{partition: [start, end]}`.
+    /// Explicit offsets instead: `{"<partition>": [start, end]}`, end
+    /// exclusive, within what the partition holds.
+    #[schema(schema_with = offsets_schema)]
     offsets: Option<BTreeMap<i32, (i64, i64)>>,
+    /// Lines per map task, 10 to 10,000,000 (default: configured).
+    #[schema(minimum = 10, maximum = 10_000_000)]
     chunk_lines: Option<u32>,
+    /// Sum per page in the mappers before the shuffle (default true).
     combiner: Option<bool>,
 }
 
+/// `offsets`: an object from partition numbers to `[start, end]`.
+fn offsets_schema() -> impl Into<RefOr<Schema>> {
+    let offset = ObjectBuilder::new().schema_type(Type::Integer).format(Some(
+        utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
+    ));
+    let range = ArrayBuilder::new()
+        .items(offset)
+        .min_items(Some(2))
+        .max_items(Some(2));
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::Object, Type::Null]))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]{1,9}$")),
+        ))
+        .additional_properties(Some(range))
+        .description(Some(
+            "Explicit offsets instead: `{\"<partition>\": [start, end]}`, end exclusive, within what the partition holds.",
+        ))
+}
+
+/// Where a job is (a schema only: stored as text).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum JobState {
+    /// Map or reduce tasks are still running.
+    Running,
+    /// Every line is counted: the pages are served.
+    Succeeded,
+    /// Cancelled (or its tasks could not be published): nothing is served.
+    Cancelled,
+}
+
+/// One partition's range of the input.
+#[derive(Serialize, ToSchema)]
+struct Range {
+    partition: i32,
+    start: i64,
+    /// Exclusive.
+    end: i64,
+}
+
+/// A job with its progress.
+#[derive(Serialize, ToSchema)]
+pub struct Job {
+    id: i64,
+    #[schema(value_type = JobState)]
+    state: String,
+    input_topic: String,
+    /// What the job counts, per partition.
+    #[schema(value_type = Vec<Range>)]
+    ranges: Value,
+    lines_total: i64,
+    chunk_lines: i32,
+    combiner: bool,
+    /// Map tasks.
+    chunks: Chunks,
+    /// Shuffle partitions reduced to their final counts.
+    shuffle_partitions: FinalPartitions,
+    lines: Lines,
+    /// What the mappers sent to the reducers.
+    shuffle: Shuffle,
+    seconds: Seconds,
+    /// 0 to 1: half for the map tasks done, half for the partitions reduced.
+    progress: f64,
+    /// Estimated seconds left while running; null otherwise.
+    eta_seconds: Option<f64>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Chunks {
+    done: i64,
+    total: i32,
+}
+
+#[derive(Serialize, ToSchema)]
+struct FinalPartitions {
+    r#final: i64,
+    total: i32,
+}
+
+/// The lines the mappers read.
+#[derive(Serialize, ToSchema)]
+struct Lines {
+    read: i64,
+    counted: i64,
+    /// Not a web-server log line (dead-lettered).
+    rejected: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Shuffle {
+    records: i64,
+    bytes: i64,
+}
+
+/// How long each phase took.
+#[derive(Serialize, ToSchema)]
+struct Seconds {
+    /// Null until every map task is done.
+    map: Option<f64>,
+    /// Null until the job finished.
+    reduce: Option<f64>,
+    /// So far, while running.
+    total: f64,
+}
+
+/// The latest jobs, newest first.
+#[derive(Serialize, ToSchema)]
+struct Jobs {
+    jobs: Vec<Job>,
+}
+
+/// A job's page counts.
+#[derive(Serialize, ToSchema)]
+struct Pages {
+    job_id: i64,
+    /// By count, highest first (ties by page, descending).
+    pages: Vec<PageCount>,
+    /// The `after` of the next page; null on the last one.
+    next_after: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct PageCount {
+    page: String,
+    count: i64,
+}
+
+/// No record is older than 1970; Kafka reads a negative time as a special
+/// offset (latest, earliest), so earlier times are the epoch.
+fn since_epoch(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.max(DateTime::UNIX_EPOCH)
+}
+
+/// Starts a job.
+///
+/// Snapshots the input's offsets (from `from` to `to`, or `offsets`), splits
+/// each partition's range into chunks of `chunk_lines` and publishes one map
+/// task per chunk. An empty range is a job that succeeded at once.
+#[utoipa::path(post, path = "/jobs", tag = "pagecount", operation_id = "start_job",
+    security(("bearer" = [])),
+    request_body = NewJob,
+    responses((status = 202, description = "The job runs (or, with nothing to count, succeeded)", body = Job)))]
 async fn create(
     _: Admin,
     State(s): State<ApiState>,
     Json(request): Json<NewJob>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
     let chunk_lines = request.chunk_lines.unwrap_or(s.chunk_lines);
     if !(10..=10_000_000).contains(&chunk_lines) {
         return Err(
@@ -81,18 +241,22 @@ async fn create(
                 .with_timezone(&Utc),
         ),
     };
+    let from = match from {
+        From::Time(time) => From::Time(since_epoch(time)),
+        earliest => earliest,
+    };
+    let to = request.to.map(since_epoch);
     let (kafka, topic) = (s.kafka.clone(), s.input_topic.clone());
-    let plan =
-        tokio::task::spawn_blocking(move || shared::replay::plan(&kafka, &topic, from, request.to))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| {
-                ApiError::unavailable(
-                    "broker_unavailable",
-                    "could not snapshot the input's offsets",
-                )
-                .caused_by(format!("{e:#}"))
-            })?;
+    let plan = tokio::task::spawn_blocking(move || shared::replay::plan(&kafka, &topic, from, to))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| {
+            ApiError::unavailable(
+                "broker_unavailable",
+                "could not snapshot the input's offsets",
+            )
+            .caused_by(format!("{e:#}"))
+        })?;
     let spans: BTreeMap<i32, Span> = match request.offsets {
         None => plan.spans,
         Some(offsets) => {
@@ -118,19 +282,15 @@ async fn create(
             spans
         }
     };
-    let mut chunks = Vec::new();
-    for (partition, span) in &spans {
-        let mut start = span.start;
-        while start < span.end {
-            let end = (start + i64::from(chunk_lines)).min(span.end);
-            chunks.push((*partition, start, end));
-            start = end;
-        }
-    }
+    let chunks = split(&spans, chunk_lines)?;
     let lines: i64 = spans.values().map(|s| s.end - s.start).sum();
-    let ranges: Vec<Value> = spans
+    let ranges: Vec<Range> = spans
         .iter()
-        .map(|(p, s)| json!({"partition": p, "start": s.start, "end": s.end}))
+        .map(|(p, s)| Range {
+            partition: *p,
+            start: s.start,
+            end: s.end,
+        })
         .collect();
     let combiner = request.combiner.unwrap_or(true);
     let mut tx = s.pool.begin().await?;
@@ -140,7 +300,7 @@ async fn create(
     )
     .bind(if chunks.is_empty() { "succeeded" } else { "running" })
     .bind(&s.input_topic)
-    .bind(Value::Array(ranges))
+    .bind(serde_json::to_value(ranges).map_err(ApiError::internal)?)
     .bind(lines)
     .bind(chunk_lines as i32)
     .bind(chunks.len() as i32)
@@ -204,11 +364,11 @@ async fn create(
     }
     metrics::counter!("kappa_pagecount_jobs_started_total").increment(1);
     let job = view(&s.pool, id).await?.expect("just created");
-    Ok((StatusCode::ACCEPTED, axum::Json(job)).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(job)))
 }
 
 /// A job with its progress.
-async fn view(pool: &PgPool, id: i64) -> Result<Option<Value>, sqlx::Error> {
+async fn view(pool: &PgPool, id: i64) -> Result<Option<Job>, sqlx::Error> {
     type Row = (
         i64,
         String,
@@ -272,31 +432,69 @@ async fn view(pool: &PgPool, id: i64) -> Result<Option<Value>, sqlx::Error> {
     let seconds = |a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>| {
         a.zip(b).map(|(a, b)| (b - a).as_seconds_f64())
     };
-    Ok(Some(json!({
-        "id": id, "state": state, "input_topic": topic, "ranges": ranges, "lines_total": lines_total,
-        "chunk_lines": chunk_lines, "combiner": combiner,
-        "chunks": {"done": chunks_done, "total": chunks_total},
-        "shuffle_partitions": {"final": final_partitions, "total": partitions},
-        "lines": {"read": lines, "counted": lines - rejected, "rejected": rejected},
-        "shuffle": {"records": records.unwrap_or(0), "bytes": bytes.unwrap_or(0)},
-        "seconds": {"map": seconds(Some(created), mapped), "reduce": seconds(mapped, finished), "total": elapsed},
-        "progress": progress, "eta_seconds": eta,
-        "created_at": created, "finished_at": finished,
-    })))
+    Ok(Some(Job {
+        id,
+        state,
+        input_topic: topic,
+        ranges,
+        lines_total,
+        chunk_lines,
+        combiner,
+        chunks: Chunks {
+            done: chunks_done,
+            total: chunks_total,
+        },
+        shuffle_partitions: FinalPartitions {
+            r#final: final_partitions,
+            total: partitions,
+        },
+        lines: Lines {
+            read: lines,
+            counted: lines - rejected,
+            rejected,
+        },
+        shuffle: Shuffle {
+            records: records.unwrap_or(0),
+            bytes: bytes.unwrap_or(0),
+        },
+        seconds: Seconds {
+            map: seconds(Some(created), mapped),
+            reduce: seconds(mapped, finished),
+            total: elapsed,
+        },
+        progress,
+        eta_seconds: eta,
+        created_at: created,
+        finished_at: finished,
+    }))
 }
 
+/// A job with its progress.
+///
+/// State, progress (0 to 1), lines counted and rejected, shuffle records
+/// and bytes, map and reduce times, and an ETA while it runs.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "pagecount", operation_id = "get_job",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The job's id")),
+    responses((status = 200, description = "The job", body = Job)))]
 async fn fetch(
     _: Admin,
     State(s): State<ApiState>,
     Path(id): Path<i64>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Job>, ApiError> {
     let job = view(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    Ok(axum::Json(job).into_response())
+    Ok(axum::Json(job))
 }
 
-async fn list(_: Admin, State(s): State<ApiState>) -> Result<Response, ApiError> {
+/// The latest jobs.
+///
+/// The 50 newest jobs, newest first, each with its progress.
+#[utoipa::path(get, path = "/jobs", tag = "pagecount", operation_id = "list_jobs",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The latest jobs", body = Jobs)))]
+async fn list(_: Admin, State(s): State<ApiState>) -> Result<axum::Json<Jobs>, ApiError> {
     let ids: Vec<i64> =
         sqlx::query_scalar("SELECT id FROM pagecount_jobs ORDER BY id DESC LIMIT 50")
             .fetch_all(&s.pool)
@@ -307,14 +505,26 @@ async fn list(_: Admin, State(s): State<ApiState>) -> Result<Response, ApiError>
             jobs.push(job);
         }
     }
-    Ok(axum::Json(json!({"jobs": jobs})).into_response())
+    Ok(axum::Json(Jobs { jobs }))
 }
 
+/// Cancels a running job.
+///
+/// Its tasks are skipped from then on and its partial counts removed:
+/// nothing half-written is served. Cancelling a cancelled job answers it
+/// again; a job that succeeded is 409. The job stays readable: cancelling
+/// is an action on it (`POST`), not its deletion.
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "pagecount", operation_id = "cancel_job",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, cancelled", body = Job),
+        (status = 409, description = "The job succeeded already (`job_finished`)", body = shared::http::openapi::ErrorBody)))]
 async fn cancel(
     _: Admin,
     State(s): State<ApiState>,
     Path(id): Path<i64>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Job>, ApiError> {
     let state: Option<String> = sqlx::query_scalar(
         "UPDATE pagecount_jobs SET state = CASE WHEN state = 'running' THEN 'cancelled' ELSE state END,
                 finished_at = CASE WHEN state = 'running' THEN now() ELSE finished_at END
@@ -331,7 +541,10 @@ async fn cancel(
                 .bind(id)
                 .execute(&s.pool)
                 .await?;
-            Ok(axum::Json(view(&s.pool, id).await?).into_response())
+            let job = view(&s.pool, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+            Ok(axum::Json(job))
         }
         Some(other) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -341,20 +554,34 @@ async fn cancel(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
+    /// Pages per answer, 1 to 1000 (default 20).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The last row of the previous page, as `count:page` (`next_after`).
     after: Option<String>,
 }
 
+/// The top pages of a job that succeeded.
+///
+/// Pages by access count, highest first, a page at a time: pass the
+/// answer's `next_after` as `after` for the next. A job that did not succeed
+/// (running or cancelled) is 409 with its `state`.
+#[utoipa::path(get, path = "/jobs/{id}/pages", tag = "pagecount", operation_id = "job_pages",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The job's id"), PageQuery),
+    responses(
+        (status = 200, description = "Pages and their counts", body = Pages),
+        (status = 409, description = "The job has not succeeded (`job_not_finished`; `state` says where it is)", body = shared::http::openapi::ErrorBody)))]
 async fn pages(
     _: Admin,
     State(s): State<ApiState>,
     Path(id): Path<i64>,
     Query(q): Query<PageQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Pages>, ApiError> {
     let limit = q.limit.unwrap_or(20);
     if !(1..=1000).contains(&limit) {
         return Err(
@@ -367,6 +594,7 @@ async fn pages(
         Some(cursor) => Some(
             cursor
                 .split_once(':')
+                .filter(|(_, p)| !p.contains('\0'))
                 .and_then(|(c, p)| c.parse::<i64>().ok().map(|c| (c, p.to_owned())))
                 .ok_or_else(|| {
                     ApiError::bad_request(
@@ -407,9 +635,86 @@ async fn pages(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|(p, c)| format!("{c}:{p}")))
         .flatten();
-    let pages: Vec<Value> = rows
+    let pages = rows
         .into_iter()
-        .map(|(page, count)| json!({"page": page, "count": count}))
+        .map(|(page, count)| PageCount { page, count })
         .collect();
-    Ok(axum::Json(json!({"job_id": id, "pages": pages, "next_after": next})).into_response())
+    Ok(axum::Json(Pages {
+        job_id: id,
+        pages,
+        next_after: next,
+    }))
+}
+
+/// The most map tasks (chunks) one job may have.
+const MAX_CHUNKS: i64 = 10_000;
+
+/// Splits each partition's span into chunks of `chunk_lines`:
+/// `(partition, start, end)`. Each chunk is a map task on the shared task
+/// topic, so a job of millions of tiny chunks would hold every mapper for
+/// hours (and its plan the coordinator's memory): the count is bounded
+/// before anything is built.
+fn split(spans: &BTreeMap<i32, Span>, chunk_lines: u32) -> Result<Vec<(i32, i64, i64)>, ApiError> {
+    let per_chunk = i64::from(chunk_lines);
+    let count: i64 = spans
+        .values()
+        .map(|s| (s.end - s.start + per_chunk - 1) / per_chunk)
+        .sum();
+    if count > MAX_CHUNKS {
+        let lines: i64 = spans.values().map(|s| s.end - s.start).sum();
+        let smallest = (lines + MAX_CHUNKS - 1) / MAX_CHUNKS;
+        return Err(ApiError::bad_request(
+            "too_many_chunks",
+            format!(
+                "{count} chunks of {chunk_lines} lines; a job has at most {MAX_CHUNKS}: \
+                 chunk_lines of at least {smallest}, or a smaller range"
+            ),
+        )
+        .with("field", "chunk_lines")
+        .with("limit", MAX_CHUNKS));
+    }
+    let mut chunks = Vec::with_capacity(count as usize);
+    for (partition, span) in spans {
+        let mut start = span.start;
+        while start < span.end {
+            let end = (start + per_chunk).min(span.end);
+            chunks.push((*partition, start, end));
+            start = end;
+        }
+    }
+    Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use shared::replay::Span;
+
+    use super::{split, MAX_CHUNKS};
+
+    #[test]
+    fn spans_split_into_chunks_up_to_a_bound() {
+        let spans = BTreeMap::from([
+            (0, Span { start: 0, end: 25 }),
+            (3, Span { start: 10, end: 20 }),
+        ]);
+        let chunks = split(&spans, 10).unwrap();
+        assert_eq!(chunks, [(0, 0, 10), (0, 10, 20), (0, 20, 25), (3, 10, 20)]);
+        // A billion lines in chunks of 10: refused before any chunk is built.
+        let huge = BTreeMap::from([(
+            0,
+            Span {
+                start: 0,
+                end: 1_000_000_000,
+            },
+        )]);
+        let refused = split(&huge, 10).unwrap_err();
+        assert_eq!(refused.code(), "too_many_chunks");
+        assert_eq!(
+            refused.detail("limit"),
+            Some(&serde_json::json!(MAX_CHUNKS))
+        );
+        assert!(split(&huge, 100_000).is_ok(), "exactly the bound");
+    }
 }

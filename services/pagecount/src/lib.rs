@@ -118,7 +118,7 @@ impl Application {
             },
         };
         let mut readiness = Readiness::default().postgres(pool.clone());
-        let mut routes = axum::Router::new();
+        let mut routes = utoipa_axum::router::OpenApiRouter::new();
         let work = match config.role {
             Role::Coordinator => {
                 readiness = readiness.kafka(kafka, config.tasks_topic.clone())?;
@@ -169,12 +169,7 @@ impl Application {
                 )
             }
         };
-        let router = shared::http::finish(
-            "pagecount",
-            routes,
-            readiness,
-            settings.auth.admin_token.clone(),
-        );
+        let router = shared::http::finish("pagecount", routes, readiness, &settings.auth);
         let listener = shared::http::bind(config.addr).await?;
         tracing::info!(role = ?config.role, addr = %config.addr, "pagecount process built");
         Ok(Self {

@@ -275,7 +275,11 @@ async fn overlapping_jobs_are_each_exact_a_cancelled_one_serves_nothing_and_bad_
     // A third, cancelled at once.
     let cancelled = world.job(&coordinator, json!({"chunk_lines": 100})).await;
     let (status, job) = world
-        .call(Method::DELETE, format!("{base}/jobs/{cancelled}"), None)
+        .call(
+            Method::POST,
+            format!("{base}/jobs/{cancelled}/cancel"),
+            None,
+        )
         .await;
     assert_eq!(
         (status, job["state"].as_str()),
@@ -314,9 +318,85 @@ async fn overlapping_jobs_are_each_exact_a_cancelled_one_serves_nothing_and_bad_
     // Reducers skip a cancelled job's records, and the cancel removed what was there.
     assert_eq!(pages, 0);
     let (status, _) = world
-        .call(Method::DELETE, format!("{base}/jobs/{whole}"), None)
+        .call(Method::POST, format!("{base}/jobs/{whole}/cancel"), None)
         .await;
     assert_eq!(status, 409, "a finished job cannot be cancelled");
     let (_, list) = world.call(Method::GET, format!("{base}/jobs"), None).await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 3);
+}
+
+/// `/openapi.json` of the coordinator describes its routes (202 for a new
+/// job, 409 for a finished or unfinished one) with the shared error answers;
+/// a mapper describes only its ops routes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_described_with_its_error_answers() {
+    let world = World::new("pc_openapi").await;
+    let coordinator = world.spawn("coordinator", "1").await;
+    let api = shared::testkit::assert_openapi(
+        &format!("127.0.0.1:{}", coordinator.port),
+        &[
+            "GET /jobs",
+            "POST /jobs",
+            "GET /jobs/{id}",
+            "POST /jobs/{id}/cancel",
+            "GET /jobs/{id}/pages",
+        ],
+    )
+    .await;
+    let start = &api["paths"]["/jobs"]["post"];
+    assert_eq!(
+        start["responses"]["202"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Job"
+    );
+    assert!(
+        start["responses"]["415"].is_object(),
+        "a body: 415 documented"
+    );
+    assert!(api["paths"]["/jobs/{id}/cancel"]["post"]["responses"]["409"].is_object());
+    assert!(api["paths"]["/jobs/{id}/pages"]["get"]["responses"]["409"].is_object());
+    let schemas = &api["components"]["schemas"];
+    assert_eq!(
+        schemas["JobState"]["enum"],
+        json!(["running", "succeeded", "cancelled"])
+    );
+    let offsets = &schemas["NewJob"]["properties"]["offsets"];
+    assert_eq!(offsets["additionalProperties"]["maxItems"], 2, "{offsets}");
+    assert!(schemas["FinalPartitions"]["properties"]["final"].is_object());
+
+    // The answer has the shape described; a time before 1970 is no 5xx
+    // (nothing is older: the whole topic), and nothing to count succeeds at once.
+    let base = coordinator.base();
+    let (status, job) = world
+        .call(
+            Method::POST,
+            format!("{base}/jobs"),
+            Some(json!({"from": "1900-01-01T00:00:00Z", "to": "1901-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (202, Some("succeeded")),
+        "{job}"
+    );
+    for field in [
+        "chunks",
+        "shuffle_partitions",
+        "lines",
+        "shuffle",
+        "seconds",
+    ] {
+        assert!(job[field].is_object(), "{field}: {job}");
+    }
+    assert_eq!(job["shuffle_partitions"]["final"], 0);
+    let (status, _) = world
+        .call(
+            Method::GET,
+            format!("{base}/jobs/{}/pages?after=1:%00", job["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    let mapper = world.spawn("map", "1").await;
+    shared::testkit::assert_openapi(&format!("127.0.0.1:{}", mapper.port), &[]).await;
 }

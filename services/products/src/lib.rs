@@ -132,7 +132,7 @@ impl Application {
             },
         };
         let mut readiness = Readiness::default().postgres(pool.clone());
-        let mut routes = axum::Router::new();
+        let mut routes = utoipa_axum::router::OpenApiRouter::new();
         let branch = |kind| branch::Branch {
             kind,
             claims: claims.clone(),
@@ -187,12 +187,7 @@ impl Application {
                 }
             }
         };
-        let router = shared::http::finish(
-            "products",
-            routes,
-            readiness,
-            settings.auth.admin_token.clone(),
-        );
+        let router = shared::http::finish("products", routes, readiness, &settings.auth);
         let listener = shared::http::bind(config.addr).await?;
         tracing::info!(role = config.role.as_str(), group, addr = %config.addr, "products process built");
         Ok(Self {

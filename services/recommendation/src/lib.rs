@@ -94,9 +94,9 @@ impl Application {
             .worker(health.clone());
         let router = shared::http::finish(
             "recommendation",
-            routes::router(state),
+            routes::router(state, settings.auth.public_metrics),
             readiness,
-            settings.auth.admin_token.clone(),
+            &settings.auth,
         );
         let listener = shared::http::bind(config.addr).await?;
         Ok(Self {

@@ -12,7 +12,7 @@ use crate::model::{linear, log_add, log_growth, rank};
 use crate::store::{finite_scores, products, Json};
 
 /// Where a recommended product comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// Engaged with together with the user's recent products (co-occurrence).
@@ -24,7 +24,7 @@ pub enum Source {
 /// One recommended product. `score` is relative to the newest event's time
 /// (an interaction weight of 1 at that instant scores 1); scores of
 /// different sources are on different scales and not comparable.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Scored {
     pub product_id: String,
     pub score: f64,
@@ -32,10 +32,25 @@ pub struct Scored {
 }
 
 /// How fresh an answer is.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AsOf {
+    /// The newest applied event's time; null before the first.
     pub last_event_at: Option<DateTime<Utc>>,
+    /// The next offset to consume, by partition: the answer includes
+    /// everything before.
     pub next_offsets: BTreeMap<String, i64>,
+}
+
+/// One UTC day's counters, all partitions combined.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Day {
+    pub day: NaiveDate,
+    pub views: i64,
+    pub clicks: i64,
+    pub add_to_cart: i64,
+    pub purchases: i64,
+    /// The purchases' `price_cents`, summed.
+    pub revenue_cents: i64,
 }
 
 /// The freshness of the committed state.
@@ -203,7 +218,7 @@ pub async fn similar(
 }
 
 /// Per UTC day counters, all partitions combined.
-pub async fn daily(pool: &PgPool) -> sqlx::Result<Vec<Value>> {
+pub async fn daily(pool: &PgPool) -> sqlx::Result<Vec<Day>> {
     let rows: Vec<(NaiveDate, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT day, sum(views)::int8, sum(clicks)::int8, sum(add_to_cart)::int8, sum(purchases)::int8, sum(revenue_cents)::int8
          FROM rec_daily GROUP BY day ORDER BY day",
@@ -212,10 +227,16 @@ pub async fn daily(pool: &PgPool) -> sqlx::Result<Vec<Value>> {
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(day, views, clicks, add_to_cart, purchases, revenue_cents)| {
-            serde_json::json!({"day": day, "views": views, "clicks": clicks, "add_to_cart": add_to_cart,
-                "purchases": purchases, "revenue_cents": revenue_cents})
-        })
+        .map(
+            |(day, views, clicks, add_to_cart, purchases, revenue_cents)| Day {
+                day,
+                views,
+                clicks,
+                add_to_cart,
+                purchases,
+                revenue_cents,
+            },
+        )
         .collect())
 }
 

@@ -102,17 +102,12 @@ impl Worker for Recommender {
     }
 }
 
-/// The time an interaction counts at: its event time, but never after the
-/// record reached the topic. A producer clock running ahead (within the
-/// parser's allowed skew) would otherwise weigh its events up for as long
-/// as they are remembered; the clamp is counted.
+/// The time an interaction counts at ([`Received::counted_at`], the same
+/// as the replay's); a clamped event time is counted.
 fn event_time(received: &Received) -> Option<DateTime<Utc>> {
-    let ts = received.ts()?;
-    match received.timestamp {
-        Some(arrival) if ts > arrival => {
-            metrics::counter!("kappa_recommendation_event_time_clamped_total").increment(1);
-            Some(arrival)
-        }
-        _ => Some(ts),
+    let counted = received.counted_at();
+    if counted != received.ts() {
+        metrics::counter!("kappa_recommendation_event_time_clamped_total").increment(1);
     }
+    counted
 }

@@ -1,20 +1,27 @@
 //! `GET /users/{id}/recommendations` (token: it reveals a user's history),
 //! `GET /products/{id}/similar`, `GET /stats`, `GET /stats/daily`.
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use shared::http::{Admin, ApiError, Path, Query};
+use std::collections::BTreeMap;
 
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use shared::http::{Admin, ApiError, Path, Query, Viewer};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::query::{AsOf, Day, Scored};
 use crate::{query, AppState};
 
 const MAX_LIMIT: usize = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
+    /// How many products, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
 }
 
@@ -30,56 +37,145 @@ impl Limit {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/users/{id}/recommendations", get(recommendations))
-        .route("/products/{id}/similar", get(similar))
-        .route("/stats", get(stats))
-        .route("/stats/daily", get(daily))
-        .with_state(state)
+/// An id as the stream can hold it: PostgreSQL text cannot carry a NUL, and
+/// the event parser refuses control characters in ids.
+fn checked_id(value: String) -> Result<String, ApiError> {
+    match value.contains('\0') {
+        false => Ok(value),
+        true => Err(
+            ApiError::bad_request("invalid_id", "an id cannot contain a NUL character")
+                .with("field", "id"),
+        ),
+    }
 }
 
+/// `public_metrics`: whether `/stats/daily` (revenue) needs no token
+/// (`auth.public_metrics`, as the dashboard's daily metrics).
+pub fn router(state: AppState, public_metrics: bool) -> OpenApiRouter {
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(recommendations))
+        .routes(routes!(similar))
+        .routes(routes!(stats))
+        .routes(routes!(daily))
+        .with_state(state);
+    shared::http::openapi::metrics_security(&mut router, &["/stats/daily"], public_metrics);
+    router
+}
+
+/// Recommendations for a user.
+#[derive(Serialize, ToSchema)]
+pub struct ForUser {
+    user_id: String,
+    /// Best first.
+    items: Vec<Scored>,
+    /// Popular products filled up a thin (or no) history.
+    fallback: bool,
+    as_of: AsOf,
+}
+
+/// Products engaged with together with one.
+#[derive(Serialize, ToSchema)]
+pub struct Similar {
+    product_id: String,
+    /// Best first.
+    items: Vec<Scored>,
+    as_of: AsOf,
+}
+
+/// The consumer's committed progress.
+#[derive(Serialize, ToSchema)]
+pub struct Stats {
+    /// Events applied to the model, all partitions.
+    events_applied: i64,
+    /// Messages sent to the dead-letter queue, all partitions.
+    dlq: i64,
+    /// The next offset to consume, by partition.
+    next_offsets: BTreeMap<String, i64>,
+}
+
+/// Per-day counters.
+#[derive(Serialize, ToSchema)]
+pub struct Daily {
+    /// Oldest first.
+    days: Vec<Day>,
+}
+
+/// A user's recommendations.
+///
+/// Products engaged with together with the user's recent ones, minus what
+/// the user bought, best first; popular products fill up a thin history
+/// (`fallback`). Any instance gives the same answer.
+#[utoipa::path(get, path = "/users/{id}/recommendations", tag = "recommendation", operation_id = "recommendations_for_user",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id"), Limit),
+    responses((status = 200, description = "The user's recommendations (an unknown user gets popular products)", body = ForUser)))]
 async fn recommendations(
     _: Admin,
     State(s): State<AppState>,
     Path(user): Path<String>,
     Query(limit): Query<Limit>,
-) -> Result<Json<Value>, ApiError> {
-    let limit = limit.get()?;
+) -> Result<Json<ForUser>, ApiError> {
+    let (user, limit) = (checked_id(user)?, limit.get()?);
     let as_of = query::as_of(&s.pool, &s.consumer, &s.topic).await?;
     let (items, fallback) =
         query::for_user(&s.pool, &user, limit, &as_of, s.half_life_secs).await?;
-    Ok(Json(
-        json!({"user_id": user, "items": items, "fallback": fallback, "as_of": as_of}),
-    ))
+    Ok(Json(ForUser {
+        user_id: user,
+        items,
+        fallback,
+        as_of,
+    }))
 }
 
+/// Products similar to one.
+///
+/// The products most often engaged with together with it, best first; an
+/// unknown product has none.
+#[utoipa::path(get, path = "/products/{id}/similar", tag = "recommendation", operation_id = "similar_products",
+    params(("id" = String, Path, description = "The product's id"), Limit),
+    responses((status = 200, description = "The similar products", body = Similar)))]
 async fn similar(
     State(s): State<AppState>,
     Path(product): Path<String>,
     Query(limit): Query<Limit>,
-) -> Result<Json<Value>, ApiError> {
-    let limit = limit.get()?;
+) -> Result<Json<Similar>, ApiError> {
+    let (product, limit) = (checked_id(product)?, limit.get()?);
     let as_of = query::as_of(&s.pool, &s.consumer, &s.topic).await?;
     let items = query::similar(&s.pool, &product, limit, &as_of, s.half_life_secs).await?;
-    Ok(Json(
-        json!({"product_id": product, "items": items, "as_of": as_of}),
-    ))
+    Ok(Json(Similar {
+        product_id: product,
+        items,
+        as_of,
+    }))
 }
 
-async fn stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The consumer's progress.
+///
+/// Events applied and dead-lettered, and the next offset per partition, as
+/// committed with the model (exactly once).
+#[utoipa::path(get, path = "/stats", tag = "recommendation", operation_id = "progress_stats",
+    responses((status = 200, description = "The committed progress", body = Stats)))]
+async fn stats(State(s): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let rows = shared::worker::offsets::progress(&s.pool, &s.consumer, &s.topic).await?;
-    let next: serde_json::Map<String, Value> = rows
-        .iter()
-        .map(|(p, next, _, _)| (p.to_string(), Value::from(*next)))
-        .collect();
-    Ok(Json(json!({
-        "events_applied": rows.iter().map(|r| r.2).sum::<i64>(),
-        "dlq": rows.iter().map(|r| r.3).sum::<i64>(),
-        "next_offsets": next,
-    })))
+    Ok(Json(Stats {
+        events_applied: rows.iter().map(|r| r.2).sum(),
+        dlq: rows.iter().map(|r| r.3).sum(),
+        next_offsets: rows
+            .iter()
+            .map(|(p, next, _, _)| (p.to_string(), *next))
+            .collect(),
+    }))
 }
 
-async fn daily(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"days": query::daily(&s.pool).await?})))
+/// Interactions and revenue per day.
+///
+/// Per UTC day of the events' time: views, clicks, add-to-carts, purchases
+/// and revenue, all partitions combined. Public unless `auth.public_metrics`
+/// is false.
+#[utoipa::path(get, path = "/stats/daily", tag = "recommendation", operation_id = "daily_stats",
+    responses((status = 200, description = "Every day with events, oldest first", body = Daily)))]
+async fn daily(_: Viewer, State(s): State<AppState>) -> Result<Json<Daily>, ApiError> {
+    Ok(Json(Daily {
+        days: query::daily(&s.pool).await?,
+    }))
 }

@@ -153,3 +153,105 @@ async fn hand_built_dataset_gives_the_worked_out_answers() {
     assert_eq!(bad.status(), 400);
     service.stop().await;
 }
+
+/// `/openapi.json` describes every route (typed answers, the limit's
+/// bounds, which routes need the token) with the shared error answers: the
+/// contract schemathesis checks in CI.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_described_with_its_error_answers() {
+    let env = TestEnv::new("rec_openapi").await;
+    let url = env.settings.database.url.expose().to_owned();
+    let service = common::InProcess::start(&env, &url, &env.unique("rec-openapi")).await;
+    let api = shared::testkit::assert_openapi(
+        &service.addr.to_string(),
+        &[
+            "GET /users/{id}/recommendations",
+            "GET /products/{id}/similar",
+            "GET /stats",
+            "GET /stats/daily",
+        ],
+    )
+    .await;
+    let personal = &api["paths"]["/users/{id}/recommendations"]["get"];
+    assert_eq!(personal["security"][0]["bearer"], serde_json::json!([]));
+    let limit = personal["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .expect("limit is described");
+    assert_eq!(
+        (limit["in"].as_str(), &limit["schema"]["maximum"]),
+        (Some("query"), &serde_json::json!(100))
+    );
+    let similar = &api["paths"]["/products/{id}/similar"]["get"];
+    assert!(similar["security"].is_null(), "public: {similar}");
+    assert!(
+        similar["responses"]["401"].is_null(),
+        "no 401 without a token to check"
+    );
+    let schemas = &api["components"]["schemas"];
+    assert_eq!(
+        schemas["Source"]["enum"],
+        serde_json::json!(["similar", "popular"])
+    );
+    assert_eq!(schemas["Day"]["properties"]["day"]["format"], "date");
+
+    // What a fuzzer sends: a NUL in an id is a 400, not a failed query.
+    let client = reqwest::Client::new();
+    let answer = client
+        .get(service.url("/products/a%00b/similar"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    // An empty stream: no days, no progress yet, the answers still typed.
+    let days: Value = client
+        .get(service.url("/stats/daily"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(days["days"], serde_json::json!([]));
+    service.stop().await;
+}
+
+/// With `auth.public_metrics = false`, revenue per day (`/stats/daily`)
+/// needs the token, and the description says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn daily_revenue_needs_the_token_when_metrics_are_not_public() {
+    let env = TestEnv::new("rec_private").await;
+    let mut settings = env.settings.clone();
+    settings.auth.public_metrics = false;
+    let config = common::config(&env.unique("rec-private"));
+    let service = common::InProcess::start_with(settings, config).await;
+    let client = reqwest::Client::new();
+    let anonymous = client
+        .get(service.url("/stats/daily"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let token = env.settings.auth.admin_token.expose();
+    let authorized = client
+        .get(service.url("/stats/daily"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorized.status(), 200);
+    let api: Value = client
+        .get(service.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let daily = &api["paths"]["/stats/daily"]["get"];
+    assert_eq!(daily["security"], serde_json::json!([{"bearer": []}]));
+    assert!(daily["responses"]["401"].is_object(), "{daily}");
+    service.stop().await;
+}

@@ -27,6 +27,8 @@ async fn poison_events_are_dead_lettered_and_the_rest_applies() {
         ("ts_in_future", common::interaction("u1", "p", "view", "2046-01-01T00:00:00Z")),
         ("ts_in_future", common::interaction("u1", "p", "view", "9999-12-31T00:00:00Z")),
         ("duplicate_field", r#"{"type":"page_access","type":"interaction","user_id":"u1","product_id":"p","action":"view"}"#.to_owned()),
+        // u2's event keyed as u1's (typed into kcat with the wrong key).
+        ("key_mismatch", common::interaction("u2", "p", "view", t)),
     ];
     // A claim-checked interaction (as the gateway stores one over 256 KiB).
     let store = ClaimStore::new(env.pool().await);

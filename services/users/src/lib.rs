@@ -76,7 +76,7 @@ impl Application {
             "users",
             routes::router(AppState { pool, wake }),
             readiness,
-            settings.auth.admin_token.clone(),
+            &settings.auth,
         );
         let listener = shared::http::bind(config.addr).await?;
         Ok(Self {

@@ -7,42 +7,60 @@ use axum::extract::State;
 use axum::http::header::{ETAG, IF_MATCH, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use shared::http::{Admin, ApiError, Json, Path, Query};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::store::{self, User, WriteError};
 use crate::AppState;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/users", get(list).post(create))
-        .route("/users/{id}", get(fetch).put(update))
+pub fn router(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(fetch, update))
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+/// A new user.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    /// The user's id (1 to 256 bytes, no control characters or `/`); absent:
+    /// a new UUIDv7.
     id: Option<String>,
     email: String,
+    /// At most 1024 bytes.
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A user's new email and name (both replaced).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Change {
     email: String,
+    /// At most 1024 bytes; absent: no name.
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct Page {
+    /// Users per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The last id of the previous page (its `next`).
     after: Option<String>,
+}
+
+/// A page of users, by id.
+#[derive(Serialize, ToSchema)]
+struct Users {
+    users: Vec<User>,
+    /// The `after` of the next page; null on the last one.
+    next: Option<String>,
 }
 
 /// The fields every write checks: the id as the stream holds ids, the email.
@@ -89,6 +107,19 @@ fn write_error(id: &str, error: WriteError) -> ApiError {
     }
 }
 
+/// Creates a user.
+///
+/// The write and its `user_updated` event are one transaction (the outbox);
+/// the answer carries the user's version (1) as `ETag` and its URL as
+/// `Location`. An id that exists already is 409.
+#[utoipa::path(post, path = "/users", tag = "users", operation_id = "create_user",
+    security(("bearer" = [])),
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "The user is created", body = User, headers(
+            ("Location" = String, description = "The user's URL, `/users/{id}`"),
+            ("ETag" = String, description = "The user's version, quoted, e.g. `\"1\"`"))),
+        (status = 409, description = "A user with this id exists already (`exists`)", body = shared::http::openapi::ErrorBody)))]
 async fn create(
     _: Admin,
     State(s): State<AppState>,
@@ -107,6 +138,21 @@ async fn create(
     Ok(response)
 }
 
+/// Replaces a user's email and name.
+///
+/// The version grows by one and the change is published as `user_updated`.
+/// With `If-Match: "<version>"` (the `ETag` of a read), only if the stored
+/// version is that one: otherwise 412, with the current `version`.
+#[utoipa::path(put, path = "/users/{id}", tag = "users", operation_id = "update_user",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The user's id"),
+        ("If-Match" = Option<String>, Header, description = "The version the change is based on, as `ETag` gave it (`\"3\"`)")),
+    request_body = Change,
+    responses(
+        (status = 200, description = "The user as changed", body = User, headers(
+            ("ETag" = String, description = "The user's new version, quoted"))),
+        (status = 412, description = "`If-Match` names another version than the stored one (`version_mismatch`; `version` is the current one)", body = shared::http::openapi::ErrorBody)))]
 async fn update(
     _: Admin,
     State(s): State<AppState>,
@@ -144,22 +190,42 @@ async fn update(
     Ok(answer(StatusCode::OK, user))
 }
 
+/// A user.
+///
+/// The answer carries the user's version as `ETag` (for `If-Match`).
+#[utoipa::path(get, path = "/users/{id}", tag = "users", operation_id = "get_user",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses((status = 200, description = "The user", body = User, headers(
+        ("ETag" = String, description = "The user's version, quoted")))))]
 async fn fetch(
     _: Admin,
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let user = store::get(&s.pool, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
+    // No stored id holds a NUL (writes refuse control characters), and
+    // PostgreSQL text cannot carry one: a query with it would fail.
+    let stored = match id.contains('\0') {
+        true => None,
+        false => store::get(&s.pool, &id).await?,
+    };
+    let user = stored.ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
     Ok(answer(StatusCode::OK, user))
 }
 
+/// Users by id, a page at a time.
+///
+/// Keyset pages: pass the answer's `next` as `after` for the next page;
+/// `next` is null on the last one.
+#[utoipa::path(get, path = "/users", tag = "users", operation_id = "list_users",
+    security(("bearer" = [])),
+    params(Page),
+    responses((status = 200, description = "A page of users", body = Users)))]
 async fn list(
     _: Admin,
     State(s): State<AppState>,
     Query(page): Query<Page>,
-) -> Result<Response, ApiError> {
+) -> Result<axum::Json<Users>, ApiError> {
     let limit = page.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -167,9 +233,16 @@ async fn list(
             "limit must be between 1 and 1000",
         ));
     }
+    if page.after.as_deref().is_some_and(|a| a.contains('\0')) {
+        return Err(ApiError::bad_request(
+            "invalid_after",
+            "after must be an id, as `next` gives it",
+        )
+        .with("field", "after"));
+    }
     let users = store::list(&s.pool, limit, page.after.as_deref()).await?;
     let next = (users.len() as i64 == limit)
         .then(|| users.last().map(|u| u.id.clone()))
         .flatten();
-    Ok(axum::Json(json!({"users": users, "next": next})).into_response())
+    Ok(axum::Json(Users { users, next }))
 }

@@ -8,11 +8,12 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// A user as stored and served.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub email: String,
     pub name: Option<String>,
+    /// 1 when created, one more with every change (the `ETag`).
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

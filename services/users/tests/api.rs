@@ -235,3 +235,74 @@ async fn users_are_created_read_updated_and_paged() {
 async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     futures::future::join_all(futures).await
 }
+
+/// `/openapi.json` describes every route with its own answers (201 with
+/// `Location` and `ETag`, 409, 412) and the shared error answers: the
+/// contract schemathesis checks in CI.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_described_with_its_error_answers() {
+    let env = TestEnv::new("users_openapi").await;
+    let s = Service::start(&env, false).await;
+    let api = shared::testkit::assert_openapi(
+        s.base.trim_start_matches("http://"),
+        &[
+            "GET /users",
+            "POST /users",
+            "GET /users/{id}",
+            "PUT /users/{id}",
+        ],
+    )
+    .await;
+    let create = &api["paths"]["/users"]["post"];
+    assert_eq!(create["security"][0]["bearer"], json!([]));
+    let created = &create["responses"]["201"];
+    assert_eq!(
+        created["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/User"
+    );
+    for header in ["Location", "ETag"] {
+        assert!(
+            created["headers"][header].is_object(),
+            "{header}: {created}"
+        );
+    }
+    assert!(create["responses"]["409"].is_object(), "409 documented");
+    assert!(create["responses"]["415"].is_object(), "415 documented");
+    let update = &api["paths"]["/users/{id}"]["put"];
+    assert!(update["responses"]["412"].is_object(), "412 documented");
+    let parameters = update["parameters"].as_array().unwrap();
+    let names: Vec<&str> = parameters
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["id", "If-Match"], "{parameters:?}");
+    let list = &api["paths"]["/users"]["get"];
+    let names: Vec<&str> = list["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["limit", "after"]);
+    let user = &api["components"]["schemas"]["User"];
+    for field in ["id", "email", "version", "created_at", "updated_at"] {
+        assert!(
+            user["required"].as_array().unwrap().contains(&field.into()),
+            "{field}"
+        );
+    }
+    assert_eq!(
+        api["components"]["schemas"]["NewUser"]["additionalProperties"], false,
+        "unknown fields are refused, and described so"
+    );
+
+    // What a fuzzer sends: a NUL in an id or a cursor is no 5xx.
+    let (status, _, _) = s
+        .call(reqwest::Method::GET, "/users/a%00b", None, None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = s
+        .call(reqwest::Method::GET, "/users?after=%00", None, None)
+        .await;
+    assert_eq!(status, 400);
+}

@@ -11,6 +11,7 @@
 
 mod fast;
 mod limits;
+mod openapi;
 mod parse;
 mod schema;
 mod types;

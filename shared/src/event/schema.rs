@@ -74,6 +74,16 @@ macro_rules! event_types {
                 }
             }
 
+            /// Each type's `type` string and body schema (for `/openapi.json`).
+            pub(super) fn body_schemas() -> Vec<(&'static str, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)> {
+                vec![$(($name, <$body as utoipa::PartialSchema>::schema()),)*]
+            }
+
+            /// The schemas the bodies refer to.
+            pub(super) fn referenced_schemas(out: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+                $(<$body as utoipa::ToSchema>::schemas(out);)*
+            }
+
             /// The rules the field types alone do not express.
             pub(super) fn validate(&self, limits: &Limits) -> Result<(), ParseError> {
                 match self { $(EventBody::$variant(e) => e.validate(limits),)* }

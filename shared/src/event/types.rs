@@ -12,7 +12,7 @@ pub(super) trait Validate {
 }
 
 /// What a user did with a product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     View,
@@ -22,7 +22,7 @@ pub enum Action {
 }
 
 /// A user interacting with a product; purchases carry their price.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Interaction {
     pub user_id: String,
@@ -34,7 +34,7 @@ pub struct Interaction {
 }
 
 /// A user's contact data changed (from the users service's outbox).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdated {
     pub user_id: String,
@@ -48,7 +48,7 @@ pub struct UserUpdated {
 }
 
 /// Somebody asked for a mail to be sent to a user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MailRequested {
     pub user_id: String,
@@ -57,7 +57,7 @@ pub struct MailRequested {
 }
 
 /// The branch of the product DAG a part belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AssetKind {
     Image,
@@ -78,7 +78,7 @@ impl AssetKind {
 /// One uploaded file of a product, in the claim-check store (content
 /// addressed: the same bytes are one payload): each branch fetches only its
 /// own files.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadedAsset {
     /// The part's name in the join (`image-1`, `image-2`, `video`).
@@ -95,7 +95,7 @@ pub struct UploadedAsset {
 
 /// A seller uploaded a product: its metadata inline (as sent; the metadata
 /// branch validates it) and its files by claim check.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductUploaded {
     pub product_id: String,
@@ -117,7 +117,7 @@ impl ProductUploaded {
 }
 
 /// One part of a product processed by its branch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssetProcessed {
     pub product_id: String,
@@ -129,7 +129,7 @@ pub struct AssetProcessed {
 }
 
 /// One part of a product its branch could not accept.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssetFailed {
     pub product_id: String,
@@ -139,7 +139,7 @@ pub struct AssetFailed {
 }
 
 /// Every part passed: the product exists (`active`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductCreated {
     pub product_id: String,
@@ -149,7 +149,7 @@ pub struct ProductCreated {
 }
 
 /// A part failed (`rejected`) or never came before the deadline (`incomplete`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductFailed {
     pub product_id: String,
@@ -163,7 +163,7 @@ pub struct ProductFailed {
 
 /// MapReduce: one map task, a chunk of one partition of the input topic
 /// (offsets `start..end`), keyed by `task` so tasks spread over mappers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MapTask {
     pub task: String,
@@ -181,7 +181,7 @@ pub struct MapTask {
 
 /// MapReduce: a count for one page from one chunk, keyed by the page, so
 /// Kafka's partitioner is the reducers' hash.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PageCount {
     pub job_id: i64,
@@ -191,7 +191,7 @@ pub struct PageCount {
 
 /// MapReduce: a chunk is mapped; sent to every shuffle partition after the
 /// chunk's counts, in the same transaction, with the chunk's totals.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkDone {
     pub marker: String,
@@ -205,7 +205,7 @@ pub struct ChunkDone {
 }
 
 /// One page request, as a structured event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PageAccess {
     pub page: String,

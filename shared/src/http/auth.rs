@@ -14,6 +14,35 @@ use crate::config::Secret;
 #[derive(Clone)]
 pub struct AdminToken(pub Secret);
 
+/// Whether daily metrics (revenue included) are readable without the
+/// token (`auth.public_metrics`), installed for every request by `finish`.
+#[derive(Clone, Copy)]
+pub struct MetricsAccess {
+    pub public: bool,
+}
+
+/// Proof that the request may read daily metrics: anyone while
+/// `auth.public_metrics` is true, otherwise only the admin token's holders
+/// (401 without it). The routes taking it are listed to
+/// [`super::openapi::metrics_security`], so their description says the same.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer;
+
+impl<S: Send + Sync> FromRequestParts<S> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let public = parts
+            .extensions
+            .get::<MetricsAccess>()
+            .is_some_and(|access| access.public);
+        if !public {
+            Admin::from_request_parts(parts, state).await?;
+        }
+        Ok(Viewer)
+    }
+}
+
 /// Proof that the request carried the admin token.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;

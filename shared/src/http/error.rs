@@ -157,6 +157,16 @@ impl From<sqlx::Error> for ApiError {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::Tls(_)
         ) || matches!(&error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57")));
+        // Text the database cannot store (a NUL, or a byte sequence invalid in
+        // its encoding) that reached a query as a parameter: the client's input.
+        let unstorable = matches!(&error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22021" | "22P05")));
+        if unstorable {
+            return ApiError::bad_request(
+                "invalid_text",
+                "a value contains a character the database cannot store (NUL)",
+            )
+            .caused_by(error);
+        }
         if unreachable {
             ApiError::unavailable(
                 "database_unavailable",
@@ -205,3 +215,26 @@ macro_rules! from_rejection {
 }
 
 from_rejection!(BytesRejection, JsonRejection, PathRejection, QueryRejection);
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use sqlx::Connection;
+
+    use super::ApiError;
+
+    /// A NUL in a path or query value reached a query: the client's 400,
+    /// not a 500 (found by schemathesis).
+    #[tokio::test]
+    async fn text_the_database_cannot_store_is_the_clients_error() {
+        let url = crate::testkit::admin_database_url();
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        let error = sqlx::query("SELECT $1::text")
+            .bind("a\0b")
+            .execute(&mut db)
+            .await
+            .unwrap_err();
+        let answer = ApiError::from(error);
+        assert_eq!(answer.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(answer.code(), "invalid_text");
+    }
+}

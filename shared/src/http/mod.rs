@@ -1,11 +1,13 @@
 //! HTTP scaffolding every service shares: the ops endpoints (`/healthz`,
-//! `/readyz`, `/metrics`), bearer-token auth, one JSON error type, request
-//! metrics, a JSON 404, request limits (`limits`), and graceful serving.
+//! `/readyz`, `/metrics`), the API description (`/openapi.json`), bearer-token
+//! auth, one JSON error type, request metrics, a JSON 404, request limits
+//! (`limits`), and graceful serving.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod openapi;
 pub mod ops;
 
 use std::convert::Infallible;
@@ -19,30 +21,44 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
 
-pub use auth::Admin;
+pub use auth::{Admin, Viewer};
 pub use error::ApiError;
 pub use extract::{Json, Path, Query};
 pub use limits::HttpLimits;
 pub use ops::Readiness;
 
-/// Adds the ops endpoints, the admin token (for the [`Admin`] extractor),
-/// request ids and metrics, and JSON answers for unknown paths (404) and
-/// methods (405).
+/// Adds the ops endpoints, `/openapi.json` (the routes' description, see
+/// [`openapi`]), the admin token (for the [`Admin`] extractor), request ids
+/// and metrics, and JSON answers for unknown paths (404) and methods (405).
 pub fn finish(
     service: &'static str,
-    routes: Router,
+    routes: OpenApiRouter,
     readiness: Readiness,
-    token: crate::config::Secret,
+    auth: &crate::config::AuthConfig,
 ) -> Router {
     // Install the recorder now, so that what happens before the first
     // request (a failed commit, a dead letter) is counted too.
     ops::metrics_handle();
-    routes
+    let (routes, mut api) = routes
         .merge(ops::router(service, readiness))
+        .split_for_parts();
+    openapi::complete(&mut api, service);
+    let api =
+        axum::body::Bytes::from(serde_json::to_vec(&api).expect("an OpenAPI document serializes"));
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || std::future::ready((json, api.clone()))),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(axum::Extension(auth::AdminToken(token)))
+        .layer(axum::Extension(auth::AdminToken(auth.admin_token.clone())))
+        .layer(axum::Extension(auth::MetricsAccess {
+            public: auth.public_metrics,
+        }))
         .layer(axum::middleware::from_fn(limits::guard))
         .layer(axum::middleware::from_fn(ops::track))
 }

@@ -8,12 +8,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use futures::future::BoxFuture;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use serde_json::{json, Map, Value};
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::catalogue;
 use crate::config::KafkaConfig;
@@ -85,17 +85,47 @@ impl Readiness {
 }
 
 /// The ops routes.
-pub fn router(service: &'static str, readiness: Readiness) -> Router {
-    Router::new()
-        .route(
-            "/healthz",
-            get(move || async move { Json(json!({"status": "ok", "service": service})) }),
+pub fn router(service: &'static str, readiness: Readiness) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .with_state(service)
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(readyz))
+                .with_state(readiness),
         )
-        .route("/readyz", get(readyz).with_state(readiness))
-        .route("/metrics", get(render_metrics))
+        .routes(routes!(render_metrics))
 }
 
-async fn readyz(State(readiness): State<Readiness>) -> Response {
+/// What `/healthz` and `/readyz` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Status {
+    /// `ok` (healthz), `ready` or `not_ready` (readyz).
+    status: String,
+    /// The service's name (healthz).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'static str>,
+    /// Each dependency check: `ok` or why it failed (readyz).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "The process answers", body = Status)))]
+async fn healthz(State(service): State<&'static str>) -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+        service: Some(service),
+        checks: None,
+    })
+}
+
+/// Every dependency answers (each check has 3 s).
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "Every dependency answers", body = Status),
+    (status = 503, description = "A dependency does not answer: `checks` says which and why", body = Status)))]
+async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, Json<Status>) {
     let results =
         futures::future::join_all(readiness.checks.iter().map(|(name, check)| async move {
             let outcome = tokio::time::timeout(Duration::from_secs(3), check())
@@ -105,27 +135,29 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
         }))
         .await;
     let ready = results.iter().all(|(_, r)| r.is_ok());
-    let checks: Map<String, Value> = results
+    let checks = results
         .into_iter()
-        .map(|(name, r)| {
-            (
-                name.to_owned(),
-                r.map_or_else(Value::from, |()| Value::from("ok")),
-            )
-        })
+        .map(|(name, r)| (name.to_owned(), r.err().unwrap_or_else(|| "ok".into())))
         .collect();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
-    (status, Json(body)).into_response()
+    let body = Status {
+        status: if ready { "ready" } else { "not_ready" }.into(),
+        service: None,
+        checks: Some(checks),
+    };
+    (status, Json(body))
 }
 
 /// The process-wide Prometheus recorder ([`catalogue::handle`]).
 pub use catalogue::handle as metrics_handle;
 
+/// Prometheus text: every metric of the catalogue (README, "Metrics").
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 async fn render_metrics() -> impl IntoResponse {
     let handle = metrics_handle();
     handle.run_upkeep();

@@ -80,6 +80,7 @@ where
     for failure in [
         "kappa_sink_events_applied_total",
         "kappa_sink_dead_lettered_total",
+        "kappa_sink_duplicates_skipped_total",
         "kappa_sink_commit_failures_total",
         "kappa_sink_fenced_total",
     ] {

@@ -1,13 +1,15 @@
 //! A batch in hand: records in the order they were polled (per partition,
-//! offset order), each an event for the worker or a record bound for the
-//! DLQ. Ranges of a batch keep per-partition order, so a prefix of a batch
-//! can commit on its own (what bisecting a refused batch relies on).
+//! offset order), each an event for the worker, a repeat of an event id
+//! (skipped), or a record bound for the DLQ. Ranges of a batch keep
+//! per-partition order, so a prefix of a batch can commit on its own (what
+//! bisecting a refused batch relies on).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use rdkafka::message::OwnedMessage;
+use uuid::Uuid;
 
 use crate::consume::{Received, Rejection};
 
@@ -19,6 +21,9 @@ pub(crate) struct Polled {
     /// When the poll thread fetched it: the record's arrival here, from
     /// which commit latency is measured (its timestamp is the event time).
     pub fetched: Instant,
+    /// The id the producer gave the event (a claim-checked one's envelope
+    /// says it), as read from the topic: what repeats are told by.
+    pub id: Option<Uuid>,
     pub record: Record,
 }
 
@@ -53,6 +58,10 @@ pub(crate) enum Slot {
         rejection: Rejection,
         sent: bool,
     },
+    /// An event whose id was applied within the window: acknowledged, not
+    /// applied. Kept, since a refusal of the earlier copy makes it an event
+    /// again.
+    Repeat(Box<Received>),
 }
 
 /// One record's place in the batch.
@@ -60,16 +69,18 @@ pub(crate) struct Entry {
     pub partition: i32,
     pub offset: i64,
     pub fetched: Instant,
+    pub id: Option<Uuid>,
     pub slot: Slot,
 }
 
 /// Per partition of a range: the offset after its last record, events
-/// applied, records dead-lettered.
+/// applied, records dead-lettered, repeats skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Step {
     pub next: i64,
     pub applied: i64,
     pub dead: i64,
+    pub repeats: i64,
 }
 
 /// The records in hand (the runtime's own; public only as the committers'
@@ -89,6 +100,7 @@ impl Batch {
             partition,
             offset,
             fetched,
+            id,
             record,
             ..
         } = polled;
@@ -111,6 +123,7 @@ impl Batch {
             partition,
             offset,
             fetched,
+            id,
             slot,
         });
         self.opened.get_or_insert_with(Instant::now);
@@ -166,11 +179,13 @@ impl Batch {
                 next: entry.offset + 1,
                 applied: 0,
                 dead: 0,
+                repeats: 0,
             });
             step.next = step.next.max(entry.offset + 1);
             match entry.slot {
                 Slot::Event(_) | Slot::Claimed { .. } => step.applied += 1,
                 Slot::Dead { .. } | Slot::Refused { .. } => step.dead += 1,
+                Slot::Repeat(_) => step.repeats += 1,
             }
         }
         steps
@@ -248,6 +263,59 @@ impl Batch {
                     }
                 },
                 other => other,
+            };
+        }
+    }
+
+    /// Decides again, for each event from entry `from` on, whether it is a
+    /// repeat (`repeat` says, given its partition, offset and id; events
+    /// without an id never are); entries before `from` keep what they are.
+    /// Every entry keeps its place, and the events their contiguity.
+    pub(crate) fn sift(&mut self, from: usize, mut repeat: impl FnMut(i32, i64, Uuid) -> bool) {
+        let mut old_events = std::mem::take(&mut self.events)
+            .into_iter()
+            .map(Some)
+            .collect::<Vec<_>>();
+        let events = &mut self.events;
+        let mut keep = |event: Received| {
+            events.push(event);
+            events.len() - 1
+        };
+        for (i, entry) in self.entries.iter_mut().enumerate() {
+            let slot = std::mem::replace(&mut entry.slot, Slot::Event(usize::MAX));
+            let event = match slot {
+                Slot::Event(index) => old_events[index].take().expect("each event once"),
+                Slot::Repeat(event) if i < from => {
+                    entry.slot = Slot::Repeat(event);
+                    continue;
+                }
+                Slot::Repeat(event) => *event,
+                Slot::Refused {
+                    event,
+                    rejection,
+                    sent,
+                } => {
+                    let event = old_events[event].take().expect("each event once");
+                    entry.slot = Slot::Refused {
+                        event: keep(event),
+                        rejection,
+                        sent,
+                    };
+                    continue;
+                }
+                other => {
+                    entry.slot = other;
+                    continue;
+                }
+            };
+            let repeated = i >= from
+                && entry
+                    .id
+                    .is_some_and(|id| repeat(entry.partition, entry.offset, id));
+            entry.slot = if repeated {
+                Slot::Repeat(Box::new(event))
+            } else {
+                Slot::Event(keep(event))
             };
         }
     }

@@ -24,6 +24,7 @@ use sqlx::PgPool;
 
 use super::batch::{Batch, Slot};
 use super::commit::{Backoff, Commit, Committed};
+use super::dedupe::Dedupe;
 use super::outputs::{send, Outputs, TxProducer};
 use super::ranges::{self, refusal, Attempt, Ranged, Stale};
 use super::rebalance::Consumer;
@@ -41,6 +42,7 @@ pub struct KafkaCommit {
     dead_letters: DeadLetters,
     /// Partitions whose state must be reloaded before applying.
     stale: Stale,
+    dedupe: Dedupe,
     consumer: Arc<Consumer>,
     claims: ClaimStore,
     pool: PgPool,
@@ -75,6 +77,7 @@ impl<W: Worker<Mode = KafkaTransactions>> Start<W> for KafkaTransactions {
             producer: transactional(&setup.kafka, &transactional_id).await?,
             dead_letters: DeadLetters::new(&setup.kafka)?,
             stale: Stale::default(),
+            dedupe: Dedupe::new(setup),
             consumer,
             claims: ClaimStore::new(setup.pool.clone()),
             pool: setup.pool.clone(),
@@ -89,12 +92,19 @@ impl<W: Worker<Mode = KafkaTransactions>> Start<W> for KafkaTransactions {
 impl<W: Worker<Mode = KafkaTransactions>> Commit<W> for KafkaCommit {
     async fn assign(&mut self, worker: &mut W, partition: i32) -> anyhow::Result<Option<i64>> {
         worker.load(&self.pool, partition).await?;
-        // Start where the group's committed offset says.
-        Ok(None)
+        // Start where the group's committed offset says, named here so the
+        // window of recent ids is read up to there.
+        let start = committed(&self.consumer, &self.topic, &[partition])
+            .await?
+            .first()
+            .and_then(|&(_, offset)| offset);
+        self.dedupe.restart(partition, start);
+        Ok(start)
     }
 
     fn revoke(&mut self, worker: &mut W, partition: i32) {
         worker.unload(partition);
+        self.dedupe.forget(partition);
     }
 
     async fn commit(
@@ -167,6 +177,19 @@ impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
                 None => Attempt::Failed(error.context("applying the batch")),
             };
         }
+        if self.dedupe.has_dead(batch, range.clone()) {
+            let recorded = async {
+                let mut conn = self.pool.acquire().await?;
+                self.dedupe
+                    .record_dead(&mut conn, batch, range.clone())
+                    .await
+            };
+            if let Err(error) = recorded.await {
+                return Attempt::Failed(
+                    anyhow::Error::new(error).context("recording dead letters"),
+                );
+            }
+        }
         let Some(group) = self.consumer.group_metadata() else {
             return Attempt::Failed(anyhow::anyhow!("no consumer group metadata yet"));
         };
@@ -227,6 +250,10 @@ impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
         &mut self.stale
     }
 
+    fn dedupe(&mut self) -> &mut Dedupe {
+        &mut self.dedupe
+    }
+
     /// The group moved on: drop the batch; its partitions restart at the
     /// group's committed offsets (if they are still this instance's).
     async fn fenced(
@@ -237,22 +264,30 @@ impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
     ) -> Committed {
         Ranged::<W>::forget(self, worker, batch);
         let partitions = batch.partitions();
-        let mut list = TopicPartitionList::new();
-        for &p in &partitions {
-            list.add_partition(&self.topic, p);
-        }
-        let consumer = self.consumer.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || consumer.committed_offsets(list, TXN_TIMEOUT))
-                .await;
-        let restarts = match committed {
-            Ok(Ok(list)) => list
-                .elements()
-                .iter()
-                .map(|e| (e.partition(), e.offset().to_raw().filter(|o| *o >= 0)))
-                .collect(),
-            _ => partitions.iter().map(|&p| (p, None)).collect(),
-        };
+        let restarts = committed(&self.consumer, &self.topic, &partitions)
+            .await
+            .unwrap_or_else(|_| partitions.iter().map(|&p| (p, None)).collect());
         Committed::Fenced(restarts)
     }
+}
+
+/// The group's committed offsets of `partitions` (`None`: none committed).
+async fn committed(
+    consumer: &Arc<Consumer>,
+    topic: &str,
+    partitions: &[i32],
+) -> anyhow::Result<Vec<(i32, Option<i64>)>> {
+    let mut list = TopicPartitionList::new();
+    for &p in partitions {
+        list.add_partition(topic, p);
+    }
+    let consumer = consumer.clone();
+    let list = tokio::task::spawn_blocking(move || consumer.committed_offsets(list, TXN_TIMEOUT))
+        .await?
+        .context("reading the group's committed offsets")?;
+    Ok(list
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset().to_raw().filter(|o| *o >= 0)))
+        .collect())
 }

@@ -26,6 +26,12 @@
 //! - **Epochs**: every assignment of a partition, and every seek back after a
 //!   fenced commit, gets a new epoch; records polled before it carry an older
 //!   one and are dropped, so a record is never applied out of its place.
+//! - **Event ids are idempotent** (`dedupe`): a record whose event id was
+//!   applied (or skipped) among the `kafka.dedupe_window` records before it
+//!   in its partition is a repeat: its offset commits, the worker never sees
+//!   it. The window is rebuilt from the topic itself when a partition
+//!   (re)starts, so it always matches the committed offsets, in both modes;
+//!   replays apply the same rule (`shared::replay`).
 //!
 //! Two modes, one guarantee (every input's effect is committed once):
 //! - [`Postgres`]: results and `consumer_offsets` in one database
@@ -50,14 +56,25 @@
 //!   half-way (`recommendation/tests/exactly_once.rs`);
 //! - a commit whose stored offsets are not what this instance expects (a
 //!   zombie after a rebalance, or a commit whose acknowledgement was lost):
-//!   dropped, state and position reloaded (`recommendation/tests/fencing.rs`,
+//!   dropped, state and position reloaded, and with them the window of
+//!   recent ids (`recommendation/tests/fencing.rs`,
 //!   `shared/tests/transactions.rs`);
+//! - the same event id twice (a producer's retry after a timeout that had
+//!   in fact been written, a relay or a redrive sending it again): applied
+//!   once, the repeat acknowledged and counted
+//!   (`kappa_sink_duplicates_skipped_total`), also when the repeat comes
+//!   after a crash and restart; a repeat of an event this consumer
+//!   dead-lettered is applied, so a redrive after a fix takes effect, and
+//!   the repeat of an event refused in the same batch is tried too
+//!   (`recommendation/tests/duplicates.rs`, `mailer/tests/duplicates.rs`,
+//!   `shared/tests/duplicates.rs` for the Kafka mode);
 //! - stuck (events in hand, nothing committed for `stuck_after`): `/readyz`
 //!   says so, and the lag gauge keeps counting.
 
 mod applier;
 mod batch;
 mod commit;
+mod dedupe;
 mod health;
 mod kafka;
 pub mod offsets;
@@ -83,6 +100,7 @@ use crate::shutdown::CancellationToken;
 pub use batch::Batch;
 #[doc(hidden)]
 pub use commit::{Commit, Committed};
+pub(crate) use dedupe::Window;
 pub use health::Health;
 pub use offsets::Position;
 pub use outputs::{Output, Outputs};

@@ -85,13 +85,17 @@ pub(crate) fn run(
 
 /// One message, parsed and tagged.
 fn tag(message: &BorrowedMessage<'_>, epoch: u64, wanted: &[bool; EventType::COUNT]) -> Polled {
+    let mut id = None;
     let record = match classify(message) {
-        Ok(received) => match &received.envelope {
-            Envelope::Claimed(c) if wanted[c.event_type as usize] => {
-                Record::Claimed(received, message.detach())
+        Ok(received) => {
+            id = received.envelope.id();
+            match &received.envelope {
+                Envelope::Claimed(c) if wanted[c.event_type as usize] => {
+                    Record::Claimed(received, message.detach())
+                }
+                _ => Record::Event(received),
             }
-            _ => Record::Event(received),
-        },
+        }
         Err(rejection) => Record::Rejected(message.detach(), rejection),
     };
     Polled {
@@ -99,6 +103,7 @@ fn tag(message: &BorrowedMessage<'_>, epoch: u64, wanted: &[bool; EventType::COU
         partition: message.partition(),
         offset: message.offset(),
         fetched: Instant::now(),
+        id,
         record,
     }
 }

@@ -4,7 +4,8 @@
 //! from the position this instance believes is stored; a mismatch (a zombie,
 //! or a commit whose acknowledgement was lost) drops the batch and restarts
 //! its partitions from what is stored. Dead letters are acknowledged by the
-//! DLQ before the transaction that moves their offsets begins.
+//! DLQ before the transaction that moves their offsets begins, and the
+//! offsets of those that carry an event id are recorded in it (`dedupe`).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -18,6 +19,7 @@ use sqlx::PgPool;
 
 use super::batch::{Batch, Slot};
 use super::commit::{Backoff, Commit, Committed};
+use super::dedupe::Dedupe;
 use super::offsets::{self, Position};
 use super::ranges::{self, refusal, Attempt, Ranged, Stale};
 use super::rebalance::Consumer;
@@ -37,6 +39,7 @@ pub struct PgCommit {
     positions: BTreeMap<i32, Position>,
     /// Partitions whose in-memory state must be reloaded before applying.
     stale: Stale,
+    dedupe: Dedupe,
 }
 
 impl<W: Worker<Mode = Postgres>> Start<W> for Postgres {
@@ -52,6 +55,7 @@ impl<W: Worker<Mode = Postgres>> Start<W> for Postgres {
             topic: setup.options.topic.clone(),
             positions: BTreeMap::new(),
             stale: Stale::default(),
+            dedupe: Dedupe::new(setup),
         })
     }
 }
@@ -63,6 +67,7 @@ impl<W: Worker<Mode = Postgres>> Commit<W> for PgCommit {
         let position = stored.first().map_or(Position { next: None }, |(_, p)| *p);
         self.positions.insert(partition, position);
         self.stale.clear(partition);
+        self.dedupe.restart(partition, position.next);
         Ok(position.next)
     }
 
@@ -70,6 +75,7 @@ impl<W: Worker<Mode = Postgres>> Commit<W> for PgCommit {
         worker.unload(partition);
         self.positions.remove(&partition);
         self.stale.clear(partition);
+        self.dedupe.forget(partition);
     }
 
     async fn commit(
@@ -127,6 +133,10 @@ impl<W: Worker<Mode = Postgres>> Ranged<W> for PgCommit {
 
     fn stale(&mut self) -> &mut Stale {
         &mut self.stale
+    }
+
+    fn dedupe(&mut self) -> &mut Dedupe {
+        &mut self.dedupe
     }
 
     async fn fenced(
@@ -226,7 +236,7 @@ impl PgCommit {
             .apply(&mut tx, batch.events_in(range.clone()))
             .await
             .context("applying the batch")?;
-        for (partition, step) in batch.steps(range) {
+        for (partition, step) in batch.steps(range.clone()) {
             let from = self
                 .positions
                 .get(&partition)
@@ -243,6 +253,10 @@ impl PgCommit {
                 return Ok(false);
             }
         }
+        self.dedupe
+            .record_dead(&mut tx, batch, range)
+            .await
+            .context("recording dead letters")?;
         tx.commit().await.context("committing the batch")?;
         Ok(true)
     }

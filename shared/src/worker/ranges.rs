@@ -1,8 +1,9 @@
-//! Committing a batch as ranges, the same way in both modes: the whole
-//! batch first; what fails for a moment is retried (state reloaded first);
-//! what is refused for its data is bisected until the one event that causes
-//! it stands alone, and that event is dead-lettered instead. Ranges keep
-//! per-partition order, so each commits on its own.
+//! Committing a batch as ranges, the same way in both modes: repeats of
+//! event ids marked first (`dedupe`); the whole batch first; what fails for
+//! a moment is retried (state reloaded first); what is refused for its data
+//! is bisected until the one event that causes it stands alone, and that
+//! event is dead-lettered instead. Ranges keep per-partition order, so each
+//! commits on its own.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -14,6 +15,7 @@ use sqlx::PgPool;
 
 use super::batch::Batch;
 use super::commit::{Backoff, Committed};
+use super::dedupe::Dedupe;
 use super::Worker;
 use crate::consume::{Received, Rejection};
 use crate::dlq::{Sampler, SAMPLE_WINDOW};
@@ -44,6 +46,9 @@ pub(super) trait Ranged<W: Worker>: Send {
 
     /// The partitions whose state must be loaded again before applying.
     fn stale(&mut self) -> &mut Stale;
+
+    /// The windows of recent event ids.
+    fn dedupe(&mut self) -> &mut Dedupe;
 
     /// A failed attempt may have changed in-memory state: drop it, so that
     /// the next attempt starts from what is committed.
@@ -98,6 +103,16 @@ where
     W: Worker,
     C: Ranged<W>,
 {
+    // Repeats are decided before anything applies, on the windows of
+    // partitions that (re)started read first.
+    let mut backoff = Backoff::new();
+    while let Err(error) = committer.dedupe().read(shutdown).await {
+        tracing::warn!(consumer = %committer.name(), error = format!("{error:#}"), "reading recent event ids failed; retrying");
+        if !backoff.wait(shutdown).await {
+            return Committed::Cancelled;
+        }
+    }
+    committer.dedupe().mark(batch, 0);
     // Still to commit, in order (the next one last); a refused range is split.
     let whole = 0..batch.len();
     let mut ranges: Vec<Range<usize>> = Vec::new();
@@ -106,8 +121,19 @@ where
         let mut backoff = Backoff::new();
         loop {
             match committer.attempt(worker, batch, range.clone()).await {
-                Attempt::Committed => break,
-                Attempt::Fenced => return committer.fenced(worker, batch, shutdown).await,
+                Attempt::Committed => {
+                    committer.dedupe().admit(batch, range.clone());
+                    break;
+                }
+                Attempt::Fenced => {
+                    let fenced = committer.fenced(worker, batch, shutdown).await;
+                    if let Committed::Fenced(restarts) = &fenced {
+                        for &(partition, next) in restarts {
+                            committer.dedupe().restart(partition, next);
+                        }
+                    }
+                    return fenced;
+                }
                 Attempt::Refused(rejection) => {
                     committer.forget(worker, batch);
                     match batch.bisect(range.clone()) {
@@ -124,6 +150,8 @@ where
                             metrics::counter!("kappa_sink_refused_total", "consumer" => committer.name().to_owned(), "code" => rejection.code)
                                 .increment(1);
                             batch.refuse(range.clone(), rejection);
+                            // Its repeats later in the batch are events now.
+                            committer.dedupe().mark(batch, range.start);
                             ranges.push(range);
                         }
                     }
@@ -175,13 +203,16 @@ pub(super) fn record(name: &str, batch: &Batch, range: Range<usize>, started: In
     let steps = batch.steps(range.clone());
     let applied: i64 = steps.values().map(|s| s.applied).sum();
     let dead: i64 = steps.values().map(|s| s.dead).sum();
+    let repeats: i64 = steps.values().map(|s| s.repeats).sum();
     let name = name.to_owned();
     metrics::counter!("kappa_sink_events_applied_total", "consumer" => name.clone())
         .increment(applied as u64);
     metrics::counter!("kappa_sink_dead_lettered_total", "consumer" => name.clone())
         .increment(dead as u64);
+    metrics::counter!("kappa_sink_duplicates_skipped_total", "consumer" => name.clone())
+        .increment(repeats as u64);
     metrics::histogram!("kappa_sink_batch_size", "consumer" => name.clone())
-        .record((applied + dead) as f64);
+        .record((applied + dead + repeats) as f64);
     metrics::histogram!("kappa_sink_commit_seconds", "consumer" => name.clone())
         .record(started.elapsed().as_secs_f64());
     // From arrival (fetch), not from event time: a backfill of last year's

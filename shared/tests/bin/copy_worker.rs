@@ -102,9 +102,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let router = shared::http::finish(
         "copy_worker",
-        axum::Router::new(),
+        Default::default(),
         Readiness::default().worker(health.clone()),
-        settings.auth.admin_token.clone(),
+        &settings.auth,
     );
     let listener = tokio::net::TcpListener::bind(var("COPY_ADDR")?).await?;
     let mut tasks = Tasks::new(shutdown.clone());

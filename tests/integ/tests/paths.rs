@@ -66,6 +66,7 @@ async fn dashboard(env: &TestEnv) -> Running {
         check_interval_ms: 1000,
         readers: 2,
         pagecount_url: "http://127.0.0.1:9".into(),
+        audit_consumer: "recommendation".into(),
     };
     let app = dashboard::Application::build(env.settings.clone(), config, shutdown.clone())
         .await

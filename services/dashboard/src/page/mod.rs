@@ -1,5 +1,7 @@
 //! The web page at `/`: daily activity and revenue charts, top products, the
-//! list of runs with live progress, and a button to start a replay. Rendered
+//! Kappa audit's last verdict, dead letters by reason per day, the product
+//! DAG and MapReduce panels, the list of runs with live progress, and a
+//! button to start a replay. Rendered
 //! on the server as HTML with inline SVG, so it works offline (no CDN, no
 //! chart library); a few lines of script refresh the runs and post replays.
 //! It shows the same days as `GET /api/metrics/daily` with the same query
@@ -10,6 +12,7 @@ mod axis;
 mod chart;
 mod format;
 mod panels;
+mod quality;
 mod runs;
 
 use std::fmt::Write;
@@ -39,15 +42,30 @@ fn esc(text: &str) -> String {
 }
 
 /// The page's query: the same as `GET /api/metrics/daily`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
+    /// The first day shown (UTC); none: see `GET /api/metrics/daily`.
     from: Option<NaiveDate>,
+    /// The last day shown (UTC); none: the newest day with data.
     to: Option<NaiveDate>,
+    /// A run's id; none: the current run.
     run: Option<i64>,
 }
 
+/// The dashboard page.
+///
+/// HTML with inline SVG charts, rendered on the server: the daily metrics
+/// of a run (the same days as `GET /api/metrics/daily` with the same
+/// query), top products, the Kappa audit's last verdict, dead letters by
+/// reason, the product DAG, MapReduce jobs, and the replay runs. Public
+/// unless `auth.public_metrics` is false.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    params(PageQuery),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
 pub async fn page(
+    _: shared::http::Viewer,
     State(s): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> ([(HeaderName, HeaderValue); 4], Html<String>) {
@@ -70,6 +88,11 @@ pub async fn page(
         ),
         Some(run) => metrics(&mut html, &s, run, current, &q).await,
     }
+    html.push_str(&quality::audit_line(s.auditor.last().as_deref()));
+    html.push_str(&quality::dead_letters_panel(
+        s.dead_letters.topic(),
+        s.dead_letters.snapshot().await.as_ref(),
+    ));
     if let Ok(dag) = store::dag_summary(&s.pool).await {
         html.push_str(&panels::products_panel(&dag));
     }
@@ -227,7 +250,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;display:fle
 .cards b{display:block;font-size:22px;color:#1d2430}figure{background:#fff;border-radius:10px;margin:14px 0;padding:10px 12px;box-shadow:0 1px 2px #0001}
 figcaption{font-weight:600;margin-bottom:4px}figcaption .range{font-weight:400;color:#667;font-size:13px;margin-left:6px}
 svg.chart{display:block;width:100%;height:auto}rect.day{fill:#4f7cff}rect.day:hover{fill:#2949c9}
-#chart-revenue rect.day{fill:#19a974}#chart-purchases rect.day{fill:#ff8c42}#chart-conversion rect.day{fill:#9b5de5}
+#chart-revenue rect.day{fill:#19a974}#chart-purchases rect.day{fill:#ff8c42}#chart-conversion rect.day{fill:#9b5de5}#chart-dlq rect.day{fill:#d7263d}
+.audit{background:#fff;border-radius:10px;padding:10px 14px;margin:14px 0;box-shadow:0 1px 2px #0001}.audit.ok b{color:#19a974}.audit.drift b{color:#d7263d}
 .tick{font-size:11px;fill:#667;text-anchor:middle}.year{font-size:11px;fill:#1d2430;font-weight:600;text-anchor:middle}
 .ytick{font-size:11px;fill:#667;text-anchor:end}.grid{stroke:#eef0f3}.axis{stroke:#99a}
 .gap-band{fill:#f3f4f7}.break{stroke:#889;stroke-width:1.5;fill:none}.gap{font-size:10px;fill:#889;text-anchor:middle}

@@ -42,8 +42,18 @@ pub async fn unlock(conn: &mut PgConnection) -> sqlx::Result<()> {
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+        // The texts are the variants in snake_case: utoipa reads the enum's
+        // `rename_all` (it does not see a `rename` made of a macro
+        // argument), serde the exact text (a test checks they agree).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
         pub enum $name { $(#[serde(rename = $text)] $variant),* }
+
+        impl $name {
+            /// Every variant, in order.
+            #[cfg(test)]
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+        }
 
         impl $name {
             pub fn as_str(self) -> &'static str {
@@ -76,4 +86,28 @@ text_enum! {
 text_enum! {
     /// What a top-products list ranks by.
     By { Views = "views", Purchases = "purchases" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    /// The OpenAPI enum of `T` lists exactly the texts serde writes.
+    fn schema_matches<T: PartialSchema + Serialize>(all: &[T]) {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        let texts: Vec<serde_json::Value> = all
+            .iter()
+            .map(|v| serde_json::to_value(v).unwrap())
+            .collect();
+        assert_eq!(schema["enum"], serde_json::Value::from(texts), "{schema}");
+    }
+
+    #[test]
+    fn the_described_texts_are_the_serialized_ones() {
+        schema_matches(RunState::ALL);
+        schema_matches(Trigger::ALL);
+        schema_matches(By::ALL);
+        assert_eq!(serde_json::to_value(By::Views).unwrap(), By::Views.as_str());
+    }
 }

@@ -11,24 +11,35 @@ use super::{By, RunState, Trigger};
 use crate::aggregate::{Day, Results};
 
 /// One replay run as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Run {
     pub id: i64,
     #[sqlx(try_from = "String")]
     pub trigger: Trigger,
+    /// The range's start time; none: from the earliest offsets.
     pub from_time: Option<DateTime<Utc>>,
+    /// The range's end time; none: up to the end offsets snapshotted at the start.
     pub to_time: Option<DateTime<Utc>>,
     #[sqlx(try_from = "String")]
     pub state: RunState,
+    /// Per partition (as a string), the first offset read; none before the range is planned.
+    #[schema(value_type = Option<BTreeMap<String, i64>>)]
     pub start_offsets: Option<Value>,
+    /// Per partition, the offset the range ends before (snapshotted at the start).
+    #[schema(value_type = Option<BTreeMap<String, i64>>)]
     pub end_offsets: Option<Value>,
+    /// Records in the range.
     pub records: Option<i64>,
+    /// Parsed events among them.
     pub events: Option<i64>,
+    /// Records that did not parse (or whose claim check did not resolve).
     pub rejected: Option<i64>,
+    /// Payload bytes read.
     pub bytes: Option<i64>,
     pub requested_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Why a failed run failed.
     pub error: Option<String>,
 }
 

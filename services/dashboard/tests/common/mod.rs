@@ -21,6 +21,7 @@ pub fn config() -> DashboardConfig {
         check_interval_ms: 200,
         readers: 2,
         pagecount_url: "http://127.0.0.1:9".into(),
+        audit_consumer: "recommendation".into(),
     }
 }
 
@@ -36,15 +37,24 @@ pub struct Service {
 
 impl Service {
     pub async fn start(env: &TestEnv, config: DashboardConfig) -> Service {
+        Self::start_with(env.settings.clone(), config).await
+    }
+
+    /// With settings of the test's choosing (e.g. `auth.public_metrics`).
+    pub async fn start_with(
+        settings: shared::config::Settings,
+        config: DashboardConfig,
+    ) -> Service {
+        let token = settings.auth.admin_token.expose().to_owned();
         let shutdown = CancellationToken::new();
-        let app = Application::build(env.settings.clone(), config, shutdown.clone())
+        let app = Application::build(settings, config, shutdown.clone())
             .await
             .unwrap();
         let base = format!("http://{}", app.addr());
         let task = tokio::spawn(app.run());
         Service {
             base,
-            token: env.settings.auth.admin_token.expose().to_owned(),
+            token,
             client: reqwest::Client::new(),
             _stop_on_drop: shutdown.clone().drop_guard(),
             shutdown,

@@ -8,8 +8,13 @@ use uuid::Uuid;
 
 use crate::AppState;
 
-/// A missing payload is 404; one that fails its integrity check is 500 and
-/// its bytes are never served.
+/// The exact bytes of a claim-checked payload, with the content type they
+/// were stored with. A missing payload is 404; one that fails its integrity
+/// check is 500 and its bytes are never served.
+#[utoipa::path(get, path = "/claims/{token}", tag = "gateway",
+    security(("bearer" = [])),
+    params(("token" = Uuid, Path, description = "The claim-check token")),
+    responses((status = 200, description = "The payload's bytes", content_type = "application/octet-stream", body = shared::http::openapi::Binary)))]
 pub async fn get_claim(
     _: Admin,
     State(state): State<AppState>,

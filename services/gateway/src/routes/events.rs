@@ -15,12 +15,23 @@ use crate::{Ack, AppState, PublishError};
 const INLINE_PARSE_LIMIT: usize = 64 * 1024;
 
 /// The 202 answer: where each event landed, in request order.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     accepted: usize,
     events: Vec<Ack>,
 }
 
+/// Validates every event, then publishes them all: each lands keyed by its
+/// entity, with an id (`id` as sent, or a new UUIDv7). A body with one bad
+/// event is refused whole (400 naming the event and field); events over the
+/// inline limit go to the claim-check store and travel as a token.
+#[utoipa::path(post, path = "/events", tag = "gateway",
+    security(("bearer" = [])),
+    request_body(description = "One event (`application/json`), or one event per line (NDJSON: any other content type)",
+        content((shared::event::Event = "application/json"), (String = "application/x-ndjson"))),
+    responses(
+        (status = 202, description = "Every event is on the topic", body = Accepted),
+        (status = 503, description = "The broker did not acknowledge some events in time: `events` lists those that are on the topic, `failed` the ids to retry (with the same ids)", body = shared::http::openapi::ErrorBody)))]
 pub async fn post_events(
     _: Admin,
     State(state): State<AppState>,

@@ -2,20 +2,23 @@
 
 mod body;
 mod claims;
+pub(crate) mod dlq;
 mod events;
 mod products;
 
-use axum::routing::{get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
-/// `POST /events`, `POST /products`, `GET /claims/{token}` (all need the
-/// token: `Admin`).
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/events", post(events::post_events))
-        .route("/products", post(products::post_product))
-        .route("/claims/{token}", get(claims::get_claim))
+/// `POST /events`, `POST /products`, `GET /claims/{token}`, `GET /dlq`,
+/// `POST /dlq/redrive` (all need the token: `Admin`).
+pub fn router(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(events::post_events))
+        .routes(routes!(products::post_product))
+        .routes(routes!(claims::get_claim))
+        .routes(routes!(dlq::list))
+        .routes(routes!(dlq::redrive))
         .with_state(state)
 }

@@ -40,8 +40,26 @@ struct File {
     bytes: Vec<u8>,
 }
 
+/// The parts of an upload (a schema only: parts are read one by one).
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Upload {
+    /// The product as JSON (`title`, `price`, `currency`, `categories`, ...).
+    metadata: String,
+    /// An image: png, jpeg or webp (more as `image-3`, ...).
+    #[serde(rename = "image-1")]
+    #[schema(value_type = Option<shared::http::openapi::Binary>)]
+    image_1: Option<Vec<u8>>,
+    #[serde(rename = "image-2")]
+    #[schema(value_type = Option<shared::http::openapi::Binary>)]
+    image_2: Option<Vec<u8>>,
+    /// A video: mp4 or webm.
+    #[schema(value_type = Option<shared::http::openapi::Binary>)]
+    video: Option<Vec<u8>>,
+}
+
 /// The 202 answer.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Uploaded {
     product_id: String,
     event_id: Uuid,
@@ -51,7 +69,7 @@ pub struct Uploaded {
     parts: Vec<Part>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Part {
     part: String,
     kind: AssetKind,
@@ -61,6 +79,13 @@ struct Part {
     size: Option<u64>,
 }
 
+/// A multipart upload (a `metadata` JSON part, `image-*` and `video` file
+/// parts) becomes one `product_uploaded` event; the files go to the
+/// claim-check store first, content addressed.
+#[utoipa::path(post, path = "/products", tag = "gateway",
+    security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data", content = Upload),
+    responses((status = 202, description = "The product is uploaded; its DAG runs", body = Uploaded)))]
 pub async fn post_product(
     _: Admin,
     State(state): State<AppState>,

@@ -1,0 +1,620 @@
+#!/usr/bin/env bash
+# Fault scenarios that check their own outcome, run against the started suite
+# (scripts/up.sh first). Each scenario does something to the system (poison
+# records, a 5 MiB event, duplicate ids, SIGKILL / SIGSTOP of workers, the
+# broker or PostgreSQL crashed, the users service stopped) and computes its
+# verdict from the system's own answers: the HTTP APIs, /metrics, the DLQ
+# topic read with kcat, Mailpit's API. Never from logs.
+#   scripts/scenarios.sh [--quick | --all | name ...]      (default: --quick)
+# Quick (each well under a minute, the suite keeps serving): poison, oversize,
+# duplicates, lag, missing-asset. Destructive (kill or stop parts of the
+# suite; leave it up again with scripts/up.sh): worker-kill, broker-restart,
+# db-restart, users-down.
+# Prints one table row per scenario (what was done, expected, observed,
+# verdict, seconds) and exits non-zero if any failed.
+# Every run uses its own keys (users, products, pages scn-<run>-..., and a UTC
+# day of the past no other run used, so per-day counters are exact), so the
+# scenarios run on a live suite without disturbing what else it holds.
+# Restarts go through scripts/up.sh without its build step: a scenario tests
+# the binaries that are running, it never rebuilds them.
+# Env: WORKER_KILL_EVENTS (200000), RESTART_EVENTS (100000, broker-restart and
+# db-restart), LAG_EVENTS (60000), SCENARIO_TIMEOUT (seconds a scenario waits
+# for an outcome, 180), RECOVERY_SECONDS (30).
+# Helpers defined inside a scenario are called through quiet_until:
+# shellcheck disable=SC2317
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+BROKER=127.0.0.1:9092
+TOPIC=${EVENTS_TOPIC:-events}
+DLQ_TOPIC=${DLQ_TOPIC:-events.dlq}
+ACCESS_TOPIC=${ACCESS_TOPIC:-access-logs}
+export EVENTS_TOPIC=$TOPIC KAPPA_TOKEN_FILE=$RUN_DIR/token
+TIMEOUT=${SCENARIO_TIMEOUT:-180}
+RECOVERY=${RECOVERY_SECONDS:-30}
+# Ports of the workers that consume the events topic, by consumer group.
+EVENT_CONSUMERS=(mailer-stateless=http://127.0.0.1:8086 mailer-stateful=http://127.0.0.1:8087
+  products-image=http://127.0.0.1:8088 products-video=http://127.0.0.1:8089
+  products-metadata=http://127.0.0.1:8090 products-creator=http://127.0.0.1:8091)
+# Every worker kind, by pid file name (extra instances are found in .run/).
+WORKERS=(recommendation products-image products-video products-metadata products-creator
+  pagecount pagecount-map pagecount-reduce mailer-stateless mailer-stateful)
+
+QUICK=(poison oversize duplicates lag missing-asset)
+DESTRUCTIVE=(worker-kill broker-restart db-restart users-down)
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '/^# \(shellcheck\|Helpers defined\)/d; $d; s/^# \{0,1\}//' >&2; exit 2; }
+selected=()
+(($# > 0)) || set -- --quick
+for arg in "$@"; do
+  case $arg in
+    --quick) selected+=("${QUICK[@]}") ;;
+    --all) selected+=("${QUICK[@]}" "${DESTRUCTIVE[@]}") ;;
+    -h | --help) usage ;;
+    *)
+      [[ " ${QUICK[*]} ${DESTRUCTIVE[*]} " == *" $arg "* ]] || { log "unknown scenario '$arg'"; usage; }
+      selected+=("$arg") ;;
+  esac
+done
+
+[[ -s $KAPPA_TOKEN_FILE ]] || die "no $(rel "$KAPPA_TOKEN_FILE"): start the suite with scripts/up.sh first"
+for tool in kcat curl python3; do command -v "$tool" >/dev/null || die "$tool not found (scripts/up.sh installs kcat and curl)"; done
+curl -fsS -o /dev/null --max-time 3 http://127.0.0.1:8080/readyz || die "the gateway is not ready: start the suite with scripts/up.sh"
+
+# This run's id, in every key it uses.
+RUN=$(date -u +%m%d%H%M%S)$(printf %02d $((RANDOM % 100)))
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/scenarios.XXXXXX")
+RESTORE=$TMP/restore   # commands that put the suite back, run after each scenario
+: >"$RESTORE"
+cleanup() {
+  restore
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+kit() { python3 "$ROOT/scripts/scenarios/kit.py" "$@"; }
+# on_fail_restore <command...>: run it after the scenario unless the scenario
+# put things back itself (restored), e.g. when it failed half-way.
+on_fail_restore() { printf '%q ' "$@" >>"$RESTORE"; echo >>"$RESTORE"; }
+restored() { : >"$RESTORE"; }
+restore() {
+  [[ -s $RESTORE ]] || return 0
+  log "putting the suite back: $(tr '\n' ';' <"$RESTORE")"
+  # shellcheck disable=SC1090  # the commands on_fail_restore wrote
+  (set +e; source "$RESTORE") >>"$TMP/restore.log" 2>&1 || log "restoring failed; run scripts/up.sh"
+  : >"$RESTORE"
+}
+
+# ------------------------------------------------------------ row notes
+# A scenario writes what it did, what it expects and what it saw into the
+# row; its exit status is the verdict (0 PASS).
+ROW=$TMP/row
+did() { printf '%s' "$*" >"$ROW/done"; }
+expect() { printf '%s' "$*" >"$ROW/expected"; }
+saw() { [[ -s $ROW/observed ]] && printf '; ' >>"$ROW/observed"; printf '%s' "$*" >>"$ROW/observed"; }
+fail() { saw "$*"; exit 1; }
+phase() { echo "[$(date +%T)] $*" >&2; }   # progress, shown when a scenario fails
+
+# ------------------------------------------------------------ helpers
+# produce [kcat args]: key:value lines on stdin to the events topic, placed
+# the way the services' clients place keys, idempotent.
+produce() { kcat -P -b "$BROKER" -t "$TOPIC" -K: -X partitioner=murmur2_random -X enable.idempotence=true; }
+# dlq_since <ms>: the DLQ's records written since then, one JSON line each.
+dlq_since() { kcat -C -b "$BROKER" -t "$DLQ_TOPIC" -o "s@$1" -e -J -q 2>/dev/null || true; }
+uuid() { cat /proc/sys/kernel/random/uuid; }
+# quiet_until <seconds> <command...>: poll (0.3 s) until it succeeds.
+quiet_until() {
+  local end=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do ((SECONDS < end)) || return 1; sleep 0.3; done
+}
+get() { curl -fsS --max-time 10 -H "Authorization: Bearer $(<"$KAPPA_TOKEN_FILE")" "$@"; }
+post_json() {  # post_json <url> <json>
+  curl -fsS --max-time 30 -H "Authorization: Bearer $(<"$KAPPA_TOKEN_FILE")" -H 'content-type: application/json' -d "$2" "$1"
+}
+field() { kit json "$1"; }
+# Users are published through the users service's outbox: wait until it is empty.
+outbox_empty() { [[ $(kit metric http://127.0.0.1:8081/metrics kappa_outbox_unsent) == 0 ]]; }
+create_users() {  # create_users <id...>: each with <id>@example.com
+  local u
+  for u in "$@"; do kit create-user "$u" "$u@example.com"; done
+  quiet_until 30 outbox_empty || fail "the users outbox did not publish the new users within 30 s"
+}
+day_is() {  # day_is <day> <expected json>: the recommendation's counters of that day
+  [[ $(kit rec-day "$1") == "$2" ]]
+}
+mail_count() { kit mail-count "to:$1"; }
+mails_are() {  # mails_are <address> <stateless> <stateful>
+  local c; c=$(mail_count "$1")
+  [[ $(field '["stateless"]' <<<"$c") == "$2" && $(field '["stateful"]' <<<"$c") == "$3" ]]
+}
+all_past() {  # all_past <acks>: every events consumer committed past them
+  local args=(recommendation) c
+  for c in "${EVENT_CONSUMERS[@]}"; do args+=("$c"); done
+  kit passed "$1" "${args[@]}"
+}
+service_ports() { local s; for s in "${SUITE_SERVICES[@]}"; do echo "${s%%:*} ${s##*:}"; done; }
+not_ready() {  # prints the services whose /readyz is not 200
+  local name port
+  while read -r name port; do
+    curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz" || echo "$name"
+  done < <(service_ports)
+}
+all_ready() { [[ -z $(not_ready) ]]; }
+suite_pids() { local s; for s in "${SUITE_SERVICES[@]}"; do printf '%s=%s ' "${s%%:*}" "$(cat "$RUN_DIR/${s%%:*}.pid" 2>/dev/null)"; done; }
+# scripts/up.sh without its build: it starts what is not running from the
+# binaries in target/ (a scenario never rebuilds what it tests).
+up_nobuild() { KAPPA_NO_BUILD=1 "$ROOT/scripts/up.sh" >>"$TMP/up.log" 2>&1; }
+topic_ends() {  # topic_ends <topic>: "partition end" lines
+  local t=$1 n p args=()
+  n=$(kcat -L -b "$BROKER" -t "$t" 2>/dev/null | grep -c 'partition [0-9]*,')
+  for ((p = 0; p < n; p++)); do args+=(-t "$t:$p:-1"); done
+  kcat -Q -b "$BROKER" "${args[@]}" | awk '{gsub(/[][]/, "", $2); print $2, $4}' | sort -n
+}
+fmt() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }   # 1234567 -> 1,234,567
+no_dead_letters() {  # no_dead_letters <since_ms> <acks>: none of the events was dead-lettered
+  local codes; codes=$(dlq_since "$1" | kit dlq-origins "$2")
+  [[ $codes == '{}' ]] || fail "dead letters of this run's events: $codes"
+}
+mail_users_count() {  # mail_users_count <prefix> <n>: summed counts over <prefix>-m0..n-1
+  local i c sl=0 sf=0
+  for ((i = 0; i < $2; i++)); do
+    c=$(mail_count "$1-m$i@example.com")
+    sl=$((sl + $(field '["distinct_stateless"]' <<<"$c"))) sf=$((sf + $(field '["distinct_stateful"]' <<<"$c")))
+  done
+  echo "$sl $sf"
+}
+
+# ------------------------------------------------------------ quick scenarios
+
+scn_poison() {
+  local base="scn-$RUN-poison" day t0 long good acks
+  day=$(kit free-day "$RUN-poison")
+  did "5 records typed into kcat: malformed JSON, an unknown type, a NUL in user_id, a 3,000-char user_id, a view keyed by another user (on day $day); then a good view on each of their keys through the gateway"
+  expect "each in $DLQ_TOPIC with its dlq.code (invalid_json, unknown_type, invalid_field, invalid_field, key_mismatch) and nothing else; day $day counts views=5 (the wrong-keyed view not applied); every events worker past the good views"
+  long=$(python3 -c "import sys; p=sys.argv[1]; print(p + 'x' * (3000 - len(p)))" "$base-long-")
+  t0=$(kit now-ms)
+  {
+    echo "$base-json:{\"type\":\"interaction\",\"user_id\":\"$base-json\",\"product_id\":\"$base-p\",\"action\":\"view\""
+    echo "$base-type:{\"type\":\"scn_no_such_type\",\"user_id\":\"$base-type\"}"
+    echo "$base-nul:{\"type\":\"interaction\",\"user_id\":\"$base-nul\\u0000\",\"product_id\":\"$base-p\",\"action\":\"view\"}"
+    echo "$base-long:{\"type\":\"interaction\",\"user_id\":\"$long\",\"product_id\":\"$base-p\",\"action\":\"view\"}"
+    echo "$base-wrongkey:{\"type\":\"interaction\",\"user_id\":\"$base-km\",\"product_id\":\"$base-p\",\"action\":\"view\",\"ts\":\"${day}T12:00:00Z\"}"
+  } | produce
+  # The good events, keyed like the poison ones: same partitions, after them.
+  good=$TMP/good.ndjson acks=$TMP/good.acks
+  for k in json type nul long wrongkey; do
+    echo "{\"type\":\"interaction\",\"id\":\"$(uuid)\",\"user_id\":\"$base-$k\",\"product_id\":\"$base-good\",\"action\":\"view\",\"ts\":\"${day}T13:00:00Z\"}"
+  done >"$good"
+  kit post "$good" "$acks" >/dev/null
+  local spec
+  spec=$(printf '{"%s-json":"invalid_json","%s-type":"unknown_type","%s-nul":"invalid_field","%s-long":"invalid_field","%s-km":"key_mismatch"}' \
+    "$base" "$base" "$base" "$base" "$base")
+  # A worker acknowledges a dead letter before its offset moves past the
+  # record: once every worker is past the good events, every copy is there.
+  quiet_until 60 all_past "$acks" || saw "not every worker got past the good events: $(all_past "$acks")"
+  dlq_since "$t0" | kit dlq "$spec" >"$TMP/dlq.json"
+  local verdict
+  verdict=$(python3 - "$TMP/dlq.json" "$spec" "$base" <<'PY'
+import json, sys
+found, spec, base = json.load(open(sys.argv[1])), json.loads(sys.argv[2]), sys.argv[3]
+must = {f"{base}-nul": "U+0000", f"{base}-long": "3000 bytes", f"{base}-km": f'the key "{base}-wrongkey"'}
+parts, bad = [], []
+for m, code in spec.items():
+    codes, reasons = found[m]["codes"], found[m]["reasons"]
+    short = m[len(base) + 1:]
+    parts.append(f"{short} " + (",".join(f"{c}x{n}" for c, n in sorted(codes.items())) or "none"))
+    if not codes.get(code) or set(codes) != {code}:
+        bad.append(f"{short}: expected only {code}, got {codes or 'nothing'}")
+    elif m in must and not all(must[m] in r for r in reasons):
+        bad.append(f"{short}: reason lacks {must[m]!r}: {reasons[0]!r}")
+    if any(not o.startswith("events:") for o in found[m]["origins"]):
+        bad.append(f"{short}: origin {found[m]['origins']}")
+print("DLQ: " + ", ".join(parts))
+print("; ".join(bad))
+PY
+)
+  saw "$(head -n 1 <<<"$verdict")"
+  local problems; problems=$(sed -n 2p <<<"$verdict")
+  saw "day $day: $(kit rec-day "$day" | tr -d '{}"')"
+  day_is "$day" '{"add_to_cart": 0, "clicks": 0, "purchases": 0, "revenue_cents": 0, "views": 5}' || fail "expected views=5"
+  [[ -z $problems ]] || fail "$problems"
+  all_past "$acks" >/dev/null || fail "workers behind: $(all_past "$acks")"
+  saw "recommendation, mailers and DAG workers past the good events"
+}
+
+scn_oversize() {
+  local user="scn-$RUN-big" marker="scn-$RUN-oversize-end" size=$((5 * 1024 * 1024)) ack token p o check sha
+  did "a mail_requested with a 5 MiB body POSTed to the gateway (user $user created first)"
+  expect "202 with a claim_check token; the record on the topic a small envelope with claim_check and not the body; GET /claims/{token} the exact payload; both mailers resolve it: one 5 MiB mail each in Mailpit, its text ending in the body's last bytes"
+  create_users "$user"
+  kit big-mail "$user" "scn $RUN oversize" "$marker" "$size" "$TMP/big.json" >/dev/null
+  ack=$(kit post-one "$TMP/big.json") || fail "POST /events: $(head -c 300 <<<"$ack")"
+  token=$(field '["events"][0].get("claim_check") or ""' <<<"$ack")
+  p=$(field '["events"][0]["partition"]' <<<"$ack") o=$(field '["events"][0]["offset"]' <<<"$ack")
+  [[ -n $token ]] || fail "the gateway's answer has no claim_check: $ack"
+  kcat -C -b "$BROKER" -t "$TOPIC" -p "$p" -o "$o" -c 1 -e -J -q >"$TMP/envelope.json"
+  check=$(kit envelope-check "$TMP/envelope.json" "$token" "$marker") || fail "record $TOPIC:$p:$o: $check"
+  sha=$(field '["sha256"]' <<<"$check")
+  saw "record $TOPIC:$p:$o is a $(field '["bytes"]' <<<"$check") B envelope with claim_check $token (payload $(fmt "$(field '["size"]' <<<"$check")") B not on the topic)"
+  local claim; claim=$(kit claim-check "$token" "$sha" "$marker") || fail "GET /claims/$token: $claim"
+  saw "GET /claims: $claim, sha256 as in the envelope"
+  quiet_until 60 mails_are "$user@example.com" 1 1 || fail "mails: $(mail_count "$user@example.com")"
+  local c texts; c=$(mail_count "$user@example.com")
+  texts=$(kit mail-text-ends "to:$user@example.com" "$marker") || fail "$texts"
+  saw "Mailpit: 1 stateless + 1 stateful mail, up to $(fmt "$(field '["max_size"]' <<<"$c")") B, texts of $texts chars ending in the marker"
+}
+
+scn_duplicates() {
+  local prefix="scn-$RUN-dup" day mailuser expected acks1=$TMP/dup1.acks acks2=$TMP/dup2.acks
+  day=$(kit free-day "$RUN-dup")
+  mailuser="$prefix-m0"
+  did "300 events with ids (294 interactions on day $day, 3 purchases and 3 mail requests of user $mailuser) sent twice through the gateway: half of them twice in one request, the other half again in a second request after the first was applied; then a full replay"
+  expect "applied once everywhere: the recommendation's day counters and the replay's daily metrics equal one copy, the 300 repeats counted (kappa_sink_duplicates_skipped_total, kappa_replay_duplicates_skipped_total); 6 mails per mailer (Mailpit and kappa_mailer_sent_total)"
+  create_users "$mailuser"
+  kit gen-run "$prefix" "$day" 300 8 5 "$mailuser" "$RUN-dup" "$TMP/dup.ndjson" "$TMP/dup.expected" 100 >/dev/null
+  expected=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["day"], sort_keys=True))' "$TMP/dup.expected")
+  local sent_sl sent_sf skipped_rec skipped_replay
+  skipped_rec=$(kit metric http://127.0.0.1:8082/metrics kappa_sink_duplicates_skipped_total)
+  skipped_replay=$(kit metric http://127.0.0.1:8083/metrics kappa_replay_duplicates_skipped_total)
+  sent_sl=$(kit metric http://127.0.0.1:8086/metrics kappa_mailer_sent_total)
+  sent_sf=$(kit metric http://127.0.0.1:8087/metrics kappa_mailer_sent_total)
+  head -n 150 "$TMP/dup.ndjson" >"$TMP/h1" && tail -n +151 "$TMP/dup.ndjson" >"$TMP/h2"
+  cat "$TMP/h1" "$TMP/h1" "$TMP/h2" >"$TMP/copy1"
+  kit post "$TMP/copy1" "$acks1" >/dev/null || fail "POST of the first request failed"
+  quiet_until 60 all_past "$acks1" || fail "workers did not get past the first request: $(all_past "$acks1")"
+  kit post "$TMP/h2" "$acks2" >/dev/null
+  quiet_until 60 all_past "$acks2" || fail "workers did not get past the second request: $(all_past "$acks2")"
+  local got; got=$(kit rec-day "$day")
+  saw "recommendation day $day: $(tr -d '{}"' <<<"$got")"
+  local ok=1
+  [[ $got == "$expected" ]] || { ok=0; saw "expected $(tr -d '{}"' <<<"$expected")"; }
+  # The batch half: a full replay reads the topic, both copies included.
+  local run state totals
+  run=$(post_json http://127.0.0.1:8083/api/replays '{"from":"earliest"}' | field '["id"]')
+  replay_done() { state=$(get "http://127.0.0.1:8083/api/replays/$run" | field '["state"]'); [[ $state == succeeded || $state == failed ]]; }
+  quiet_until "$TIMEOUT" replay_done || fail "replay $run not finished"
+  [[ $state == succeeded ]] || fail "replay $run $state"
+  totals=$(get "http://127.0.0.1:8083/api/metrics/daily?run=$run&from=$day&to=$day" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["totals"]
+print(json.dumps({k: t.get(k, 0) for k in ("views", "clicks", "add_to_cart", "purchases", "revenue_cents")}, sort_keys=True))')
+  saw "replay $run: $(tr -d '{}"' <<<"$totals")"
+  [[ $totals == "$expected" ]] || ok=0
+  # Each repeat is counted: 300 by the recommendation worker, at least 300 by
+  # the replay (it reads the whole topic: earlier runs' repeats too).
+  skipped_rec=$(($(kit metric http://127.0.0.1:8082/metrics kappa_sink_duplicates_skipped_total) - skipped_rec))
+  skipped_replay=$(($(kit metric http://127.0.0.1:8083/metrics kappa_replay_duplicates_skipped_total) - skipped_replay))
+  saw "duplicates skipped: recommendation +$skipped_rec, replay +$skipped_replay"
+  ((skipped_rec == 300 && skipped_replay >= 300)) || ok=0
+  quiet_until 30 mails_are "$mailuser@example.com" 6 6 || true
+  local c d_sl d_sf
+  c=$(mail_count "$mailuser@example.com")
+  d_sl=$(($(kit metric http://127.0.0.1:8086/metrics kappa_mailer_sent_total) - sent_sl))
+  d_sf=$(($(kit metric http://127.0.0.1:8087/metrics kappa_mailer_sent_total) - sent_sf))
+  saw "Mailpit: $(field '["stateless"]' <<<"$c") stateless, $(field '["stateful"]' <<<"$c") stateful; sent_total +$d_sl stateless, +$d_sf stateful"
+  [[ $(field '["stateless"]' <<<"$c") == 6 && $(field '["stateful"]' <<<"$c") == 6 && $d_sl == 6 && $d_sf == 6 ]] || ok=0
+  ((ok)) || exit 1
+}
+
+scn_lag() {
+  local prefix="scn-$RUN-lag" day n=${LAG_EVENTS:-60000} pid expected max=0 lag start t_max="" t_zero=""
+  day=$(kit free-day "$RUN-lag")
+  pid=$(<"$RUN_DIR/recommendation.pid")
+  did "recommendation (pid $pid) paused with SIGSTOP; $(fmt "$n") interactions on day $day sent; SIGCONT after 3 s"
+  expect "kappa_sink_consumer_lag{consumer=recommendation}, summed over partitions, rises above $(fmt $((n / 10))) after the resume (the paused process serves no /metrics), then falls to 0; day $day counts exactly the events sent"
+  kit gen-run "$prefix" "$day" "$n" 2000 20000 "" "$RUN-lag" "$TMP/lag.ndjson" "$TMP/lag.expected" >/dev/null
+  expected=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["day"], sort_keys=True))' "$TMP/lag.expected")
+  lag=$(kit lag http://127.0.0.1:8082/metrics recommendation)
+  saw "lag before: $lag"
+  on_fail_restore kill -CONT "$pid"
+  kill -STOP "$pid"
+  start=$SECONDS
+  kit post "$TMP/lag.ndjson" "$TMP/lag.acks" >/dev/null || { kill -CONT "$pid"; fail "POST /events failed"; }
+  sleep 3   # longer than the gauge's refresh period
+  kill -CONT "$pid"
+  restored
+  local resumed paused=$((SECONDS - start)); resumed=$(kit now-ms)
+  local end=$((SECONDS + 60))
+  while ((SECONDS < end)); do
+    lag=$(kit lag http://127.0.0.1:8082/metrics recommendation 2>/dev/null) || { sleep 0.1; continue; }
+    if ((lag > max)); then max=$lag t_max=$(($(kit now-ms) - resumed)); fi
+    if ((max > 0 && lag == 0)); then t_zero=$(($(kit now-ms) - resumed)); break; fi
+    sleep 0.1
+  done
+  saw "paused $paused s; max lag $(fmt "$max") at +${t_max:-?} ms after SIGCONT; 0 at +${t_zero:-never} ms"
+  quiet_until 30 day_is "$day" "$expected" || true
+  local got; got=$(kit rec-day "$day")
+  if [[ $got == "$expected" ]]; then saw "day $day exact ($(field '["views"]' <<<"$got") views)"; else saw "day $day: $got, expected $expected"; fi
+  ((max > n / 10)) || fail "the lag did not rise above $(fmt $((n / 10)))"
+  [[ -n $t_zero ]] || fail "the lag did not fall to 0 within 60 s"
+  [[ $got == "$expected" ]] || exit 1
+}
+
+scn_missing_asset() {
+  local id="scn-$RUN-missing" token sha answer status
+  token=$(uuid)
+  sha=$(printf 'not stored' | sha256sum | cut -d' ' -f1)
+  did "a product_uploaded for $id whose image names claim-check token $token, which is not in the store (sent through the gateway)"
+  expect "the image branch fails the part (payload not found), the creator decides: status rejected with that reason; the metadata part processed"
+  printf '{"type":"product_uploaded","product_id":"%s","metadata":{"title":"Scenario lamp","price":"9.90","currency":"EUR"},"assets":[{"part":"image-1","kind":"image","token":"%s","sha256":"%s","size":1234,"content_type":"image/png"}]}' \
+    "$id" "$token" "$sha" >"$TMP/upload.json"
+  answer=$(kit post-one "$TMP/upload.json") || fail "POST /events: $(head -c 300 <<<"$answer")"
+  decided() { status=$(get "http://127.0.0.1:8084/products/$id" | field '["status"]') && [[ $status != pending ]]; }
+  quiet_until 60 decided || fail "product $id not decided within 60 s: $(get "http://127.0.0.1:8084/products/$id" | head -c 300)"
+  get "http://127.0.0.1:8084/products/$id" >"$TMP/product.json"
+  local verdict
+  verdict=$(python3 - "$TMP/product.json" "$token" <<'PY'
+import json, sys
+p, token = json.load(open(sys.argv[1])), sys.argv[2]
+parts = {x["part"]: x for x in p["parts"]}
+image, meta = parts.get("image-1", {}), parts.get("metadata", {})
+print(f'status {p["status"]}, reason "{p["reason"]}"; image-1 {image.get("state")} ("{image.get("reason")}"), metadata {meta.get("state")}')
+ok = (p["status"] == "rejected" and token in (p["reason"] or "") and "not found" in (p["reason"] or "")
+      and image.get("state") == "failed" and token in (image.get("reason") or "") and meta.get("state") == "processed")
+sys.exit(0 if ok else 1)
+PY
+) || fail "$verdict"
+  saw "$verdict"
+  local pending; pending=$(get "http://127.0.0.1:8084/pending-joins?limit=1000")
+  [[ $pending != *"\"$id\""* ]] || fail "still in /pending-joins"
+}
+
+# ------------------------------------------------------------ destructive scenarios
+
+# A run for the destructive scenarios: <n> events of day <day> for users
+# <prefix>-u*, purchases and mail requests of <mails> users <prefix>-m*
+# (created in the users service), in $TMP/<name>.{ndjson,expected}.
+prepare_run() {  # prepare_run <name> <prefix> <day> <n> <mail users>
+  local name=$1 prefix=$2 day=$3 n=$4 m=$5 i users=()
+  for ((i = 0; i < m; i++)); do users+=("$prefix-m$i"); done
+  create_users "${users[@]}"
+  kit gen-run "$prefix" "$day" "$n" 5000 500 "$(IFS=,; echo "${users[*]}")" "$RUN-$name" \
+    "$TMP/$name.ndjson" "$TMP/$name.expected" 1000 >/dev/null
+}
+expected_of() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps(d[sys.argv[2]], sort_keys=True) if isinstance(d[sys.argv[2]], dict) else d[sys.argv[2]])' "$1" "$2"; }
+# start_sender <name> <batch> <pause>: POSTs the run in the background (retrying
+# failed ids with the same ids); progress in $TMP/<name>.progress.
+start_sender() {
+  : >"$TMP/$1.acks"; echo "0 1" >"$TMP/$1.progress"
+  kit post "$TMP/$1.ndjson" "$TMP/$1.acks" "$2" "$3" "$TMP/$1.progress" 900 >"$TMP/$1.sender" 2>&1 &
+  SENDER=$!
+}
+sent_at_least() {  # sent_at_least <name> <fraction percent>
+  local sent total; read -r sent total <"$TMP/$1.progress"
+  ((sent * 100 >= total * $2))
+}
+wait_sender() { wait "$SENDER" || fail "sending failed: $(tail -n 2 "$TMP/$1.sender")"; saw "sent: $(tail -n 1 "$TMP/$1.sender" | tr -d '{}"')"; }
+upload_products() {  # upload_products <prefix> <from> <to>
+  local i
+  for ((i = $2; i < $3; i++)); do
+    kit upload "$1-prod$i" "Scenario product $i" "$ROOT/services/products/tests/fixtures/clip.mp4" >/dev/null
+  done
+}
+products_status() {  # products_status <prefix> <n>: counts by status, e.g. "active=12 "
+  local i s; declare -A by=()
+  for ((i = 0; i < $2; i++)); do
+    s=$(get "http://127.0.0.1:8084/products/$1-prod$i" 2>/dev/null | field '["status"]' 2>/dev/null || echo missing)
+    by[$s]=$((${by[$s]:-0} + 1))
+  done
+  for s in "${!by[@]}"; do printf '%s=%s ' "$s" "${by[$s]}"; done
+}
+products_decided() { local st; st=$(products_status "$@"); [[ $st != *pending* && $st != *missing* ]]; }
+# check_counts <name> <prefix> <day> <mail users> <products>: once every
+# worker is past the run's events and every product is decided, the run's
+# outcome, exact: the day's counters, mails per worker, products active.
+check_counts() {
+  local name=$1 prefix=$2 day=$3 m=$4 np=$5 expected mails ok=1 got
+  expected=$(expected_of "$TMP/$name.expected" day) mails=$(expected_of "$TMP/$name.expected" mails)
+  quiet_until "$TIMEOUT" all_past "$TMP/$name.acks" || { ok=0; saw "after $TIMEOUT s: $(all_past "$TMP/$name.acks")"; }
+  got=$(kit rec-day "$day")
+  if [[ $got == "$expected" ]]; then saw "day $day exact: $(tr -d '{}"' <<<"$got")"
+  else ok=0; saw "day $day: $(tr -d '{}"' <<<"$got"), expected $(tr -d '{}"' <<<"$expected")"; fi
+  # A mail is in Mailpit before its request's offset commits.
+  got=$(mail_users_count "$prefix" "$m")
+  if [[ $got == "$mails $mails" ]]; then saw "mails $mails per worker"
+  else ok=0; saw "mails (stateless stateful) $got, expected $mails each"; fi
+  if ((np > 0)); then
+    quiet_until "$TIMEOUT" products_decided "$prefix" "$np" || true
+    got=$(products_status "$prefix" "$np")
+    if [[ $got == "active=$np " ]]; then saw "products: $got"; else ok=0; saw "products: $got(of $np)"; fi
+  fi
+  ((ok))
+}
+kill_workers() {  # SIGKILL every worker process; prints what it killed
+  local worker f
+  for worker in "${WORKERS[@]}"; do
+    for f in "$RUN_DIR/$worker.pid" "$RUN_DIR/$worker"-[0-9]*.pid; do
+      if [[ -e $f ]] && pid_alive "$f"; then
+        printf '%s:%s ' "$(basename "$f" .pid)" "$(<"$f")"
+        kill_pidfile "$f"
+      fi
+    done
+  done
+}
+
+scn_worker_kill() {
+  local prefix="scn-$RUN-wk" day n=${WORKER_KILL_EVENTS:-200000} lines=100000 killed t0 before after offsets job
+  day=$(kit free-day "$RUN-wk")
+  did "$(fmt "$n") events of day $day through the gateway in batches, $(fmt $lines) access-log lines counted by a page-count job, 12 product uploads; at 40% sent, with the job mapping, SIGKILL of every worker kind, then scripts/up.sh"
+  expect "exact counts after the restart: the day's counters, one mail per request and worker, 12 products active, the job's page counts; no event dead-lettered"
+  prepare_run wk "$prefix" "$day" "$n" 10
+  t0=$(kit now-ms)
+  kit gen-access-log "scn-$RUN-wk" "$lines" 300 "$RUN-wk" "$TMP/access.log" "$TMP/access.expected" >/dev/null
+  before=$(topic_ends "$ACCESS_TOPIC")
+  kcat -P -b "$BROKER" -t "$ACCESS_TOPIC" -X enable.idempotence=true -l "$TMP/access.log"
+  after=$(topic_ends "$ACCESS_TOPIC")
+  offsets=$(python3 -c '
+import json, sys
+b = dict(l.split() for l in sys.argv[1].splitlines()); a = dict(l.split() for l in sys.argv[2].splitlines())
+print(json.dumps({p: [int(b[p]), int(a[p])] for p in a if int(a[p]) > int(b[p])}))' "$before" "$after")
+  phase "sending"
+  start_sender wk 10000 0.3
+  upload_products "$prefix" 0 6 >"$TMP/uploads.log" 2>&1 &
+  local uploads=$!
+  quiet_until 120 sent_at_least wk 40 || fail "sending stalled: $(cat "$TMP/wk.progress")"
+  job=$(post_json http://127.0.0.1:8085/jobs "{\"offsets\":$offsets,\"chunk_lines\":5000}" | field '["id"]')
+  job_mapping() { (($(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["done"]') > 0)); }
+  quiet_until 20 job_mapping || true
+  local at_kill applied
+  applied=$(kit rec-day "$day" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(v for k, v in d.items() if k != "revenue_cents"))')
+  at_kill="$(cut -d' ' -f1 "$TMP/wk.progress") sent, $applied applied by recommendation, job $job at $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["done"]') of $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["total"]') chunks"
+  on_fail_restore up_nobuild
+  phase "killing the workers"
+  killed=$(kill_workers)
+  saw "killed $(wc -w <<<"$killed") worker processes when $at_kill"
+  wait "$uploads" || fail "uploads failed: $(tail -n 2 "$TMP/uploads.log")"
+  upload_products "$prefix" 6 12
+  local t_up=$SECONDS
+  up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")"
+  restored
+  saw "up.sh restarted them in $((SECONDS - t_up)) s"
+  wait_sender wk
+  phase "checking the counts"
+  local ok=1
+  check_counts wk "$prefix" "$day" 10 12 || ok=0
+  # Counted since the restart: mails sent again (the crash hit between SMTP
+  # and the log; same Message-ID, so Mailpit keeps one).
+  saw "resent after the crash: stateless $(kit metric http://127.0.0.1:8086/metrics kappa_mailer_resent_total), stateful $(kit metric http://127.0.0.1:8087/metrics kappa_mailer_resent_total)"
+  local state
+  jd() { state=$(get "http://127.0.0.1:8085/jobs/$job" | field '["state"]'); [[ $state != running ]]; }
+  phase "waiting for job $job"
+  quiet_until "$TIMEOUT" jd || true
+  if [[ $state == succeeded ]]; then
+    local pages
+    if pages=$(kit check-pages "$job" "$TMP/access.expected"); then saw "page-count job $job: $pages"
+    else ok=0; saw "page-count job $job: $pages"; fi
+  else ok=0; saw "job $job $state: $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]')"; fi
+  no_dead_letters "$t0" "$TMP/wk.acks"
+  saw "no event dead-lettered"
+  ((ok))
+}
+
+# restart_scenario <name> <what> <crash command> <start command>: the shared
+# body of broker-restart and db-restart.
+restart_scenario() {
+  local name=$1 what=$2 crash=$3 start=$4 prefix="scn-$RUN-$1" day n=${RESTART_EVENTS:-100000} t0 pids t_back waited
+  day=$(kit free-day "$RUN-$name")
+  did "$(fmt "$n") events of day $day through the gateway (failed ids retried with the same ids) and 8 product uploads; at 30% sent, $what killed, restarted 5 s later"
+  expect "every service ready again within $RECOVERY s of the restart, unaided (same pids); exact counts: day counters, a replay's, mails, 8 products active; no event dead-lettered"
+  prepare_run "$name" "$prefix" "$day" "$n" 5
+  t0=$(kit now-ms)
+  pids=$(suite_pids)
+  start_sender "$name" 5000 0.2
+  upload_products "$prefix" 0 4 >"$TMP/uploads.log" 2>&1 &
+  local uploads=$!
+  quiet_until 120 sent_at_least "$name" 30 || fail "sending stalled"
+  on_fail_restore up_nobuild
+  phase "$crash"
+  $crash >>"$TMP/infra.log" 2>&1 || fail "$crash failed: $(tail -n 2 "$TMP/infra.log")"
+  sleep 5
+  $start >>"$TMP/infra.log" 2>&1 || fail "$start failed: $(tail -n 2 "$TMP/infra.log")"
+  t_back=$SECONDS
+  if quiet_until "$RECOVERY" all_ready; then
+    waited=$((SECONDS - t_back)); saw "all services ready ${waited} s after the restart"
+  else
+    saw "not ready $RECOVERY s after the restart: $(not_ready | tr '\n' ' ')"; waited=never
+  fi
+  local same=1
+  [[ $(suite_pids) == "$pids" ]] || { same=0; saw "services restarted: $(diff <(tr ' ' '\n' <<<"$pids") <(suite_pids | tr ' ' '\n') | grep '^>' | tr '\n' ' ')"; }
+  wait "$uploads" || fail "uploads failed: $(tail -n 2 "$TMP/uploads.log")"
+  upload_products "$prefix" 4 8
+  wait_sender "$name"
+  phase "checking the counts"
+  local ok=1
+  [[ $waited != never && $same == 1 ]] || ok=0
+  check_counts "$name" "$prefix" "$day" 5 8 || ok=0
+  local run state totals expected
+  expected=$(expected_of "$TMP/$name.expected" day)
+  run=$(post_json http://127.0.0.1:8083/api/replays '{"from":"earliest"}' | field '["id"]')
+  replay_done() { state=$(get "http://127.0.0.1:8083/api/replays/$run" | field '["state"]'); [[ $state == succeeded || $state == failed ]]; }
+  quiet_until "$TIMEOUT" replay_done || true
+  totals=$(get "http://127.0.0.1:8083/api/metrics/daily?run=$run&from=$day&to=$day" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["totals"]
+print(json.dumps({k: t.get(k, 0) for k in ("views", "clicks", "add_to_cart", "purchases", "revenue_cents")}, sort_keys=True))' || echo "replay $state")
+  if [[ $totals == "$expected" ]]; then saw "replay $run exact"; else ok=0; saw "replay $run: $(tr -d '{}"' <<<"$totals")"; fi
+  no_dead_letters "$t0" "$TMP/$name.acks"
+  saw "no event dead-lettered"
+  ((ok))
+}
+
+scn_broker_restart() {
+  restart_scenario broker-restart "the broker (SIGKILL, scripts/kafka.sh kill)" \
+    "$ROOT/scripts/kafka.sh kill" "$ROOT/scripts/kafka.sh start"
+}
+
+scn_db_restart() {
+  restart_scenario db-restart "PostgreSQL (pg_ctl -m immediate, scripts/postgres.sh crash)" \
+    "$ROOT/scripts/postgres.sh crash" "$ROOT/scripts/postgres.sh start"
+}
+
+scn_users_down() {
+  local prefix="scn-$RUN-ud" user n=5 i acks=$TMP/ud.acks t0 open=0 t_back
+  user="$prefix-m0"
+  did "users service stopped (SIGTERM); $n mail requests for $user (created before) sent; users restarted with scripts/up.sh after the stateful mailer sent them"
+  expect "stateful mailer sends all $n from its own store while users is down; stateless sends none and dead-letters none (it waits; its circuit breaker opens), then sends all $n once users is back; one mail per request and worker"
+  create_users "$user"
+  t0=$(kit now-ms)
+  on_fail_restore up_nobuild
+  stop_pidfile "$RUN_DIR/users.pid" 30
+  for ((i = 0; i < n; i++)); do
+    echo "{\"type\":\"mail_requested\",\"id\":\"$(uuid)\",\"user_id\":\"$user\",\"subject\":\"scn $RUN users-down $i\",\"body\":\"mail $i\"}"
+  done >"$TMP/ud.ndjson"
+  kit post "$TMP/ud.ndjson" "$acks" >/dev/null
+  stateful_done() { [[ $(mail_count "$user@example.com" | field '["stateful"]') == "$n" ]]; }
+  quiet_until 60 stateful_done || fail "stateful mailer sent $(mail_count "$user@example.com" | field '["stateful"]') of $n with users down"
+  local end=$((SECONDS + 15))
+  while ((SECONDS < end)); do
+    [[ $(kit metric http://127.0.0.1:8086/metrics kappa_mailer_users_circuit_open) == 1 ]] && { open=1; break; }
+    sleep 0.5
+  done
+  local c; c=$(mail_count "$user@example.com")
+  saw "users down: stateful sent $(field '["stateful"]' <<<"$c"), stateless $(field '["stateless"]' <<<"$c"); circuit $([[ $open == 1 ]] && echo opened || echo 'never opened')"
+  [[ $(field '["stateless"]' <<<"$c") == 0 ]] || fail "the stateless mailer sent without the users service"
+  no_dead_letters "$t0" "$acks"
+  t_back=$SECONDS
+  up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")"
+  restored
+  quiet_until 60 mails_are "$user@example.com" "$n" "$n" || fail "after users came back: $(mail_count "$user@example.com")"
+  saw "users back: stateless sent its $n within $((SECONDS - t_back)) s of the restart"
+  quiet_until 15 bash -c "[[ \$(python3 '$ROOT/scripts/scenarios/kit.py' metric http://127.0.0.1:8086/metrics kappa_mailer_users_circuit_open) == 0 ]]" \
+    || fail "the circuit stays open"
+  no_dead_letters "$t0" "$acks"
+  c=$(mail_count "$user@example.com")
+  saw "Mailpit: $(field '["distinct_stateless"]' <<<"$c") stateless, $(field '["distinct_stateful"]' <<<"$c") stateful; no dead letter; circuit closed"
+  [[ $open == 1 ]] || exit 1
+}
+
+# ------------------------------------------------------------ run and report
+
+declare -a ROWS=()
+failed=0
+for name in "${selected[@]}"; do
+  rm -rf "$ROW" && mkdir -p "$ROW"
+  log "scenario $name (run $RUN) ..."
+  start=$SECONDS
+  set +e
+  (set -e; "scn_${name//-/_}") >"$ROW/out" 2>&1
+  rc=$?
+  set -e
+  restore
+  secs=$((SECONDS - start))
+  verdict=PASS
+  if ((rc != 0)); then
+    verdict=FAIL failed=$((failed + 1))
+    [[ -s $ROW/observed ]] || saw "error: $(grep -v '^$' "$ROW/out" | tail -n 1)"
+    sed 's/^/    /' "$ROW/out" | tail -n 20 >&2
+  fi
+  log "$verdict $name (${secs}s): $(cat "$ROW/observed" 2>/dev/null)"
+  ROWS+=("$(printf '| %s | %s | %s | %s | **%s** | %s |' "$name" "$(cat "$ROW/done" 2>/dev/null)" \
+    "$(cat "$ROW/expected" 2>/dev/null)" "$(tr '|' '/' <"$ROW/observed" 2>/dev/null)" "$verdict" "$secs")")
+done
+
+echo "| scenario | done | expected | observed | verdict | s |"
+echo "|---|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "scenarios (run $RUN): $((${#selected[@]} - failed)) passed, $failed failed"
+((failed == 0))
