@@ -51,6 +51,27 @@ pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<FutureProducer> {
         .context("creating Kafka producer")
 }
 
+/// An assign-only reader (replays, the DLQ tools): `group` is never joined
+/// (librdkafka wants one even so), nothing is committed, only committed
+/// transactional data is read, and the end of a partition is reported.
+/// `tuning` comes before the configured `[kafka.consumer]` overrides, which win.
+pub fn reader_config(cfg: &KafkaConfig, group: &str, tuning: &[(&str, &str)]) -> ClientConfig {
+    let mut client = client_config(cfg);
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true");
+    for (key, value) in tuning {
+        client.set(*key, *value);
+    }
+    for (key, value) in &cfg.consumer {
+        client.set(librdkafka_key(key), value);
+    }
+    client
+}
+
 /// A consumer in `group` that commits nothing by itself and reads only
 /// committed transactional data; callers decide when an offset is done.
 pub fn consumer_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {

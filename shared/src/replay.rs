@@ -102,23 +102,14 @@ impl Plan {
 
 /// A consumer for replays: no group membership, no commits, large fetches.
 fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer<ReaderContext>> {
-    let mut config = crate::kafka::client_config(kafka);
-    config
-        // librdkafka wants a group id even for assign-only consumers; it is never joined.
-        .set("group.id", "kappa-replay")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        // Read as fast as the broker serves: big fetches, a deep local queue.
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "8388608")
-        .set("queued.max.messages.kbytes", "262144")
-        .set("fetch.wait.max.ms", "50");
-    for (key, value) in &kafka.consumer {
-        config.set(crate::config::librdkafka_key(key), value);
-    }
-    config
+    // Read as fast as the broker serves: big fetches, a deep local queue.
+    let tuning = [
+        ("fetch.max.bytes", "52428800"),
+        ("max.partition.fetch.bytes", "8388608"),
+        ("queued.max.messages.kbytes", "262144"),
+        ("fetch.wait.max.ms", "50"),
+    ];
+    crate::kafka::reader_config(kafka, "kappa-replay", &tuning)
         .create_with_context(ReaderContext::new("replay"))
         .context("creating the replay consumer")
 }

@@ -20,7 +20,7 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use shared::config::KafkaConfig;
 use shared::kafka::ReaderContext;
@@ -122,17 +122,10 @@ fn read_new(
 ) -> anyhow::Result<(NewRecords, bool)> {
     let deadline = Instant::now() + budget;
     let timeout = Duration::from_secs(2);
-    let mut config = shared::kafka::client_config(kafka);
-    config
-        // Assign-only: librdkafka wants a group id, which is never joined.
-        .set("group.id", "kappa-dashboard-dlq")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer<ReaderContext> = config
-        .create_with_context(ReaderContext::new("dashboard-dlq"))
-        .context("creating the dead-letter reader")?;
+    let consumer: BaseConsumer<ReaderContext> =
+        shared::kafka::reader_config(kafka, "kappa-dashboard-dlq", &[])
+            .create_with_context(ReaderContext::new("dashboard-dlq"))
+            .context("creating the dead-letter reader")?;
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .context("reading the dead-letter topic's metadata")?;
@@ -177,14 +170,10 @@ fn read_new(
                 }
                 let code = message
                     .headers()
-                    .and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == shared::dlq::header::CODE)
-                            .and_then(|h| h.value)
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                    })
+                    .and_then(|h| shared::dlq::header_str(h, shared::dlq::header::CODE))
                     .filter(|c| !c.is_empty())
-                    .unwrap_or_else(|| "unknown".to_owned());
+                    .unwrap_or("unknown")
+                    .to_owned();
                 let day = message
                     .timestamp()
                     .to_millis()

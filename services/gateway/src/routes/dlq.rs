@@ -1222,40 +1222,13 @@ pub(crate) fn preview(bytes: &[u8]) -> Preview {
 
 /// Standard base64 with padding (RFC 4648), for a preview's few bytes.
 pub(crate) fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A reader of the DLQ: assigned its partitions, in no group, committing nothing.
 fn reader(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer<ReaderContext>> {
-    let mut config = shared::kafka::client_config(kafka);
-    config
-        // librdkafka wants a group id even for assign-only consumers; it is never joined.
-        .set("group.id", "kappa-dlq-tool")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true");
-    for (key, value) in &kafka.consumer {
-        config.set(shared::config::librdkafka_key(key), value);
-    }
-    config
+    shared::kafka::reader_config(kafka, "kappa-dlq-tool", &[])
         .create_with_context(ReaderContext::new("dlq"))
         .context("creating the DLQ reader")
 }
