@@ -13,7 +13,9 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureRecord;
 use shared::config::KafkaConfig;
-use shared::testkit::{free_port, metric, metrics_text, KillOnDrop, TestEnv, PARTITIONS};
+use shared::testkit::{
+    free_port, metric, metrics_text, KillOnDrop, PrivateBroker, TestEnv, PARTITIONS,
+};
 
 /// A copy_worker process and its metrics port.
 struct Copier {
@@ -254,4 +256,31 @@ async fn a_zombie_instance_is_fenced() {
     zombie.wait_counter("kappa_sink_fenced_total", 1.0).await;
     assert_copied_once(&env, &output, 3_000).await;
     drop((zombie, live));
+}
+
+/// A worker started while its broker is down waits for it, saying so on
+/// `/readyz`, instead of exiting when initialising its transactions times
+/// out (30 s); it copies once the broker is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_started_while_its_broker_is_down_waits_for_it() {
+    let broker = PrivateBroker::start();
+    let mut env = TestEnv::with_brokers("txn_broker_down", &broker.bootstrap()).await;
+    let output = output_topic(&mut env).await;
+    broker.kill();
+    let mut copier = Copier::start(&env, &output, "1", &[]);
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert!(
+        copier.process.0.try_wait().unwrap().is_none(),
+        "the worker exited while its broker was down"
+    );
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", copier.port))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("not started"), "{body}");
+    broker.restart();
+    produce(&env.settings.kafka, 0..500, Duration::ZERO).await;
+    assert_copied_once(&env, &output, 500).await;
+    drop(copier);
 }

@@ -116,10 +116,13 @@ impl Worker for Reducer {
 
 /// Marks the partition final when it has every chunk's marker, and the job
 /// succeeded when every partition is final. The job's row is locked first,
-/// so two reducers finishing their partitions at once see each other.
+/// so two reducers finishing their partitions at once see each other. The
+/// lock is `FOR NO KEY UPDATE`: the batch's inserts already hold `FOR KEY
+/// SHARE` on the row (their foreign keys), which `FOR UPDATE` would wait on
+/// in the other reducer's transaction while it waits on ours: a deadlock.
 async fn finish_partition(tx: &mut PgConnection, job: i64, partition: i32) -> anyhow::Result<()> {
     let (chunks_total, partitions_total): (i32, i32) = sqlx::query_as(
-        "SELECT chunks_total, shuffle_partitions FROM pagecount_jobs WHERE id = $1 FOR UPDATE",
+        "SELECT chunks_total, shuffle_partitions FROM pagecount_jobs WHERE id = $1 FOR NO KEY UPDATE",
     )
     .bind(job)
     .fetch_one(&mut *tx)

@@ -190,6 +190,10 @@ async fn sigkills_of_a_mapper_and_a_reducer_leave_exact_counts() {
     );
     assert_eq!(job["lines"]["rejected"], 0);
     assert_eq!(world.pages(&coordinator, id).await, expected);
+    // Two reducers finishing partitions of one job wait for each other's
+    // lock on the job's row; neither is chosen as a deadlock's victim.
+    let deadlocks = world.log_lines("deadlock detected");
+    assert!(deadlocks.is_empty(), "{deadlocks:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

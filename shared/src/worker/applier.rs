@@ -57,7 +57,22 @@ where
     consumer
         .subscribe(&[&options.topic])
         .context("subscribing")?;
-    let committer = W::Mode::start(&setup, consumer.clone()).await?;
+    // A broker or database still coming up (or gone) at start is waited
+    // for, as it is later: /readyz says so meanwhile.
+    let mut backoff = Backoff::new();
+    health.loading();
+    let committer = loop {
+        match W::Mode::start(&setup, consumer.clone()).await {
+            Ok(committer) => break committer,
+            Err(error) => {
+                tracing::warn!(consumer = %options.group, error = format!("{error:#}"), "starting the worker failed; retrying");
+                if !backoff.wait(&shutdown).await {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    health.loaded();
     let mut wanted = [false; EventType::COUNT];
     for t in EventType::ALL {
         wanted[t as usize] = worker.wants(t);

@@ -54,7 +54,8 @@ impl Health {
         self.state.lock().expect("poisoned").holding_since = None;
     }
 
-    /// Loading an assigned partition's position failed (first call counts).
+    /// Starting, or loading an assigned partition's position, failed (the
+    /// first call counts).
     pub(super) fn loading(&self) {
         let mut state = self.state.lock().expect("poisoned");
         state.loading_since.get_or_insert_with(Instant::now);
@@ -76,7 +77,7 @@ impl Health {
         }
         if let Some(since) = stuck(state.loading_since) {
             return Err(format!(
-                "assigned partitions not loaded for {:.0} s",
+                "not started, or assigned partitions not loaded, for {:.0} s",
                 since.elapsed().as_secs_f64()
             ));
         }

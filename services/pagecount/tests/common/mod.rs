@@ -16,6 +16,8 @@ pub struct World {
     pub tasks_topic: String,
     pub shuffle_topic: String,
     pub client: reqwest::Client,
+    /// Every spawned process's log, shown when a job does not finish.
+    logs: std::sync::Mutex<Vec<std::path::PathBuf>>,
 }
 
 pub struct Child {
@@ -47,6 +49,7 @@ impl World {
             tasks_topic,
             shuffle_topic,
             client: reqwest::Client::new(),
+            logs: Default::default(),
         }
     }
 
@@ -61,6 +64,7 @@ impl World {
             self.env.suffix
         ));
         let log = std::fs::File::create(&log_path).unwrap();
+        self.logs.lock().unwrap().push(log_path.clone());
         let child = Child {
             port,
             log: log_path.clone(),
@@ -147,9 +151,44 @@ impl World {
             if job["state"] != "running" {
                 return job;
             }
-            assert!(Instant::now() < until, "job {id} still running: {job}");
+            assert!(
+                Instant::now() < until,
+                "job {id} still running: {job}\n{}",
+                self.log_tails()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The lines of the spawned processes' logs that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|path| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                text.lines()
+                    .filter(|line| line.contains(needle))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The last lines of every spawned process's log.
+    fn log_tails(&self) -> String {
+        let mut tails = String::new();
+        for path in self.logs.lock().unwrap().iter() {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            tails.push_str(&format!("--- {} (last 25 lines)\n", path.display()));
+            for line in &lines[lines.len().saturating_sub(25)..] {
+                tails.push_str(line);
+                tails.push('\n');
+            }
+        }
+        tails
     }
 
     /// Every page of a job's result, through the paginated API.
