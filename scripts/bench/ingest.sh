@@ -3,7 +3,9 @@
 # through the gateway's POST /events, in the same run, on the same broker.
 # Prints events/s for both and the ratio. Needs the suite's infrastructure
 # (scripts/up.sh); starts its own gateway on a spare port writing to a fresh
-# topic, so the suite's `events` topic is not touched.
+# topic, so the suite's `events` topic is not touched. Resident memory is read
+# IDLE_SECONDS (10) after each round's load; BENCH_RESULTS=<file> appends the
+# figures to it as key=value.
 #   scripts/bench/ingest.sh [events=400000] [batch_lines=10000] [parallel_requests=4]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -88,13 +90,17 @@ for r in $(seq "$ROUNDS"); do
   gw_ns+=($((t1 - t0)))
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$gw_pid/status")
   ((rss > rss_kb)) && rss_kb=$rss
+  # What the idle gateway keeps after the load (the last round's).
+  sleep "${IDLE_SECONDS:-10}"
+  idle_kb=$(awk '/VmRSS/ {print $2}' "/proc/$gw_pid/status")
   kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true
   expect_count "$t" $((EVENTS + 1))
 done
 
-python3 - "$EVENTS" "$bytes" "${kcat_ns[*]}" "${gw_ns[*]}" "$rss_kb" "$BATCH" "$PARALLEL" <<'PY'
-import statistics, sys
+python3 - "$EVENTS" "$bytes" "${kcat_ns[*]}" "${gw_ns[*]}" "$rss_kb" "$BATCH" "$PARALLEL" "$idle_kb" <<'PY'
+import os, statistics, sys
 events, size, rss, batch, par = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
+idle = int(sys.argv[8])
 kcat_runs = [int(x) / 1e9 for x in sys.argv[3].split()]
 gw_runs = [int(x) / 1e9 for x in sys.argv[4].split()]
 kcat, gw = statistics.median(kcat_runs), statistics.median(gw_runs)
@@ -103,5 +109,13 @@ print(f"ingest benchmark: {events} loadgen events ({size/1e6:.1f} MB NDJSON), br
 print(f"  kcat -P (acks=all, idempotent)       {events/kcat:>10,.0f} events/s  ({kcat:.2f} s)")
 print(f"  gateway POST /events ({batch}-line batches, {par} parallel)  {events/gw:>10,.0f} events/s  ({gw:.2f} s, peak RSS {rss/1024:.0f} MiB)")
 print(f"  rounds (events/s): kcat {rounds(kcat_runs)}; gateway {rounds(gw_runs)}; medians above")
-print(f"  ratio gateway/kcat                   {kcat/gw:>10.2f}x   (target >= 0.5x)")
+spread = lambda runs: max(runs) / min(runs) - 1
+print(f"  spread of rounds (slowest/fastest - 1): kcat {spread(kcat_runs):.0%}, gateway {spread(gw_runs):.0%}")
+print(f"  ratio gateway/kcat                   {kcat/gw:>10.2f}x")
+print(f"  gateway resident memory idle after the load: {idle/1024:.0f} MiB")
+if os.environ.get("BENCH_RESULTS"):
+    with open(os.environ["BENCH_RESULTS"], "a") as out:
+        out.write(f"ingest_events={events}\ningest_kcat_eps={events/kcat:.0f}\ningest_gateway_eps={events/gw:.0f}\n"
+                  f"ingest_ratio={kcat/gw:.2f}\ningest_kcat_spread={spread(kcat_runs):.2f}\n"
+                  f"ingest_gateway_spread={spread(gw_runs):.2f}\ngateway_peak_mib={rss/1024:.0f}\ngateway_idle_mib={idle/1024:.0f}\n")
 PY

@@ -9,7 +9,9 @@
 # ratio are printed, with the dashboard's peak RSS. Every run must read
 # exactly the topic's records (events + rejected). Then the data is doubled
 # and one more replay shows how peak memory grows (it follows distinct users
-# and products per day, not events).
+# and products per day, not events; DOUBLE=0 skips it). Resident memory is
+# read again IDLE_SECONDS (10) after the last run: what the idle service keeps.
+# With BENCH_RESULTS=<file>, the figures are also appended to it as key=value.
 #   scripts/bench/replay.sh [events=2000000] [rounds=3]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -71,19 +73,28 @@ for ((r = 1; r <= ROUNDS; r++)); do
   echo "$k $ns $run" >>"$results"
 done
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
+# What the idle service keeps once the runs are over (and the audit after
+# the last one has finished): resident memory IDLE_SECONDS after the run.
+sleep "${IDLE_SECONDS:-10}"
+idle=$(awk '/VmRSS/ {print $2}' "/proc/$svc_pid/status")
 stop_dashboard
 
-log "doubling the data"
-fill "$EVENTS" 22
-total2=$(topic_count)
-start_dashboard
-read -r ns2 run2 < <(replay)
-rss2=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
-stop_dashboard
+if [[ ${DOUBLE:-1} == 1 ]]; then
+  log "doubling the data"
+  fill "$EVENTS" 22
+  total2=$(topic_count)
+  start_dashboard
+  read -r ns2 run2 < <(replay)
+  rss2=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
+  stop_dashboard
+else
+  total2=0 ns2=0 rss2=0 run2=null
+fi
 
-python3 - "$total" "$rss" "$results" "$total2" "$ns2" "$rss2" "$run2" <<'PY'
-import json, statistics, sys
+python3 - "$total" "$rss" "$results" "$total2" "$ns2" "$rss2" "$run2" "$idle" <<'PY'
+import json, os, statistics, sys
 total, rss, path, total2, ns2, rss2, run2 = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), json.loads(sys.argv[7])
+idle = int(sys.argv[8])
 def checked(run, records):
     assert run["state"] == "succeeded", run
     read = run["events"] + run["rejected"]
@@ -94,7 +105,8 @@ for line in open(path):
     run = json.loads(run)
     checked(run, total)
     rounds.append((int(k) / 1e9, int(r) / 1e9))
-checked(run2, total2)
+if run2 is not None:
+    checked(run2, total2)
 kcat = statistics.median(k for k, _ in rounds)
 replay = statistics.median(r for _, r in rounds)
 print(f"replay benchmark: {total:,} loadgen events (50,000 users, 5,000 products, 60 days); broker, Postgres and dashboard on this machine")
@@ -104,6 +116,11 @@ for i, (k, r) in enumerate(rounds, 1):
 print(f"  kcat -C to /dev/null   {total / kcat:>10,.0f} events/s ({kcat:.2f} s)")
 print(f"  full replay            {total / replay:>10,.0f} events/s ({replay:.2f} s)")
 print(f"  ratio replay/kcat      {kcat / replay:>10.2f}x")
-print(f"  every run read all {total:,} records (events + rejected); dashboard peak RSS {rss / 1024:.0f} MiB")
-print(f"  doubled to {total2:,} events: replay {total2 / (ns2 / 1e9):,.0f} events/s, peak RSS {rss2 / 1024:.0f} MiB")
+print(f"  every run read all {total:,} records (events + rejected); dashboard peak RSS {rss / 1024:.0f} MiB, idle after the runs {idle / 1024:.0f} MiB")
+if run2 is not None:
+    print(f"  doubled to {total2:,} events: replay {total2 / (ns2 / 1e9):,.0f} events/s, peak RSS {rss2 / 1024:.0f} MiB")
+if os.environ.get("BENCH_RESULTS"):
+    with open(os.environ["BENCH_RESULTS"], "a") as out:
+        out.write(f"replay_events={total}\nreplay_kcat_eps={total / kcat:.0f}\nreplay_eps={total / replay:.0f}\n"
+                  f"replay_ratio={kcat / replay:.2f}\ndashboard_peak_mib={rss / 1024:.0f}\ndashboard_idle_mib={idle / 1024:.0f}\n")
 PY

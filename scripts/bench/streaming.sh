@@ -8,7 +8,10 @@
 #     5,000 events/s for D seconds each while a probe sends one marked
 #     interaction every 100 ms and polls the HTTP API until it is visible;
 #     p50/p99 of event time -> visible;
-#  3. the instance's peak RSS.
+#  3. the instance's peak RSS;
+#  4. the peer: a Kafka Streams count-by-key app (exactly_once_v2) reading the
+#     same topic from scratch (scripts/bench/streams-peer.sh; PEER=0 skips it).
+# BENCH_RESULTS=<file> appends the figures to it as key=value.
 #   scripts/bench/streaming.sh [events=1000000] [seconds_per_rate=60]
 # Env: RATES (default "1000 2000 5000"); BENCH_RECOMMENDATION_BIN, another
 # recommendation binary to measure (e.g. an older build, for a comparison).
@@ -64,6 +67,15 @@ t1=$(now)
 svc_ns=$((t1 - t0))
 rss_after_catchup=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
 
+# The peer on the same topic and box: a Kafka Streams count-by-key app with
+# exactly_once_v2 (bench/peers/streams-count), reading the same records from
+# scratch while the service is idle. PEER=0 skips it.
+peer_line="streams-count records=0 seconds=0 records_per_second=0"
+if [[ ${PEER:-1} == 1 ]]; then
+  log "Kafka Streams peer: counting the $total records by key, exactly_once_v2"
+  peer_line=$("$ROOT/scripts/bench/streams-peer.sh" "$TOPIC" "$total")
+fi
+
 # Latency: a probe user views two fresh products; visible = the second shows
 # up as similar to the first through the HTTP API.
 probe() {  # probe <seconds> -> one latency (ms) per line
@@ -79,6 +91,9 @@ while time.time() < end:
         ts = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         lines.append(f'{user}:{{"type":"interaction","user_id":"{user}","product_id":"{product}","action":"view","ts":"{ts}"}}')
     sent = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    # A kcat per probe, its start-up inside the sample (kcat -P sends what
+    # it reads from a pipe only at end of input, so one kept open cannot
+    # stand in): the figures are an upper bound of the service's latency.
     subprocess.run(["kcat", "-P", "-b", broker, "-t", topic, "-K:", "-X", "partitioner=murmur2_random"],
                    input="\n".join(lines) + "\n", text=True, check=True)
     while True:
@@ -117,14 +132,24 @@ for rate in $RATES; do
 done
 rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
 
-python3 - "$total" "$interactions" "$kcat_ns" "$svc_ns" "$rss_after_catchup" "$rss_peak" "$SECONDS_PER_RATE" "$latency_report" <<'PY'
-import statistics, sys
+python3 - "$total" "$interactions" "$kcat_ns" "$svc_ns" "$rss_after_catchup" "$rss_peak" "$SECONDS_PER_RATE" "$latency_report" "$peer_line" <<'PY'
+import os, statistics, sys
+peer = dict(kv.split("=", 1) for kv in sys.argv[9].split()[1:])
+# Timed like the service: to the commit that covers the last record.
+peer_secs = float(peer.get("committed_seconds", peer["seconds"]))
+peer_eps = int(peer["records"]) / peer_secs if peer_secs else 0.0
+results = {}
 total, interactions, kcat, svc = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) / 1e9, int(sys.argv[4]) / 1e9
 rss_catchup, rss_peak, secs = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 print(f"streaming benchmark: {total:,} loadgen events ({interactions:,} interactions) on a 6-partition topic; broker, Postgres and service on this machine")
 print(f"  kcat -C to /dev/null                 {total / kcat:>10,.0f} events/s  ({kcat:.1f} s)")
 print(f"  recommendation, exactly-once commits {total / svc:>10,.0f} events/s  ({svc:.1f} s, from process start to the last commit)")
 print(f"  ratio recommendation/kcat            {kcat / svc:>10.2f}x")
+if peer_eps:
+    print(f"  Kafka Streams count-by-key peer      {peer_eps:>10,.0f} events/s  (exactly_once_v2, {peer_secs:.1f} s from start to the last commit)")
+    print(f"  ratio recommendation/peer            {total / svc / peer_eps:>10.2f}x")
+results.update(streaming_events=total, streaming_kcat_eps=round(total / kcat), recommendation_eps=round(total / svc),
+               peer_eps=round(peer_eps), recommendation_peer_ratio=round(total / svc / peer_eps, 2) if peer_eps else 0)
 for line in sys.argv[8].strip().splitlines():
     rate, reached, *values = line.split()
     ok = sorted(float(v) for v in values if v != "timeout")
@@ -134,5 +159,10 @@ for line in sys.argv[8].strip().splitlines():
         continue
     p = lambda q: ok[min(len(ok) - 1, int(q * len(ok)))]
     print(f"  event -> visible over HTTP at {rate:>5}/s (reached {int(reached):,}/s): p50 {p(0.5):6.1f} ms  p99 {p(0.99):6.1f} ms  ({len(ok)} probes over {secs} s{f', {lost} timed out' if lost else ''})")
+    results.update({f"latency_p50_ms_{rate}": p(0.5), f"latency_p99_ms_{rate}": p(0.99), f"latency_reached_{rate}": reached})
 print(f"  peak RSS: {rss_catchup / 1024:.0f} MiB after catch-up, {rss_peak / 1024:.0f} MiB at the end")
+results.update(recommendation_peak_mib=round(rss_peak / 1024))
+if os.environ.get("BENCH_RESULTS"):
+    with open(os.environ["BENCH_RESULTS"], "a") as out:
+        out.writelines(f"{k}={v}\n" for k, v in results.items())
 PY

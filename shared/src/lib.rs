@@ -14,6 +14,7 @@ pub mod event;
 pub mod http;
 pub mod kafka;
 pub mod kafka_batch;
+pub mod memory;
 pub mod outbox;
 pub mod replay;
 pub mod service;

@@ -14,6 +14,10 @@ use shared::event::{Action, Interaction};
 /// Top products kept per day and ranking.
 pub const TOP: usize = 20;
 
+/// Sets and maps keyed by interned ids: foldhash, seeded per process.
+type Set = HashSet<u32, foldhash::fast::RandomState>;
+type Counts = HashMap<u32, u64, foldhash::fast::RandomState>;
+
 /// One day's numbers: distinct users (active: any interaction; viewing;
 /// purchasing) and counts per action, revenue in cents.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
@@ -28,19 +32,50 @@ pub struct Day {
     pub revenue_cents: u64,
 }
 
+/// Ids as small numbers: each distinct id is stored once, however many
+/// days and sets hold it, and sets hash 4 bytes instead of a string.
+#[derive(Default)]
+struct Interner {
+    numbers: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn number(&mut self, name: &str) -> u32 {
+        if let Some(&n) = self.numbers.get(name) {
+            return n;
+        }
+        let n = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct ids");
+        self.names.push(name.into());
+        self.numbers.insert(name.into(), n);
+        n
+    }
+
+    fn name(&self, number: u32) -> &str {
+        &self.names[number as usize]
+    }
+
+    /// `other`'s numbers in this interner (interning what is new here).
+    fn translate(&mut self, other: &Interner) -> Vec<u32> {
+        other.names.iter().map(|name| self.number(name)).collect()
+    }
+}
+
 #[derive(Default)]
 struct Accumulator {
     day: Day,
-    active: HashSet<String>,
-    viewing: HashSet<String>,
-    purchasing: HashSet<String>,
-    views: HashMap<String, u64>,
-    bought: HashMap<String, u64>,
+    active: Set,
+    viewing: Set,
+    purchasing: Set,
+    views: Counts,
+    bought: Counts,
 }
 
 /// The running aggregation of a replay.
 #[derive(Default)]
 pub struct Aggregate {
+    users: Interner,
+    products: Interner,
     days: BTreeMap<NaiveDate, Accumulator>,
 }
 
@@ -64,36 +99,32 @@ pub struct Results {
 impl Aggregate {
     /// Adds one interaction that happened on `day`.
     pub fn add(&mut self, day: NaiveDate, interaction: &Interaction) {
+        let user = self.users.number(&interaction.user_id);
         let acc = self.days.entry(day).or_default();
-        let user = &interaction.user_id;
-        if !acc.active.contains(user) {
-            acc.active.insert(user.clone());
-        }
+        acc.active.insert(user);
         match interaction.action {
             Action::View => {
                 acc.day.views += 1;
-                if !acc.viewing.contains(user) {
-                    acc.viewing.insert(user.clone());
-                }
-                *acc.views.entry(interaction.product_id.clone()).or_default() += 1;
+                acc.viewing.insert(user);
+                let product = self.products.number(&interaction.product_id);
+                *acc.views.entry(product).or_default() += 1;
             }
             Action::Click => acc.day.clicks += 1,
             Action::AddToCart => acc.day.add_to_cart += 1,
             Action::Purchase => {
                 acc.day.purchases += 1;
                 acc.day.revenue_cents += interaction.price_cents.unwrap_or(0);
-                if !acc.purchasing.contains(user) {
-                    acc.purchasing.insert(user.clone());
-                }
-                *acc.bought
-                    .entry(interaction.product_id.clone())
-                    .or_default() += 1;
+                acc.purchasing.insert(user);
+                let product = self.products.number(&interaction.product_id);
+                *acc.bought.entry(product).or_default() += 1;
             }
         }
     }
 
     /// Folds another aggregation (of other partitions) into this one.
     pub fn merge(&mut self, other: Aggregate) {
+        let users = self.users.translate(&other.users);
+        let products = self.products.translate(&other.products);
         for (date, theirs) in other.days {
             let ours = self.days.entry(date).or_default();
             ours.day.views += theirs.day.views;
@@ -101,20 +132,23 @@ impl Aggregate {
             ours.day.add_to_cart += theirs.day.add_to_cart;
             ours.day.purchases += theirs.day.purchases;
             ours.day.revenue_cents += theirs.day.revenue_cents;
-            ours.active.extend(theirs.active);
-            ours.viewing.extend(theirs.viewing);
-            ours.purchasing.extend(theirs.purchasing);
+            let user = |u: u32| users[u as usize];
+            ours.active.extend(theirs.active.into_iter().map(user));
+            ours.viewing.extend(theirs.viewing.into_iter().map(user));
+            ours.purchasing
+                .extend(theirs.purchasing.into_iter().map(user));
             for (product, n) in theirs.views {
-                *ours.views.entry(product).or_default() += n;
+                *ours.views.entry(products[product as usize]).or_default() += n;
             }
             for (product, n) in theirs.bought {
-                *ours.bought.entry(product).or_default() += n;
+                *ours.bought.entry(products[product as usize]).or_default() += n;
             }
         }
     }
 
     /// The per-day results, top lists ranked by count then product id.
     pub fn finish(self) -> Results {
+        let products = &self.products;
         let days = self
             .days
             .into_iter()
@@ -123,7 +157,8 @@ impl Aggregate {
                 day.active_users = acc.active.len() as u64;
                 day.viewing_users = acc.viewing.len() as u64;
                 day.purchasing_users = acc.purchasing.len() as u64;
-                let (top_views, top_purchases) = (top(acc.views), top(acc.bought));
+                let top_views = top(products, &acc.views);
+                let top_purchases = top(products, &acc.bought);
                 (
                     date,
                     DayResult {
@@ -138,11 +173,14 @@ impl Aggregate {
     }
 }
 
-fn top(counts: HashMap<String, u64>) -> Ranked {
-    let mut ranked: Vec<(String, u64)> = counts.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+fn top(products: &Interner, counts: &Counts) -> Ranked {
+    let mut ranked: Vec<(&str, u64)> = counts
+        .iter()
+        .map(|(&p, &n)| (products.name(p), n))
+        .collect();
+    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     ranked.truncate(TOP);
-    ranked
+    ranked.into_iter().map(|(p, n)| (p.to_owned(), n)).collect()
 }
 
 /// Purchasing users over viewing users; 0 for a day without views.

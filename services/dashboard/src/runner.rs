@@ -115,6 +115,9 @@ impl Runner {
             }
         }
         self.registry.lock().expect("poisoned").remove(&id);
+        // The run's maps and the readers' fetch buffers are freed: give
+        // them back, so that the idle service is small again.
+        shared::memory::release();
     }
 
     /// Plans, reads and aggregates the run's range, then stores the results.
@@ -182,13 +185,25 @@ pub(crate) async fn read_plan(
     progress: &Arc<Progress>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Part> {
-    let readers = plan.split(readers.max(1)).into_iter().map(|part| {
+    // Each reader on a thread of its own that ends with it: what its
+    // allocator heap held goes back with the thread (a pooled blocking
+    // thread would keep it while idle).
+    let mut results = Vec::new();
+    for part in plan.split(readers.max(1)) {
         let (kafka, progress, shutdown) = (kafka.clone(), progress.clone(), shutdown.clone());
-        tokio::task::spawn_blocking(move || read_part(&kafka, &part, &progress, &shutdown))
-    });
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("replay-reader".into())
+            .spawn(move || {
+                let _ = done.send(read_part(&kafka, &part, &progress, &shutdown));
+            })?;
+        results.push(result);
+    }
     let mut whole = Part::default();
-    for reader in futures_join(readers).await {
-        let part = reader??;
+    for result in results {
+        let part = result
+            .await
+            .map_err(|_| anyhow::anyhow!("a replay reader panicked"))??;
         whole.aggregate.merge(part.aggregate);
         whole.events += part.events;
         whole.rejected += part.rejected;
@@ -255,17 +270,6 @@ fn read_part(
         Err(_) => part.rejected += 1,
     })?;
     Ok(part)
-}
-
-/// Awaits every task, in order.
-async fn futures_join<T>(
-    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
-) -> Vec<Result<T, tokio::task::JoinError>> {
-    let mut out = Vec::new();
-    for task in tasks.collect::<Vec<_>>() {
-        out.push(task.await);
-    }
-    out
 }
 
 /// Stops a background task when the scope that started it ends, however it ends.

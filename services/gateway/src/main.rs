@@ -7,6 +7,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Idle between bursts: what a burst freed goes back to the OS.
+    shared::memory::purge_at_once();
     shared::service::main(
         "gateway",
         "gateway",

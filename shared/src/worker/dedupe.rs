@@ -47,8 +47,8 @@ use crate::shutdown::CancellationToken;
 #[derive(Debug)]
 pub(crate) struct Window {
     size: i64,
-    /// Each id's latest admission.
-    last: HashMap<Uuid, i64>,
+    /// Each id's latest admission (foldhash: a replay asks once per record).
+    last: HashMap<Uuid, i64, foldhash::fast::RandomState>,
     /// Admissions in offset order, to forget what leaves the window.
     order: VecDeque<(i64, Uuid)>,
 }
@@ -57,7 +57,7 @@ impl Window {
     pub fn new(size: u64) -> Self {
         Self {
             size: i64::try_from(size).unwrap_or(i64::MAX),
-            last: HashMap::new(),
+            last: HashMap::default(),
             order: VecDeque::new(),
         }
     }
