@@ -17,20 +17,16 @@ OUT=${1:-$ROOT/docs/benchmarks.md}
 EVENTS=${EVENTS:-1000000}
 BENCHES=${BENCHES:-replay streaming ingest}
 WORK="$RUN_DIR/bench-all"
-export BENCH_RESULTS="$WORK/results.env"
 mkdir -p "$WORK"
-# A subset (BENCHES="streaming") re-runs those and keeps the others' results.
-for name in $BENCHES; do
-  rm -f "$WORK/$name.txt"
-  [[ ! -f $BENCH_RESULTS ]] || sed -i "/^${name}_\|^$(case $name in replay) echo dashboard;; streaming) echo 'recommendation\|peer\|latency';; ingest) echo gateway;; esac)_/d" "$BENCH_RESULTS"
-done
-touch "$BENCH_RESULTS"
 
-bench() {  # bench <name> <script> [args...]: its report in $WORK/<name>.txt
+# bench <name> <script> [args...]: its report in $WORK/<name>.txt, its figures
+# in $WORK/<name>.env (a subset, BENCHES="streaming", keeps the others' files).
+bench() {
   local name=$1
   shift
   log "---- $name: $*"
-  "$@" | tee "$WORK/$name.txt"
+  rm -f "$WORK/$name.env"
+  BENCH_RESULTS="$WORK/$name.env" "$@" | tee "$WORK/$name.txt"
 }
 # The replay's doubled-data run shows growth, not a row of the table: skipped.
 export DOUBLE=0
@@ -43,7 +39,8 @@ for name in $BENCHES; do
   esac
 done
 
-python3 - "$BENCH_RESULTS" "$WORK" "$OUT" "$(git -C "$ROOT" rev-parse --short HEAD)" \
+cat "$WORK"/{replay,streaming,ingest}.env >"$WORK/results.env"
+python3 - "$WORK/results.env" "$WORK" "$OUT" "$(git -C "$ROOT" rev-parse --short HEAD)" \
   "$(git -C "$ROOT" status --porcelain | grep -q . && echo ' (with uncommitted changes)' || true)" "$BENCHES" <<'PY'
 import datetime, os, platform, subprocess, sys
 results_path, work, out, commit, dirty, benches = sys.argv[1:]
