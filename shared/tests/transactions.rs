@@ -21,6 +21,7 @@ use shared::testkit::{
 struct Copier {
     process: KillOnDrop,
     port: u16,
+    log: std::path::PathBuf,
 }
 
 impl Copier {
@@ -45,12 +46,13 @@ impl Copier {
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("the copy_worker binary (built with the tests)");
         Copier {
             process: KillOnDrop(process),
             port,
+            log,
         }
     }
 
@@ -65,7 +67,10 @@ impl Copier {
     async fn wait_counter(&self, name: &str, at_least: f64) {
         let until = Instant::now() + Duration::from_secs(90);
         while self.counter(name).await < at_least {
-            assert!(Instant::now() < until, "{name} never reached {at_least}");
+            if Instant::now() > until {
+                let tail = shared::testkit::log_tail(&self.log, 20);
+                panic!("{name} never reached {at_least}\n{tail}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -216,15 +221,35 @@ async fn two_instances_and_a_rebalance_copy_every_input_once() {
     let output = output_topic(&mut env).await;
     let first = Copier::start(&env, &output, "1", &[]);
     let second = Copier::start(&env, &output, "2", &[]);
+    // Both in the group before the events: on a slow machine the second
+    // could otherwise join after the first had copied everything.
+    first
+        .wait_counter("kappa_sink_partitions_assigned", 1.0)
+        .await;
+    second
+        .wait_counter("kappa_sink_partitions_assigned", 1.0)
+        .await;
     produce(&env.settings.kafka, 0..5_000, Duration::from_secs(3)).await;
     second
         .wait_counter("kappa_sink_events_applied_total", 1.0)
         .await;
-    // One leaves (killed), another joins, while events keep coming.
+    // One leaves (killed), another joins, while events keep coming: rounds
+    // of 1,000, at least 5,000, and one more once the newcomer holds
+    // partitions.
     second.kill();
     let third = Copier::start(&env, &output, "3", &[]);
-    produce(&env.settings.kafka, 5_000..10_000, Duration::from_secs(3)).await;
-    assert_copied_once(&env, &output, 10_000).await;
+    let mut produced = 5_000;
+    loop {
+        let joined = third.counter("kappa_sink_partitions_assigned").await > 0.0;
+        let round = produced..produced + 1_000;
+        produce(&env.settings.kafka, round, Duration::from_millis(600)).await;
+        produced += 1_000;
+        if joined && produced >= 10_000 {
+            break;
+        }
+        assert!(produced < 100_000, "the newcomer never got partitions");
+    }
+    assert_copied_once(&env, &output, produced).await;
     assert!(
         third.counter("kappa_sink_events_applied_total").await > 0.0,
         "the newcomer copied"

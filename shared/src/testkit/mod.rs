@@ -311,6 +311,19 @@ pub fn repo_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// The last `lines` lines of a process's log, under a header naming it: what
+/// a test prints when the process did not do what it waited for.
+pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let mut tail = format!("--- {} (last {lines} lines)\n", path.display());
+    for line in &all[all.len().saturating_sub(lines)..] {
+        tail.push_str(line);
+        tail.push('\n');
+    }
+    tail
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

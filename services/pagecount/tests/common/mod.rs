@@ -178,17 +178,10 @@ impl World {
 
     /// The last lines of every spawned process's log.
     fn log_tails(&self) -> String {
-        let mut tails = String::new();
-        for path in self.logs.lock().unwrap().iter() {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            tails.push_str(&format!("--- {} (last 25 lines)\n", path.display()));
-            for line in &lines[lines.len().saturating_sub(25)..] {
-                tails.push_str(line);
-                tails.push('\n');
-            }
-        }
-        tails
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .map(|path| shared::testkit::log_tail(path, 25))
+            .collect()
     }
 
     /// Every page of a job's result, through the paginated API.
