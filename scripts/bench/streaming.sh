@@ -5,9 +5,9 @@
 #     whole topic to /dev/null and a fresh instance consuming it to the end
 #     with exactly-once commits (state + offsets in one transaction per batch);
 #  2. latency: loadgen stamps events with the wall clock at 1,000 / 2,000 /
-#     5,000 events/s for D seconds each while a probe sends one marked
-#     interaction every 100 ms and polls the HTTP API until it is visible;
-#     p50/p99 of event time -> visible;
+#     5,000 events/s for D seconds each while latency-probe sends a marked
+#     pair of interactions every 100 ms (a long-lived producer) and polls the
+#     HTTP API until it is visible; p50/p99 of sent -> visible;
 #  3. the instance's peak RSS;
 #  4. the peer: a Kafka Streams count-by-key app (exactly_once_v2) reading the
 #     same topic from scratch (scripts/bench/streams-peer.sh; PEER=0 skips it).
@@ -76,37 +76,11 @@ if [[ ${PEER:-1} == 1 ]]; then
   peer_line=$("$ROOT/scripts/bench/streams-peer.sh" "$TOPIC" "$total")
 fi
 
-# Latency: a probe user views two fresh products; visible = the second shows
-# up as similar to the first through the HTTP API.
+# Latency: every 100 ms a probe user views two fresh products through one
+# long-lived producer (target/release/latency-probe); visible = the second
+# shows up as similar to the first through the HTTP API.
 probe() {  # probe <seconds> -> one latency (ms) per line
-  python3 - "$1" "$PORT" "$BROKER" "$TOPIC" <<'PY'
-import datetime, json, subprocess, sys, time, urllib.request
-seconds, port, broker, topic = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-end, n = time.time() + seconds, 0
-while time.time() < end:
-    n += 1
-    user, a, b = f"probe-u{n}-{time.time_ns()}", f"probe-a{n}-{time.time_ns()}", f"probe-b{n}-{time.time_ns()}"
-    lines = []
-    for product in (a, b):
-        ts = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        lines.append(f'{user}:{{"type":"interaction","user_id":"{user}","product_id":"{product}","action":"view","ts":"{ts}"}}')
-    sent = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    # A kcat per probe, its start-up inside the sample (kcat -P sends what
-    # it reads from a pipe only at end of input, so one kept open cannot
-    # stand in): the figures are an upper bound of the service's latency.
-    subprocess.run(["kcat", "-P", "-b", broker, "-t", topic, "-K:", "-X", "partitioner=murmur2_random"],
-                   input="\n".join(lines) + "\n", text=True, check=True)
-    while True:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/products/{a}/similar").read().decode()
-        if b in body:
-            print(round((time.time() - sent) * 1000, 1), flush=True)
-            break
-        if time.time() - sent > 30:
-            print("timeout", flush=True)
-            break
-        time.sleep(0.002)
-    time.sleep(max(0.0, 0.1 - (time.time() - sent)))
-PY
+  "$ROOT/target/release/latency-probe" --api "127.0.0.1:$PORT" --seconds "$1" --every-ms 100
 }
 grown_past() { (($(topic_count) > $1)); }
 latency_report=""

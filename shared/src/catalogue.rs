@@ -42,6 +42,7 @@ pub const METRICS: &[Metric] = &[
     // HTTP, every service.
     m("kappa_http_requests_total", Counter, "route,method,status", "HTTP requests answered."),
     m("kappa_http_request_duration_seconds", Histogram, "route,method,status", "Time to answer an HTTP request."),
+    m("kappa_memory_releases_total", Counter, "", "Times freed memory was returned to the OS after a burst of work (shared::memory)."),
     // Workers (shared::worker), every consumer.
     m("kappa_sink_events_applied_total", Counter, "consumer", "Events applied and committed with their offsets."),
     m("kappa_sink_dead_lettered_total", Counter, "consumer", "Records committed as dead letters (unparseable, refused, unresolvable)."),

@@ -7,6 +7,12 @@
 //! (librdkafka's fetch and produce buffers), whose arenas are trimmed only
 //! at their top.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::shutdown::CancellationToken;
+
 /// `mi_option_purge_delay` in mimalloc v3's `mimalloc.h` (the bindings of
 /// libmimalloc-sys 0.1 name v2's options only); a unit test checks it is
 /// that option by its default.
@@ -40,6 +46,79 @@ pub fn release() {
     }
 }
 
+/// Releases memory once a burst of work is over, for services whose work
+/// comes in requests of any size (the gateway): each piece of work is
+/// `note`d, and `run` releases when work was noted since the last release
+/// and none for a whole `quiet` period. An idle service pays nothing; a busy
+/// one is not trimmed mid-burst.
+#[derive(Debug, Default)]
+pub struct IdleRelease {
+    noted: AtomicU64,
+    releases: AtomicU64,
+}
+
+impl IdleRelease {
+    /// A piece of work happened (its memory is freed or about to be).
+    pub fn note(&self) {
+        self.noted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times `run` released memory.
+    pub fn releases(&self) -> u64 {
+        self.releases.load(Ordering::Relaxed)
+    }
+
+    /// Every `quiet`, until `shutdown`: releases if work was noted before
+    /// the last tick and none since.
+    pub async fn run(
+        self: Arc<Self>,
+        quiet: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (mut released, mut seen) = (0, 0);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(quiet) => {}
+            }
+            let noted = self.noted.load(Ordering::Relaxed);
+            if noted != released && noted == seen {
+                release_everywhere().await?;
+                released = noted;
+                self.releases.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("kappa_memory_releases_total").increment(1);
+            }
+            seen = noted;
+        }
+    }
+}
+
+/// `release` for a whole tokio service: mimalloc collects only the calling
+/// thread's heap, and the free pages of a busy period sit in the runtime
+/// workers' heaps. Each worker is held at a barrier until all are, so every
+/// one runs a collection (a few ms; call it when the service is quiet).
+/// Measured on the gateway after the ingest benchmark: idle RSS 23-27 MiB,
+/// 55-60 MiB with `release` on one thread.
+pub async fn release_everywhere() -> anyhow::Result<()> {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let barrier = Arc::new(std::sync::Barrier::new(workers));
+    let collections: Vec<_> = (0..workers)
+        .map(|_| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait();
+                // SAFETY: collects the calling thread's own heap.
+                unsafe { libmimalloc_sys::mi_collect(true) };
+            })
+        })
+        .collect();
+    for collection in collections {
+        collection.await?;
+    }
+    tokio::task::spawn_blocking(release).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -50,5 +129,30 @@ mod tests {
         let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
         assert_eq!(delay, 1000);
         super::release();
+    }
+
+    /// Busy: no release; quiet after work: one, on every worker; idle: none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_is_released_once_the_work_stops() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let idle = Arc::new(super::IdleRelease::default());
+        let shutdown = crate::shutdown::CancellationToken::new();
+        // Wide margins: only a scheduling stall of a whole second could
+        // look like a quiet period to it.
+        let quiet = Duration::from_secs(1);
+        let running = tokio::spawn(idle.clone().run(quiet, shutdown.clone()));
+        for _ in 0..150 {
+            idle.note();
+            drop(std::hint::black_box(vec![1u8; 1 << 20]));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(idle.releases(), 0, "released while busy");
+        tokio::time::sleep(quiet * 4).await;
+        assert_eq!(idle.releases(), 1, "released once after the work");
+        tokio::time::sleep(quiet * 4).await;
+        assert_eq!(idle.releases(), 1, "released again while idle");
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
     }
 }

@@ -117,7 +117,9 @@ impl Runner {
         self.registry.lock().expect("poisoned").remove(&id);
         // The run's maps and the readers' fetch buffers are freed: give
         // them back, so that the idle service is small again.
-        shared::memory::release();
+        if let Err(error) = shared::memory::release_everywhere().await {
+            tracing::warn!(%error, "returning memory after a run failed");
+        }
     }
 
     /// Plans, reads and aggregates the run's range, then stores the results.

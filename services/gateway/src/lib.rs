@@ -22,6 +22,10 @@ use tokio::net::TcpListener;
 
 pub use publish::{Ack, Incoming, PublishError, Publisher};
 
+/// How long the gateway is quiet after ingest before it returns what the
+/// requests freed (request bodies, producer buffers) to the OS.
+const RELEASE_WHEN_QUIET: Duration = Duration::from_secs(2);
+
 /// What request handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -32,6 +36,9 @@ pub struct AppState {
     pub max_events: usize,
     /// `GET /dlq`, `POST /dlq/redrive`.
     pub(crate) dlq: Arc<routes::dlq::DeadLetterQueue>,
+    /// Each ingest request is noted: what a burst freed goes back to the
+    /// OS once the gateway is quiet.
+    pub(crate) idle: Arc<shared::memory::IdleRelease>,
 }
 
 /// A built gateway, bound to its port, not yet serving.
@@ -69,6 +76,7 @@ impl Application {
             max_file_bytes: http.max_upload_file_bytes,
             max_events: http.max_events_per_request,
             dlq: Arc::new(dlq),
+            idle: Arc::default(),
         };
         let readiness = Readiness::default()
             .postgres(pool)
@@ -110,6 +118,13 @@ impl Application {
                 Duration::from_secs(cc.sweep_interval_secs),
                 self.shutdown.clone(),
             ),
+        );
+        tasks.spawn(
+            "memory-release",
+            self.state
+                .idle
+                .clone()
+                .run(RELEASE_WHEN_QUIET, self.shutdown.clone()),
         );
         tasks.spawn(
             "http",

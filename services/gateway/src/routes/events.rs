@@ -14,9 +14,6 @@ use crate::{Ack, AppState, PublishError};
 /// Bodies larger than this are parsed off the async workers.
 const INLINE_PARSE_LIMIT: usize = 64 * 1024;
 
-/// After a body larger than this, the freed memory is returned to the OS.
-const RELEASE_AFTER: usize = 4 * 1024 * 1024;
-
 /// The 202 answer: where each event landed, in request order.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Accepted {
@@ -42,7 +39,6 @@ pub async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let body = body?;
-    let body_len = body.len();
     let single = is_single_json(&headers);
     let events = if body.len() <= INLINE_PARSE_LIMIT {
         parse_events(&body, single, state.max_events)?
@@ -52,17 +48,12 @@ pub async fn post_events(
             .await
             .map_err(ApiError::internal)??
     };
-    let large = body_len > RELEASE_AFTER;
+    state.idle.note();
     let events = state
         .publisher
         .publish(events)
         .await
         .map_err(publish_error)?;
-    if large {
-        // A large body's copies and the producer's buffers are freed now:
-        // give them back rather than keep them while the gateway idles.
-        tokio::task::spawn_blocking(shared::memory::release);
-    }
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
