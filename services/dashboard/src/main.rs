@@ -5,19 +5,23 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // Idle between bursts: what a burst freed goes back to the OS.
     shared::memory::purge_at_once();
-    shared::service::main(
-        "dashboard",
-        "dashboard",
-        |settings, config, shutdown| async move {
-            dashboard::Application::build(settings, config, shutdown)
-                .await?
-                .run()
-                .await
-        },
-    )
-    .await
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // A replay's blocking threads retire 1 s after their last task (not
+        // tokio's 10 s): the memory their heaps hold goes back with them.
+        .thread_keep_alive(std::time::Duration::from_secs(1))
+        .build()?
+        .block_on(shared::service::main(
+            "dashboard",
+            "dashboard",
+            |settings, config, shutdown| async move {
+                dashboard::Application::build(settings, config, shutdown)
+                    .await?
+                    .run()
+                    .await
+            },
+        ))
 }

@@ -102,7 +102,12 @@ impl Runner {
                     // The batch half just moved: compare it with the stream
                     // (in the background; the next run need not wait).
                     let auditor = self.auditor.clone();
-                    tokio::spawn(async move { auditor.audit_and_log().await });
+                    tokio::spawn(async move {
+                        auditor.audit_and_log().await;
+                        // What the audit read goes back too (it may end
+                        // after the run's own release below).
+                        release_memory().await;
+                    });
                 }
             }
             Err(error) => {
@@ -117,9 +122,7 @@ impl Runner {
         self.registry.lock().expect("poisoned").remove(&id);
         // The run's maps and the readers' fetch buffers are freed: give
         // them back, so that the idle service is small again.
-        if let Err(error) = shared::memory::release_everywhere().await {
-            tracing::warn!(%error, "returning memory after a run failed");
-        }
+        release_memory().await;
     }
 
     /// Plans, reads and aggregates the run's range, then stores the results.
@@ -272,6 +275,13 @@ fn read_part(
         Err(_) => part.rejected += 1,
     })?;
     Ok(part)
+}
+
+/// Returns what a run or an audit freed to the OS.
+async fn release_memory() {
+    if let Err(error) = shared::memory::release_everywhere().await {
+        tracing::warn!(%error, "returning memory to the OS failed");
+    }
 }
 
 /// Stops a background task when the scope that started it ends, however it ends.
