@@ -95,18 +95,23 @@ impl IdleRelease {
 
 /// `release` for a whole tokio service: mimalloc collects only the calling
 /// thread's heap, and the free pages of a busy period sit in the runtime
-/// workers' heaps. Each worker is held at a barrier until all are, so every
-/// one runs a collection (a few ms; call it when the service is quiet).
-/// Measured on the gateway after the ingest benchmark: idle RSS 23-27 MiB,
-/// 55-60 MiB with `release` on one thread.
+/// workers' heaps. One task per worker meets the others at a rendezvous, so
+/// that each worker runs one collection (a few ms; call it when the service
+/// is quiet). The rendezvous gives up after `RENDEZVOUS`: a worker busy with
+/// something else (or a second call at the same time) costs a collection,
+/// never a hang. Measured on the gateway after the ingest benchmark: idle RSS
+/// 23-27 MiB, 55-60 MiB with `release` on one thread.
 pub async fn release_everywhere() -> anyhow::Result<()> {
+    // One at a time: two calls' tasks would hold each other's workers.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
-    let barrier = Arc::new(std::sync::Barrier::new(workers));
+    let rendezvous = Arc::new(Rendezvous::new(workers));
     let collections: Vec<_> = (0..workers)
         .map(|_| {
-            let barrier = barrier.clone();
+            let rendezvous = rendezvous.clone();
             tokio::spawn(async move {
-                barrier.wait();
+                rendezvous.meet(RENDEZVOUS);
                 // SAFETY: collects the calling thread's own heap.
                 unsafe { libmimalloc_sys::mi_collect(true) };
             })
@@ -119,6 +124,39 @@ pub async fn release_everywhere() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a worker waits for the others at `release_everywhere`'s rendezvous.
+const RENDEZVOUS: Duration = Duration::from_millis(200);
+
+/// A barrier whose wait ends after a timeout as well.
+struct Rendezvous {
+    arrived: std::sync::Mutex<usize>,
+    all_here: std::sync::Condvar,
+    expected: usize,
+}
+
+impl Rendezvous {
+    fn new(expected: usize) -> Self {
+        Self {
+            arrived: std::sync::Mutex::new(0),
+            all_here: std::sync::Condvar::new(),
+            expected,
+        }
+    }
+
+    /// Blocks until `expected` callers arrived, or `timeout` passed.
+    fn meet(&self, timeout: Duration) {
+        let mut arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner());
+        *arrived += 1;
+        if *arrived >= self.expected {
+            self.all_here.notify_all();
+            return;
+        }
+        let _ = self
+            .all_here
+            .wait_timeout_while(arrived, timeout, |arrived| *arrived < self.expected);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -129,6 +167,33 @@ mod tests {
         let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
         assert_eq!(delay, 1000);
         super::release();
+    }
+
+    /// Calls at the same time end (they once held each other's workers at
+    /// their barriers for good). On a runtime of its own, so that a hang
+    /// fails the test instead of stopping it.
+    #[test]
+    fn concurrent_releases_end() {
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let calls: Vec<_> = (0..4)
+                    .map(|_| tokio::spawn(super::release_everywhere()))
+                    .collect();
+                for call in calls {
+                    call.await.unwrap().unwrap();
+                }
+            });
+            let _ = done.send(());
+        });
+        ended
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("release_everywhere calls hung");
     }
 
     /// Busy: no release; quiet after work: one, on every worker; idle: none.

@@ -141,14 +141,21 @@ impl Runner {
             .expect("poisoned")
             .insert(run.id, progress.clone());
         let read = progress.clone();
-        // Progress for /metrics while the run lasts.
-        let _gauge = {
+        // Progress for /metrics while the run lasts; the reporter writes the
+        // final 1.0 itself, so no late tick of it can overwrite that.
+        let (finished, finish) = tokio::sync::oneshot::channel::<()>();
+        let mut gauge = {
             let progress = progress.clone();
             AbortOnDrop(tokio::spawn(async move {
+                tokio::pin!(finish);
                 loop {
                     metrics::gauge!("kappa_replay_progress").set(progress.view().fraction);
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::select! {
+                        _ = &mut finish => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
                 }
+                metrics::gauge!("kappa_replay_progress").set(1.0);
             }))
         };
         let Part {
@@ -165,7 +172,8 @@ impl Runner {
             shutdown,
         )
         .await?;
-        metrics::gauge!("kappa_replay_progress").set(1.0);
+        let _ = finished.send(());
+        let _ = (&mut gauge.0).await;
         let results = aggregate.finish();
         let counts = store::Counts {
             events,
