@@ -35,10 +35,11 @@ pub fn purge_at_once() {
     }
 }
 
-/// Returns the freed memory of both allocators to the OS: every arena's
-/// free pages, now rather than when some thread next allocates. Costs a
-/// few ms; call it when a large run has ended, not per request.
-pub fn release() {
+/// Returns the freed memory of both allocators to the OS: the calling
+/// thread's mimalloc heap and every glibc arena's free pages, now rather
+/// than when some thread next allocates. The last step of
+/// `release_everywhere`, which services call.
+fn release() {
     // SAFETY: both calls only walk the allocators' own free lists.
     unsafe {
         libmimalloc_sys::mi_collect(true);
