@@ -55,6 +55,7 @@ pub const METRICS: &[Metric] = &[
     m("kappa_sink_fetch_to_commit_seconds", Histogram, "consumer", "Time from a record's fetch to its commit (arrival latency, not event-time lag)."),
     m("kappa_sink_event_time_lag_seconds", Gauge, "consumer", "Wall clock minus the newest event time committed (large during a backfill)."),
     m("kappa_sink_consumer_lag", Gauge, "consumer", "Records between the committed offsets and the partitions' ends."),
+    m("kappa_sink_committed_offset", Gauge, "consumer", "Per partition, the offset the group resumes from, as this instance last committed or loaded it."),
     m("kappa_sink_records_in_hand", Gauge, "consumer", "Records polled and not yet committed."),
     m("kappa_sink_partitions_assigned", Gauge, "consumer", "Partitions this instance owns."),
     m("kappa_kafka_client_errors_total", Counter, "client", "Errors librdkafka reported (broker down, timeouts)."),

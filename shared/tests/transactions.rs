@@ -188,6 +188,15 @@ async fn three_sigkills_copy_every_input_once() {
     }
     producing.await.unwrap();
     assert_copied_once(&env, &output, N).await;
+    // Where the group resumes, as the last instance reports it: the end of
+    // every partition (the input has no transaction markers: N offsets).
+    copier
+        .wait_counter("kappa_sink_committed_offset", N as f64)
+        .await;
+    assert_eq!(
+        copier.counter("kappa_sink_committed_offset").await,
+        N as f64
+    );
     drop(copier);
 }
 

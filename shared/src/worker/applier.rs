@@ -161,6 +161,12 @@ impl<C> Applier<C> {
 }
 
 impl<C> Applier<C> {
+    /// `kappa_sink_committed_offset` of `partition`: where this group resumes
+    /// it, as this instance last stored or loaded it.
+    fn committed_offset(&self, partition: i32) -> metrics::Gauge {
+        metrics::gauge!("kappa_sink_committed_offset", "consumer" => self.name.clone(), "partition" => partition.to_string())
+    }
+
     async fn serve<W>(
         &mut self,
         worker: &mut W,
@@ -230,6 +236,9 @@ impl<C> Applier<C> {
                             }
                         }
                     };
+                    if let Some(start) = start {
+                        self.committed_offset(partition).set(start as f64);
+                    }
                     self.owned.insert(
                         partition,
                         Owned {
@@ -262,10 +271,18 @@ impl<C> Applier<C> {
         W: Worker,
         C: Commit<W>,
     {
+        let partitions = self.batch.partitions();
         let outcome = self
             .committer
             .commit(worker, &mut self.batch, shutdown)
             .await;
+        if let Committed::Done = outcome {
+            for partition in partitions {
+                if let Some(owned) = self.owned.get(&partition) {
+                    self.committed_offset(partition).set(owned.next as f64);
+                }
+            }
+        }
         self.batch.clear();
         self.health.committed();
         self.in_hand.set(0.0);
