@@ -114,12 +114,21 @@ post_json() {  # post_json <url> <json>
   curl -fsS --max-time 30 -H "Authorization: Bearer $(<"$KAPPA_TOKEN_FILE")" -H 'content-type: application/json' -d "$2" "$1"
 }
 field() { kit json "$1"; }
-# Users are published through the users service's outbox: wait until it is empty.
-outbox_empty() { [[ $(kit metric http://127.0.0.1:8081/metrics kappa_outbox_unsent) == 0 ]]; }
+# Users are published through the users service's outbox. Its unsent gauge
+# is refreshed after each relay round and may still read 0 from before the
+# new rows: the published counter must have grown by them too.
+published() { kit metric http://127.0.0.1:8081/metrics kappa_outbox_published_total; }
+outbox_past() {  # outbox_past <count>: that many published, none unsent
+  (($(published) >= $1)) && [[ $(kit metric http://127.0.0.1:8081/metrics kappa_outbox_unsent) == 0 ]]
+}
 create_users() {  # create_users <id...>: each with <id>@example.com
-  local u
-  for u in "$@"; do kit create-user "$u" "$u@example.com"; done
-  quiet_until 30 outbox_empty || fail "the users outbox did not publish the new users within 30 s"
+  local u want status
+  want=$(published)
+  for u in "$@"; do
+    status=$(kit create-user "$u" "$u@example.com") || fail "POST /users $u failed"
+    if [[ $status == 201 ]]; then want=$((want + 1)); fi
+  done
+  quiet_until 30 outbox_past "$want" || fail "the users outbox did not publish the new users within 30 s"
 }
 day_is() {  # day_is <day> <expected json>: the recommendation's counters of that day
   [[ $(kit rec-day "$1") == "$2" ]]

@@ -245,6 +245,7 @@ def cmd_create_user(user_id, email):
                         json.dumps({"id": user_id, "email": email}).encode(), "application/json")
     if status not in (201, 409):
         raise SystemExit(f"POST /users: {status} {body[:300]!r}")
+    print(status)
 
 
 def png(width=48, height=32, seed=0):
