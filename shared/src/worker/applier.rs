@@ -25,6 +25,9 @@ struct Owned {
     epoch: u64,
     /// The next offset expected; older records are duplicates.
     next: i64,
+    /// `kappa_sink_committed_offset` of the partition: where this group
+    /// resumes it, as this instance last stored or loaded it.
+    committed: metrics::Gauge,
 }
 
 /// Runs the worker: the poll thread, the applier loop, the lag gauge.
@@ -161,12 +164,6 @@ impl<C> Applier<C> {
 }
 
 impl<C> Applier<C> {
-    /// `kappa_sink_committed_offset` of `partition`: where this group resumes
-    /// it, as this instance last stored or loaded it.
-    fn committed_offset(&self, partition: i32) -> metrics::Gauge {
-        metrics::gauge!("kappa_sink_committed_offset", "consumer" => self.name.clone(), "partition" => partition.to_string())
-    }
-
     async fn serve<W>(
         &mut self,
         worker: &mut W,
@@ -236,14 +233,16 @@ impl<C> Applier<C> {
                             }
                         }
                     };
+                    let committed = metrics::gauge!("kappa_sink_committed_offset", "consumer" => self.name.clone(), "partition" => partition.to_string());
                     if let Some(start) = start {
-                        self.committed_offset(partition).set(start as f64);
+                        committed.set(start as f64);
                     }
                     self.owned.insert(
                         partition,
                         Owned {
                             epoch,
                             next: start.unwrap_or(0),
+                            committed,
                         },
                     );
                     starts.push((partition, start));
@@ -279,7 +278,7 @@ impl<C> Applier<C> {
         if let Committed::Done = outcome {
             for partition in partitions {
                 if let Some(owned) = self.owned.get(&partition) {
-                    self.committed_offset(partition).set(owned.next as f64);
+                    owned.committed.set(owned.next as f64);
                 }
             }
         }
