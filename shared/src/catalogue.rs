@@ -46,7 +46,8 @@ pub const METRICS: &[Metric] = &[
     // Workers (shared::worker), every consumer.
     m("kappa_sink_events_applied_total", Counter, "consumer", "Events applied and committed with their offsets."),
     m("kappa_sink_dead_lettered_total", Counter, "consumer", "Records committed as dead letters (unparseable, refused, unresolvable)."),
-    m("kappa_sink_refused_total", Counter, "consumer,code", "Events the worker or the database refused (isolated by bisection, then dead-lettered)."),
+    m("kappa_sink_refused_total", Counter, "consumer,code", "Events the worker refused (an outcome, dead-lettered with the batch's commit) or the database refused (isolated by bisection, then dead-lettered)."),
+    m("kappa_sink_skipped_total", Counter, "consumer", "Records that are not the worker's (other event types, events it does not act on): read, their offsets committed with the next commit."),
     m("kappa_sink_duplicates_skipped_total", Counter, "consumer", "Events skipped (offsets committed, nothing applied): their id came within kafka.dedupe_window records before."),
     m("kappa_sink_commit_failures_total", Counter, "consumer", "Commits that failed and were retried (database or broker unavailable)."),
     m("kappa_sink_fenced_total", Counter, "consumer", "Commits refused because a newer owner of the partition fenced this one."),
@@ -92,6 +93,8 @@ pub const METRICS: &[Metric] = &[
     m("kappa_mailer_stage_seconds", Histogram, "mode,stage", "Time per stage of sending one mail."),
     m("kappa_mailer_request_to_sent_seconds", Histogram, "mode", "Time from the mail request's event time to the SMTP acknowledgement."),
     m("kappa_mailer_users_calls_total", Counter, "", "Calls of the stateless mailer to the users service."),
+    m("kappa_mailer_parked_total", Counter, "mode", "Mail requests the stateful mailer parked: their user was not in its address store yet."),
+    m("kappa_mailer_parked", Gauge, "mode", "Mail requests parked now, waiting for their user (or their wait to end)."),
     m("kappa_mailer_users_circuit_open", Gauge, "", "1 while the circuit to the users service is open."),
     // Product DAG.
     m("kappa_products_parts_total", Counter, "kind,outcome", "Asset branch results produced."),

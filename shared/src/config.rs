@@ -55,6 +55,10 @@ pub struct KafkaConfig {
     /// (`shared::worker`) and every replay (`shared::replay`). One value
     /// for both, so the streaming and the batch half count alike. 0: off.
     pub dedupe_window: u64,
+    /// A worker commits the offsets of records that are not its own (other
+    /// types, events it does not act on) with its next batch, or after
+    /// this long when no batch comes: they cost it no commit of their own.
+    pub skipped_commit_ms: u64,
     /// Extra librdkafka producer properties (`linger_ms` -> `linger.ms`).
     #[serde(default)]
     pub producer: BTreeMap<String, String>,

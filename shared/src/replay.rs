@@ -28,6 +28,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -35,6 +36,7 @@ use crate::consume::{classify, Received, Rejection};
 use crate::kafka::ReaderContext;
 use crate::shutdown::CancellationToken;
 use crate::worker::Window;
+use uuid::Uuid;
 
 /// Where a replay starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,7 +287,9 @@ pub fn run(
         .filter(|(_, span)| span.start < span.end)
         .map(|(&p, span)| (p, span.start))
         .collect();
-    let mut windows = windows_before(kafka, &plan.topic, &starts, size, shutdown, |_, _| true)?;
+    let mut windows = windows_before(kafka, &plan.topic, &starts, size, shutdown, |message| {
+        classify(message).ok()?.envelope.id()
+    })?;
     let mut repeats = 0u64;
     read(kafka, plan, progress, shutdown, |record| {
         if let Ok(received) = &record {
@@ -306,16 +310,16 @@ pub fn run(
 }
 
 /// Per partition of `starts`, the window of event ids before its start:
-/// the ids of the `size` records (offsets) before it that `admit` lets in
-/// (given partition and offset), in order, repeats among them included. A
-/// partition whose start is its beginning has an empty window. Blocking.
+/// among the `size` records (offsets) before it, the ids `id_of` admits,
+/// in order, repeats among them included. A partition whose start is its
+/// beginning has an empty window. Blocking.
 pub(crate) fn windows_before(
     kafka: &KafkaConfig,
     topic: &str,
     starts: &BTreeMap<i32, i64>,
     size: u64,
     shutdown: &CancellationToken,
-    admit: impl Fn(i32, i64) -> bool,
+    id_of: impl Fn(&BorrowedMessage<'_>) -> Option<Uuid>,
 ) -> anyhow::Result<BTreeMap<i32, Window>> {
     let mut windows: BTreeMap<i32, Window> =
         starts.keys().map(|&p| (p, Window::new(size))).collect();
@@ -344,21 +348,15 @@ pub(crate) fn windows_before(
         topic: topic.to_owned(),
         spans,
     };
-    read(
+    read_raw(
         kafka,
         &plan,
         &Progress::new(plan.total()),
         shutdown,
-        |record| {
-            let Ok(received) = record else { return };
-            let Some(id) = received.envelope.id() else {
-                return;
-            };
-            if !admit(received.partition, received.offset) {
-                return;
-            }
-            if let Some(window) = windows.get_mut(&received.partition) {
-                window.admit(id, received.offset);
+        |message| {
+            let Some(id) = id_of(message) else { return };
+            if let Some(window) = windows.get_mut(&message.partition()) {
+                window.admit(id, message.offset());
             }
         },
     )?;
@@ -372,6 +370,19 @@ fn read(
     progress: &Progress,
     shutdown: &CancellationToken,
     mut visit: impl FnMut(Result<Received, Rejection>),
+) -> anyhow::Result<()> {
+    read_raw(kafka, plan, progress, shutdown, |message| {
+        visit(classify(message))
+    })
+}
+
+/// Every record of `plan` as read, to `visit`.
+fn read_raw(
+    kafka: &KafkaConfig,
+    plan: &Plan,
+    progress: &Progress,
+    shutdown: &CancellationToken,
+    mut visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<()> {
     let consumer = reader(kafka)?;
     let mut list = TopicPartitionList::new();
@@ -399,7 +410,7 @@ fn read(
                     continue;
                 }
                 let size = message.payload_len() as u64;
-                visit(classify(&message));
+                visit(&message);
                 read += 1;
                 progress.read.fetch_add(1, Ordering::Relaxed);
                 progress.bytes.fetch_add(size, Ordering::Relaxed);

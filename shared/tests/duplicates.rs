@@ -18,7 +18,7 @@ use shared::event::{ClaimRef, ClaimedEvent, EventType};
 use shared::shutdown::CancellationToken;
 use shared::testkit::{eventually, metric, TestEnv, PARTITIONS};
 use shared::worker::{
-    self, Health, KafkaTransactions, Options, Output, Outputs, Postgres, Setup, Worker,
+    self, Health, KafkaTransactions, Options, Output, Outputs, Postgres, Refusals, Setup, Worker,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -31,11 +31,9 @@ struct Copier {
 impl Worker for Copier {
     type Mode = KafkaTransactions;
 
-    fn wants(&self, _: EventType) -> bool {
-        true
-    }
+    const READS: &'static [EventType] = &EventType::ALL;
 
-    async fn apply(&mut self, out: &mut Outputs, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(&mut self, out: &mut Outputs, events: &[Received]) -> anyhow::Result<Refusals> {
         for event in events {
             let shared::event::Envelope::Inline(inline) = &event.envelope else {
                 anyhow::bail!("a claim check reached the worker unresolved");
@@ -47,7 +45,7 @@ impl Worker for Copier {
                 ..Output::default()
             });
         }
-        Ok(())
+        Ok(Refusals::none())
     }
 }
 
@@ -184,11 +182,13 @@ struct Recorder;
 impl Worker for Recorder {
     type Mode = Postgres;
 
-    fn wants(&self, _: EventType) -> bool {
-        true
-    }
+    const READS: &'static [EventType] = &EventType::ALL;
 
-    async fn apply(&mut self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[Received],
+    ) -> anyhow::Result<Refusals> {
         for event in events {
             let shared::event::Envelope::Inline(inline) = &event.envelope else {
                 continue;
@@ -200,7 +200,7 @@ impl Worker for Recorder {
                     .await?;
             }
         }
-        Ok(())
+        Ok(Refusals::none())
     }
 }
 

@@ -16,7 +16,7 @@ use shared::dlq::{header, header_str};
 use shared::event::{ClaimRef, ClaimedEvent, Envelope, EventType};
 use shared::shutdown::CancellationToken;
 use shared::testkit::{eventually, TestEnv};
-use shared::worker::{self, Health, Options, Postgres, Setup, Worker};
+use shared::worker::{self, Health, Options, Postgres, Refusals, Setup, Worker};
 use sqlx::{PgConnection, PgPool};
 
 /// Records (offset, type, key, body) of every event it applies; its table
@@ -26,11 +26,13 @@ struct Recorder;
 impl Worker for Recorder {
     type Mode = Postgres;
 
-    fn wants(&self, _: EventType) -> bool {
-        true
-    }
+    const READS: &'static [EventType] = &EventType::ALL;
 
-    async fn apply(&mut self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[Received],
+    ) -> anyhow::Result<Refusals> {
         for event in events {
             let body = match &event.envelope {
                 Envelope::Inline(e) => serde_json::to_string(&e.body)?,
@@ -45,7 +47,7 @@ impl Worker for Recorder {
                 .execute(&mut *tx)
                 .await?;
         }
-        Ok(())
+        Ok(Refusals::none())
     }
 }
 

@@ -9,8 +9,10 @@
 //! on the shared runtime; each runs in its own consumer group, so side by
 //! side they both send every mail.
 
+mod courier;
 mod log;
 mod mail;
+mod park;
 pub mod store;
 mod users_client;
 mod worker;
@@ -28,6 +30,7 @@ use shared::tasks::Tasks;
 use shared::worker::{Health, Options, Setup};
 use tokio::net::TcpListener;
 
+use courier::Courier;
 pub use mail::Mail;
 use worker::{Directory, Mailer};
 
@@ -79,7 +82,8 @@ pub struct Application {
     mailer: Mailer,
     setup: Setup,
     health: Arc<Health>,
-    store: Option<Arc<store::Store>>,
+    /// The stateful worker's parked requests.
+    parked: Option<park::Parked>,
     settings: Settings,
     shutdown: CancellationToken,
 }
@@ -133,7 +137,7 @@ impl Application {
                 (directory, Some(store))
             }
         };
-        let mailer = Mailer {
+        let courier = Arc::new(Courier {
             pool: pool.clone(),
             smtp: mail::Smtp::new(
                 &config.smtp_host,
@@ -142,8 +146,20 @@ impl Application {
                 mode,
                 config.concurrency,
             )?,
-            directory,
             mode,
+        });
+        let parked = match store {
+            Some(store) => Some(park::Parked {
+                courier: courier.clone(),
+                store,
+                dead_letters: shared::dlq::DeadLetters::new(&settings.kafka)?,
+                wait_for_user: Duration::from_millis(config.wait_for_user_ms),
+            }),
+            None => None,
+        };
+        let mailer = Mailer {
+            courier,
+            directory,
             concurrency: config.concurrency,
         };
         let router = shared::http::finish(
@@ -171,7 +187,7 @@ impl Application {
             mailer,
             setup,
             health,
-            store,
+            parked,
             settings,
             shutdown,
         })
@@ -183,11 +199,11 @@ impl Application {
 
     /// Sends mails (and, stateful, feeds the address store) until shutdown.
     pub async fn run(self) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.addr(), mode = self.mailer.mode, "mailer listening");
+        tracing::info!(addr = %self.addr(), mode = self.mailer.courier.mode, "mailer listening");
         let mut tasks = Tasks::new(self.shutdown.clone());
-        if let Some(store) = self.store {
+        if let Some(parked) = self.parked {
             let feeder = store::feed(
-                store,
+                parked.store.clone(),
                 &self.settings.kafka,
                 &self.setup.options.topic,
                 self.shutdown.clone(),
@@ -197,6 +213,7 @@ impl Application {
                     .await?
                     .map_err(|_| anyhow::anyhow!("the address store's thread panicked"))?
             });
+            tasks.spawn("parked-requests", parked.run(self.shutdown.clone()));
         }
         tasks.spawn(
             "worker",

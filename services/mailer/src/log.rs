@@ -27,13 +27,16 @@ pub enum Claim {
 /// `mode`, in one statement; returns what the log says about each.
 pub async fn claim(
     pool: &PgPool,
-    mails: &[(&Mail, Option<DateTime<Utc>>)],
+    mails: &[&Mail],
     mode: &str,
 ) -> sqlx::Result<HashMap<Uuid, Claim>> {
-    let ids: Vec<Uuid> = mails.iter().map(|(m, _)| m.event_id).collect();
-    let users: Vec<&str> = mails.iter().map(|(m, _)| m.user_id.as_str()).collect();
-    let subjects: Vec<&str> = mails.iter().map(|(m, _)| m.subject.as_str()).collect();
-    let requested: Vec<Option<DateTime<Utc>>> = mails.iter().map(|(_, at)| *at).collect();
+    if mails.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<Uuid> = mails.iter().map(|m| m.event_id).collect();
+    let users: Vec<&str> = mails.iter().map(|m| m.user_id.as_str()).collect();
+    let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    let requested: Vec<Option<DateTime<Utc>>> = mails.iter().map(|m| m.requested_at).collect();
     let rows: Vec<(Uuid, String, i32)> = sqlx::query_as(
         "INSERT INTO mail_log (event_id, mode, user_id, subject, requested_at)
          SELECT id, $2, user_id, subject, requested_at

@@ -6,27 +6,40 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::Message;
+use serde::{Deserialize, Serialize};
 use shared::consume::Received;
-use shared::event::{Action, Envelope, EventBody};
+use shared::event::{Action, Envelope, Event, EventBody};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// One mail to send, before the address is known.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mail {
     pub event_id: Uuid,
     pub user_id: String,
     pub subject: String,
     pub body: String,
+    /// The request's event time.
+    pub requested_at: Option<DateTime<Utc>>,
 }
 
 impl Mail {
+    /// Whether an event asks for a mail (what the mail workers read).
+    pub fn wanted(event: &Event) -> bool {
+        match &event.body {
+            EventBody::MailRequested(_) => true,
+            EventBody::Interaction(i) => i.action == Action::Purchase,
+            _ => false,
+        }
+    }
+
     /// The mail an event asks for: a `mail_requested` as written, an order
     /// confirmation for a purchase; nothing for anything else.
     pub fn of(received: &Received) -> Option<Mail> {
@@ -34,12 +47,14 @@ impl Mail {
             return None;
         };
         let event_id = received.id();
+        let requested_at = received.ts();
         match &event.body {
             EventBody::MailRequested(m) => Some(Mail {
                 event_id,
                 user_id: m.user_id.clone(),
                 subject: m.subject.clone(),
                 body: m.body.clone(),
+                requested_at,
             }),
             EventBody::Interaction(i) if i.action == Action::Purchase => {
                 let cents = i.price_cents.unwrap_or(0);
@@ -53,6 +68,7 @@ impl Mail {
                         cents / 100,
                         cents % 100
                     ),
+                    requested_at,
                 })
             }
             _ => None,

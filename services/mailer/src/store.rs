@@ -132,6 +132,12 @@ impl Store {
         }
     }
 
+    /// Resolves at the store's next write (create it before looking, so no
+    /// write between the look and the wait is missed).
+    pub fn advanced(&self) -> tokio::sync::futures::Notified<'_> {
+        self.advanced.notified()
+    }
+
     /// Whether the store reached the end offsets it saw at start.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

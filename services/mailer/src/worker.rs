@@ -1,24 +1,35 @@
 //! The mail worker, on the shared runtime (Postgres mode): for every
-//! `mail_requested` and every purchase, find the address (from the users
-//! service, or from the worker's own store), send the mail once (`log`), and
-//! let the runtime commit the offsets. A user that does not exist, or an
-//! address the SMTP server refuses, is a dead letter with that reason; a
-//! users service or SMTP server that cannot answer now makes the batch wait
-//! and retry (mails are delayed, never skipped).
+//! `mail_requested` and every purchase (nothing else on the stream reaches
+//! it), find the user's address (from the users service, or from the
+//! worker's own store), send the mail once (`log`), and let the runtime
+//! commit the offsets. Per batch, each user is looked up once, users side
+//! by side (`concurrency`), one user's mails in their order.
+//!
+//! A user that does not exist is an outcome, not a failure: its mails are
+//! refused (`unknown_user`, dead-lettered with the batch's commit), or, by
+//! the stateful worker while the user may still be on its way, parked
+//! (`park`); an address the SMTP server refuses is refused
+//! (`smtp_refused`). A users service or SMTP server that cannot answer now
+//! fails the batch, which is retried (mails are delayed, never skipped;
+//! those already sent are not sent again).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 
 use shared::consume::Received;
-use shared::event::EventType;
-use shared::worker::{Postgres, Refused, Worker};
-use sqlx::{PgConnection, PgPool};
+use shared::event::{Event, EventType};
+use shared::worker::{Postgres, Refusals, Refused, Worker};
+use sqlx::PgConnection;
+use uuid::Uuid;
 
+use crate::courier::{Address, Courier};
 use crate::log::{self, Claim};
-use crate::mail::{Mail, SendError, Smtp};
+use crate::mail::Mail;
+use crate::park;
 use crate::store::Store;
 use crate::users_client::{Found, UsersClient};
 
@@ -34,31 +45,87 @@ pub enum Directory {
     /// Stateful: the worker's own store, fed by `user_updated` events.
     Local {
         store: Arc<Store>,
-        /// How long a mail waits for its user to appear in the store.
+        /// How long after its arrival a request whose user is not in the
+        /// store stays parked, waiting for the user to appear.
         wait_for_user: Duration,
     },
 }
 
+/// What the directory knows of a user.
+enum Lookup {
+    Found(Address),
+    Unknown,
+}
+
+impl Directory {
+    /// The address of `user`, whose last mail of the batch is `last`; an
+    /// error when it cannot be told now.
+    async fn find(&self, user: &str, last: &Received) -> anyhow::Result<Lookup> {
+        match self {
+            Directory::Remote(users) => Ok(match users.find(user).await? {
+                Found::User { email, version } => Lookup::Found(Address {
+                    email,
+                    version: Some(version),
+                }),
+                Found::Unknown => Lookup::Unknown,
+            }),
+            Directory::Local { store, .. } => {
+                // Everything before the requests in their partition (the
+                // user's earlier updates, keyed alike) must be in the store.
+                if !store
+                    .wait_past(last.partition, last.offset, STORE_WAIT)
+                    .await
+                {
+                    anyhow::bail!(
+                        "the address store is at offset {} of partition {}, the request at {}; waiting",
+                        store.position(last.partition),
+                        last.partition,
+                        last.offset
+                    );
+                }
+                Ok(match store.lookup(user)? {
+                    Some((email, version)) => Lookup::Found(Address {
+                        email,
+                        version: Some(version as i64),
+                    }),
+                    None => Lookup::Unknown,
+                })
+            }
+        }
+    }
+
+    /// Until when a request may stay parked for its user (stateful only).
+    fn parked_until(&self, received: &Received) -> Option<DateTime<Utc>> {
+        let Directory::Local { wait_for_user, .. } = self else {
+            return None;
+        };
+        let arrived = received.timestamp.unwrap_or_else(Utc::now);
+        Some(arrived + chrono::Duration::from_std(*wait_for_user).unwrap_or_default())
+    }
+}
+
 pub struct Mailer {
-    pub pool: PgPool,
-    pub smtp: Smtp,
+    pub courier: Arc<Courier>,
     pub directory: Directory,
-    pub mode: &'static str,
-    /// Mails in flight at once (distinct users; one user's mails in order).
+    /// Users looked up, and users' mails in flight, at once.
     pub concurrency: usize,
 }
 
 impl Worker for Mailer {
     type Mode = Postgres;
 
-    fn wants(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::MailRequested | EventType::Interaction
-        )
+    const READS: &'static [EventType] = &[EventType::MailRequested, EventType::Interaction];
+
+    fn wants(event: &Event) -> bool {
+        Mail::wanted(event)
     }
 
-    async fn apply(&mut self, _tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[Received],
+    ) -> anyhow::Result<Refusals> {
+        let mut refusals = Refusals::none();
         // A request the producer sent twice is one mail: the runtime skips
         // a repeat within `kafka.dedupe_window` before it gets here, the
         // mail log beyond it; this set within one batch when the window is
@@ -70,143 +137,119 @@ impl Worker for Mailer {
             .filter(|(_, mail)| seen.insert(mail.event_id))
             .collect();
         if mails.is_empty() {
-            return Ok(());
+            return Ok(refusals);
         }
-        let claims: Vec<_> = mails.iter().map(|(r, m)| (m, r.ts())).collect();
-        let claims = log::claim(&self.pool, &claims, self.mode).await?;
-        // One user's mails in their order, users side by side.
-        let mut users: HashMap<&str, Vec<(&Received, &Mail, i32)>> = HashMap::new();
-        for (received, mail) in &mails {
-            if let Some(Claim::Send { attempt }) = claims.get(&mail.event_id) {
-                users
-                    .entry(&mail.user_id)
-                    .or_default()
-                    .push((received, mail, *attempt));
-            }
+        // Each user's mails in their order (a user's events share a partition).
+        let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, (_, mail)) in mails.iter().enumerate() {
+            users.entry(mail.user_id.as_str()).or_default().push(i);
         }
-        let queues: Vec<_> = users
-            .into_values()
-            .map(|queue| self.deliver_all(queue))
+        let started = Instant::now();
+        let this = &*self;
+        // (The futures are made first: a stream mapping borrowed items
+        // would not be `Send` for every lifetime, as the runtime needs.)
+        let lookups: Vec<_> = users
+            .iter()
+            .map(|(&user, queue)| {
+                let last = mails[*queue.last().expect("a user has a mail")].0;
+                async move { (user, this.directory.find(user, last).await) }
+            })
             .collect();
-        let outcomes: Vec<anyhow::Result<()>> = stream::iter(queues)
+        let lookups: Vec<(&str, anyhow::Result<Lookup>)> = stream::iter(lookups)
             .buffer_unordered(self.concurrency.max(1))
             .collect()
             .await;
-        // Every user's queue ran to its end or its first failure (none cut
-        // off mid-send). A failure that may pass retries the batch; else a
-        // refused mail, for the runtime to set aside.
-        let mut errors: Vec<anyhow::Error> = outcomes.into_iter().filter_map(Result::err).collect();
-        match errors
+        self.courier.stage("address", started);
+        // A user with parked requests has the next ones parked too: they
+        // are sent after those, in order.
+        let parked = match &self.directory {
+            Directory::Local { .. } => {
+                let names: Vec<&str> = users.keys().copied().collect();
+                park::users(tx, self.courier.mode, &names).await?
+            }
+            Directory::Remote(_) => HashSet::new(),
+        };
+        let now = Utc::now();
+        let mut failure = None;
+        let mut to_send: Vec<(&str, Address)> = Vec::new();
+        for (user, lookup) in lookups {
+            let found = match lookup {
+                Ok(Lookup::Found(address)) if !parked.contains(user) => {
+                    to_send.push((user, address));
+                    continue;
+                }
+                Ok(Lookup::Found(_)) => true,
+                Ok(Lookup::Unknown) => false,
+                Err(error) => {
+                    failure.get_or_insert(error);
+                    continue;
+                }
+            };
+            for &i in &users[user] {
+                let (received, mail) = &mails[i];
+                match self.directory.parked_until(received) {
+                    Some(until) if found || until > now => {
+                        park::park(tx, self.courier.mode, mail, received, until.max(now)).await?
+                    }
+                    _ => refusals.refuse(received, self.unknown(user)),
+                }
+            }
+        }
+        // What is to be sent is claimed in the mail log, in one statement.
+        let claimable: Vec<&Mail> = to_send
             .iter()
-            .position(|e| e.downcast_ref::<Refused>().is_none())
-        {
-            Some(transient) => Err(errors.swap_remove(transient)),
-            None => errors.pop().map_or(Ok(()), Err),
+            .flat_map(|(user, _)| users[user].iter().map(|&i| &mails[i].1))
+            .collect();
+        let claims = log::claim(&self.courier.pool, &claimable, self.courier.mode).await?;
+        let deliveries: Vec<_> = to_send
+            .iter()
+            .map(|(user, address)| {
+                let queue: Vec<(&Mail, i32)> = users[user]
+                    .iter()
+                    .map(|&i| &mails[i].1)
+                    .filter_map(|mail| match claims.get(&mail.event_id) {
+                        Some(Claim::Send { attempt }) => Some((mail, *attempt)),
+                        _ => None,
+                    })
+                    .collect();
+                async move { this.courier.deliver_all(&queue, address).await }
+            })
+            .collect();
+        let deliveries = stream::iter(deliveries)
+            .buffer_unordered(self.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        let by_id: HashMap<Uuid, &Received> = mails
+            .iter()
+            .map(|(received, mail)| (mail.event_id, *received))
+            .collect();
+        for delivered in deliveries {
+            for (id, refused) in delivered.refused {
+                refusals.refuse(by_id[&id], refused);
+            }
+            if let Some(error) = delivered.failed {
+                failure.get_or_insert(error);
+            }
+        }
+        // Every user's queue ran to its end or its first failure (none cut
+        // off mid-send): a failure that may pass retries the batch.
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(refusals),
         }
     }
 }
 
 impl Mailer {
-    fn stage(&self, stage: &'static str, started: Instant) {
-        metrics::histogram!("kappa_mailer_stage_seconds", "mode" => self.mode, "stage" => stage)
-            .record(started.elapsed().as_secs_f64());
-    }
-
-    /// Sends one user's claimed mails in order, up to the first failure.
-    async fn deliver_all(&self, queue: Vec<(&Received, &Mail, i32)>) -> anyhow::Result<()> {
-        for (received, mail, attempt) in queue {
-            self.deliver(received, mail, attempt).await?;
-        }
-        Ok(())
-    }
-
-    /// Sends one claimed mail and marks it sent.
-    async fn deliver(&self, received: &Received, mail: &Mail, attempt: i32) -> anyhow::Result<()> {
-        if attempt > 1 {
-            // Interrupted between sending and marking it sent: the one
-            // window where the receiver gets a second copy (same Message-ID).
-            metrics::counter!("kappa_mailer_resent_total", "mode" => self.mode).increment(1);
-        }
-        let started = Instant::now();
-        let (address, version) = self.address(received, mail).await?;
-        self.stage("address", started);
-        let started = Instant::now();
-        match self.smtp.send(mail, &address).await {
-            Ok(()) => {}
-            Err(SendError::Refused(reason)) => {
-                return Err(Refused::new("smtp_refused", reason).into());
-            }
-            Err(error @ SendError::Unavailable(_)) => return Err(error.into()),
-        }
-        self.stage("smtp", started);
-        let started = Instant::now();
-        log::sent(&self.pool, mail, self.mode, &address, version).await?;
-        self.stage("log", started);
-        metrics::counter!("kappa_mailer_sent_total", "mode" => self.mode).increment(1);
-        if let Some(ts) = received.ts() {
-            let waited = (chrono::Utc::now() - ts).num_milliseconds().max(0) as f64 / 1e3;
-            metrics::histogram!("kappa_mailer_request_to_sent_seconds", "mode" => self.mode)
-                .record(waited);
-        }
-        Ok(())
-    }
-
-    /// The address of the mail's user, and the user's version it comes from.
-    async fn address(
-        &self,
-        received: &Received,
-        mail: &Mail,
-    ) -> anyhow::Result<(String, Option<i64>)> {
-        match &self.directory {
-            Directory::Remote(users) => match users.find(&mail.user_id).await? {
-                Found::User { email, version } => Ok((email, Some(version))),
-                Found::Unknown => Err(Refused::new(
-                    "unknown_user",
-                    format!("the users service has no user {}", mail.user_id),
-                )
-                .into()),
-            },
-            Directory::Local {
-                store,
-                wait_for_user,
-            } => {
-                // Everything before this request in its partition (the
-                // user's earlier updates, keyed alike) must be in the store.
-                if !store
-                    .wait_past(received.partition, received.offset, STORE_WAIT)
-                    .await
-                {
-                    anyhow::bail!(
-                        "the address store is at offset {} of partition {}, the request at {}; waiting",
-                        store.position(received.partition),
-                        received.partition,
-                        received.offset
-                    );
-                }
-                if let Some((email, version)) = store.lookup(&mail.user_id)? {
-                    return Ok((email, Some(version as i64)));
-                }
-                // The user may be on its way (written to the users service
-                // just before the request, its event not out yet): wait, but
-                // only until the bound has passed since the request arrived,
-                // so a worker that is behind does not wait again.
-                let arrived = received.timestamp.unwrap_or_else(chrono::Utc::now);
-                let waited = (chrono::Utc::now() - arrived).to_std().unwrap_or_default();
-                if waited < *wait_for_user {
-                    anyhow::bail!(
-                        "user {} is not in the address store yet; waiting",
-                        mail.user_id
-                    );
-                }
-                Err(Refused::new(
-                    "unknown_user",
-                    format!(
-                        "user {} did not appear in the address store within {wait_for_user:?}",
-                        mail.user_id
-                    ),
-                )
-                .into())
-            }
-        }
+    /// Why a user's mails are refused: the user does not exist.
+    fn unknown(&self, user: &str) -> Refused {
+        let reason = match &self.directory {
+            Directory::Remote(_) => format!("the users service has no user {user}"),
+            Directory::Local { wait_for_user, .. } => format!(
+                "user {user} is not in the address store, which has read past the request, \
+                 {wait_for_user:?} after the request arrived"
+            ),
+        };
+        Refused::new("unknown_user", reason)
     }
 }

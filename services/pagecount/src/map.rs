@@ -21,7 +21,7 @@ use shared::consume::Received;
 use shared::dlq::header;
 use shared::event::{ChunkDone, Envelope, Event, EventBody, EventType, MapTask, PageCount};
 use shared::kafka::ReaderContext;
-use shared::worker::{KafkaTransactions, Output, Outputs, Worker};
+use shared::worker::{KafkaTransactions, Output, Outputs, Refusals, Worker};
 use sqlx::PgPool;
 
 use crate::clf;
@@ -89,11 +89,9 @@ fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<(i64, 
 impl Worker for Mapper {
     type Mode = KafkaTransactions;
 
-    fn wants(&self, event_type: EventType) -> bool {
-        event_type == EventType::MapTask
-    }
+    const READS: &'static [EventType] = &[EventType::MapTask];
 
-    async fn apply(&mut self, out: &mut Outputs, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(&mut self, out: &mut Outputs, events: &[Received]) -> anyhow::Result<Refusals> {
         for received in events {
             let Envelope::Inline(Event {
                 body: EventBody::MapTask(task),
@@ -125,7 +123,7 @@ impl Worker for Mapper {
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!("kappa_pagecount_chunks_mapped_total").increment(1);
         }
-        Ok(())
+        Ok(Refusals::none())
     }
 }
 

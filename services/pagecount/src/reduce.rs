@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use shared::consume::Received;
 use shared::event::{Envelope, Event, EventBody, EventType};
-use shared::worker::{Postgres, Worker};
+use shared::worker::{Postgres, Refusals, Worker};
 use sqlx::PgConnection;
 
 pub struct Reducer;
@@ -20,11 +20,13 @@ pub struct Reducer;
 impl Worker for Reducer {
     type Mode = Postgres;
 
-    fn wants(&self, event_type: EventType) -> bool {
-        matches!(event_type, EventType::PageCount | EventType::ChunkDone)
-    }
+    const READS: &'static [EventType] = &[EventType::PageCount, EventType::ChunkDone];
 
-    async fn apply(&mut self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[Received],
+    ) -> anyhow::Result<Refusals> {
         let bodies: Vec<(&Received, &EventBody)> = events
             .iter()
             .filter_map(|r| match &r.envelope {
@@ -43,7 +45,7 @@ impl Worker for Reducer {
             .into_iter()
             .collect();
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(Refusals::none());
         }
         let running: HashSet<i64> = sqlx::query_scalar(
             "SELECT id FROM pagecount_jobs WHERE id = ANY($1) AND state = 'running'",
@@ -110,7 +112,7 @@ impl Worker for Reducer {
         for (job, partition) in touched {
             finish_partition(tx, job, partition).await?;
         }
-        Ok(())
+        Ok(Refusals::none())
     }
 }
 

@@ -18,7 +18,7 @@ use shared::event::{
     AssetFailed, AssetKind, AssetProcessed, Envelope, Event, EventBody, EventType, ProductUploaded,
     UploadedAsset,
 };
-use shared::worker::{KafkaTransactions, Outputs, Worker};
+use shared::worker::{KafkaTransactions, Outputs, Refusals, Worker};
 use uuid::Uuid;
 
 use crate::image::{self, ImageRules};
@@ -37,11 +37,9 @@ pub struct Branch {
 impl Worker for Branch {
     type Mode = KafkaTransactions;
 
-    fn wants(&self, event_type: EventType) -> bool {
-        event_type == EventType::ProductUploaded
-    }
+    const READS: &'static [EventType] = &[EventType::ProductUploaded];
 
-    async fn apply(&mut self, out: &mut Outputs, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(&mut self, out: &mut Outputs, events: &[Received]) -> anyhow::Result<Refusals> {
         for received in events {
             let Envelope::Inline(Event {
                 body: EventBody::ProductUploaded(upload),
@@ -90,7 +88,7 @@ impl Worker for Branch {
                     .record(started.elapsed().as_secs_f64());
             }
         }
-        Ok(())
+        Ok(Refusals::none())
     }
 }
 

@@ -26,7 +26,7 @@ use shared::event::{
     ProductUploaded,
 };
 use shared::shutdown::CancellationToken;
-use shared::worker::{Postgres, Refused, Worker};
+use shared::worker::{Postgres, Refusals, Refused, Worker};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -46,15 +46,19 @@ pub struct Creator {
 impl Worker for Creator {
     type Mode = Postgres;
 
-    fn wants(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::ProductUploaded | EventType::AssetProcessed | EventType::AssetFailed
-        )
-    }
+    const READS: &'static [EventType] = &[
+        EventType::ProductUploaded,
+        EventType::AssetProcessed,
+        EventType::AssetFailed,
+    ];
 
-    async fn apply(&mut self, tx: &mut PgConnection, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[Received],
+    ) -> anyhow::Result<Refusals> {
         let mut decided = false;
+        let mut refusals = Refusals::none();
         for received in events {
             let Envelope::Inline(event) = &received.envelope else {
                 continue;
@@ -62,7 +66,9 @@ impl Worker for Creator {
             let ts = received.ts().unwrap_or_else(Utc::now);
             let product = match &event.body {
                 EventBody::ProductUploaded(upload) => {
-                    self.buffer(tx, received.id(), ts, upload).await?;
+                    if let Err(refused) = self.buffer(tx, received.id(), ts, upload).await? {
+                        refusals.refuse(received, refused);
+                    }
                     continue;
                 }
                 EventBody::AssetProcessed(r) => {
@@ -80,19 +86,20 @@ impl Worker for Creator {
         if decided {
             self.wake.notify_one();
         }
-        Ok(())
+        Ok(refusals)
     }
 }
 
 impl Creator {
-    /// Buffers a new product with every part waiting.
+    /// Buffers a new product with every part waiting; refuses (writing
+    /// nothing) a different upload of a product id that exists.
     async fn buffer(
         &self,
         tx: &mut PgConnection,
         event_id: Uuid,
         uploaded_at: DateTime<Utc>,
         upload: &ProductUploaded,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Result<(), Refused>> {
         let inserted = sqlx::query(
             "INSERT INTO products (id, seller_id, status, metadata, upload_event, uploaded_at, deadline_at)
              VALUES ($1, $2, 'pending', $3, $4, $5, now() + $6 * interval '1 millisecond')
@@ -116,16 +123,15 @@ impl Creator {
             if existing == event_id {
                 metrics::counter!("kappa_products_ignored_total", "why" => "upload_again")
                     .increment(1);
-                return Ok(());
+                return Ok(Ok(()));
             }
-            return Err(Refused::new(
+            return Ok(Err(Refused::new(
                 "product_exists",
                 format!(
                     "product {} was uploaded before (event {existing})",
                     upload.product_id
                 ),
-            )
-            .into());
+            )));
         }
         let (parts, kinds, assets): (Vec<&str>, Vec<&str>, Vec<Option<Value>>) = upload
             .parts()
@@ -154,7 +160,7 @@ impl Creator {
         .await
         .context("buffering the parts")?;
         metrics::counter!("kappa_products_buffered_total").increment(1);
-        Ok(())
+        Ok(Ok(()))
     }
 }
 

@@ -65,6 +65,20 @@ pub fn log_weight(action: Action, t: DateTime<Utc>, half_life_secs: f64) -> f64 
     action_weight(action).log2() + log_growth(t, half_life_secs)
 }
 
+/// The log-score of an action at `t`, or why it cannot be counted (a
+/// weight that is not a finite number), decided before anything changes.
+pub fn weight_of(action: Action, t: DateTime<Utc>, half_life_secs: f64) -> Result<f64, Refused> {
+    let weight = log_weight(action, t, half_life_secs);
+    if weight.is_finite() {
+        Ok(weight)
+    } else {
+        Err(Refused::new(
+            "refused",
+            format!("weight at {t} is not a finite number"),
+        ))
+    }
+}
+
 /// `log2(2^a + 2^b)` without leaving log space (no overflow, no underflow
 /// of the larger term). Commutative bit for bit.
 pub fn log_add(a: f64, b: f64) -> f64 {
@@ -134,23 +148,28 @@ fn slot<'m, V: Default>(map: &'m mut Map<String, V>, key: &str) -> &'m mut V {
 }
 
 impl PartitionModel {
-    /// Folds one interaction into the model. A weight or score that would
-    /// not be a finite number is refused (the caller reloads the partition
-    /// and dead-letters the event): nothing non-finite reaches the state.
+    /// Folds one interaction into the model ([`weight_of`], then
+    /// [`PartitionModel::apply_weighted`]).
     pub fn apply(
         &mut self,
         interaction: &Interaction,
         ts: DateTime<Utc>,
         half_life_secs: f64,
     ) -> Result<(), Refused> {
+        let weight = weight_of(interaction.action, ts, half_life_secs)?;
+        self.apply_weighted(interaction, weight)
+    }
+
+    /// Folds one interaction of log-score `weight` into the model. A score
+    /// that would not be a finite number is refused, possibly after other
+    /// scores changed (the caller reloads the partition and dead-letters
+    /// the event): nothing non-finite reaches the state.
+    pub fn apply_weighted(
+        &mut self,
+        interaction: &Interaction,
+        weight: f64,
+    ) -> Result<(), Refused> {
         let product = interaction.product_id.as_str();
-        let weight = log_weight(interaction.action, ts, half_life_secs);
-        if !weight.is_finite() {
-            return Err(Refused::new(
-                "refused",
-                format!("weight at {ts} is not a finite number"),
-            ));
-        }
         let user = slot(&mut self.users, &interaction.user_id);
 
         for (other, _) in user.recent.iter().filter(|(q, _)| q != product) {

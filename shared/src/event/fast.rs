@@ -37,6 +37,42 @@ fn parse_from<'de, R: serde_json::de::Read<'de>>(
     Some(event)
 }
 
+/// The type a record names, read without parsing the rest: the first
+/// top-level `type`, other fields before it skipped unread. `None` when it
+/// cannot tell (not a JSON object, no `type` before something unreadable, a
+/// name that is no type): the precise parse then decides, and explains.
+/// What a consumer skips on this answer alone is a record of a type it does
+/// not read; the consumers that read the type parse it whole.
+pub fn peek_type(bytes: &[u8]) -> Option<EventType> {
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // Stops at `type` with an error of its own making: the rest is not read.
+    let _ = de::Deserializer::deserialize_map(&mut de, Peek(&mut found));
+    found
+}
+
+struct Peek<'a>(&'a mut Option<EventType>);
+
+impl<'de> Visitor<'de> for Peek<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if key.as_str() == "type" {
+                let name: Key<'de> = map.next_value()?;
+                *self.0 = EventType::from_name(name.as_str());
+                return Err(de::Error::custom("peeked"));
+            }
+            map.next_value::<de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
 struct EventVisitor;
 
 impl<'de> Visitor<'de> for EventVisitor {

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use fast::peek_type;
 pub use limits::{email_problem, Limits};
 pub use parse::{parse, ParseError};
 pub use schema::{EventBody, EventType};

@@ -194,3 +194,34 @@ fn the_fast_path_takes_common_shapes() {
     assert!(super::fast::parse_inline(body_first).is_none());
     assert!(parse(body_first).is_ok(), "the precise path still takes it");
 }
+
+#[test]
+fn a_peek_names_the_type_every_valid_event_has() {
+    let lines = [
+        r#"{"type":"interaction","user_id":"u1","product_id":"p7","action":"view"}"#,
+        r#"{"id":"0193a5c2-7f1e-7000-8000-000000000001","ts":"2026-11-20T10:00:00Z","type":"user_updated","user_id":"u2","email":"a@example.com"}"#,
+        r#"{"user_id":"u1","subject":"s","body":"{\"type\":\"interaction\"}","type":"mail_requested"}"#,
+        r#"{"type":"product_uploaded","product_id":"p1","metadata":{"type":"lamp","title":"T"},"assets":[]}"#,
+        r#"{"\u0074ype":"page_access","page":"/"}"#,
+        r#"{"type":"mail_requested","key":"u1","claim_check":{"token":"0193a5c2-7f1e-7000-8000-0000000000aa","sha256":"ab","size":2,"content_type":"application/json"}}"#,
+    ];
+    for line in lines {
+        let parsed = parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(
+            super::peek_type(line.as_bytes()),
+            Some(parsed.event_type()),
+            "{line}"
+        );
+    }
+    // Nothing to tell: the precise parse decides (and dead-letters).
+    for line in [
+        "not json",
+        r#"{"user_id":"u1"}"#,
+        r#"{"type":"no_such_type"}"#,
+        r#"{"type":7}"#,
+        r#"["type","interaction"]"#,
+        r#"{"user_id":}"#,
+    ] {
+        assert_eq!(super::peek_type(line.as_bytes()), None, "{line}");
+    }
+}

@@ -13,11 +13,11 @@ use tokio::sync::mpsc;
 
 use super::batch::{Batch, Polled};
 use super::commit::{Backoff, Commit, Committed};
+use super::filter::Filter;
 use super::health::Health;
 use super::poll::{self, Seek};
 use super::rebalance::{Consumer, Context, Control, Epochs};
 use super::{Setup, Start, Worker};
-use crate::event::EventType;
 use crate::shutdown::CancellationToken;
 
 /// A partition this instance owns.
@@ -76,15 +76,12 @@ where
         }
     };
     health.loaded();
-    let mut wanted = [false; EventType::COUNT];
-    for t in EventType::ALL {
-        wanted[t as usize] = worker.wants(t);
-    }
+    let filter = Filter::of::<W>();
     let poller = {
         let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
         std::thread::Builder::new()
             .name(format!("poll-{}", options.group))
-            .spawn(move || poll::run(consumer, records, seeks_rx, wanted, shutdown))
+            .spawn(move || poll::run(consumer, records, seeks_rx, filter, shutdown))
             .context("starting the poll thread")?
     };
     let lag = tokio::spawn(super::health::watch_lag(
@@ -99,6 +96,7 @@ where
         "kappa_sink_events_applied_total",
         "kappa_sink_dead_lettered_total",
         "kappa_sink_duplicates_skipped_total",
+        "kappa_sink_skipped_total",
         "kappa_sink_commit_failures_total",
         "kappa_sink_fenced_total",
     ] {
@@ -113,6 +111,7 @@ where
         health,
         max_events: options.max_batch_events.max(1),
         max_age: Duration::from_millis(options.max_batch_ms.max(1)),
+        skip_age: Duration::from_millis(setup.kafka.skipped_commit_ms.max(1)),
         name: options.group.clone(),
         in_hand: metrics::gauge!("kappa_sink_records_in_hand", "consumer" => options.group.clone()),
         assigned: metrics::gauge!("kappa_sink_partitions_assigned", "consumer" => options.group.clone()),
@@ -140,6 +139,9 @@ struct Applier<C> {
     health: Arc<Health>,
     max_events: usize,
     max_age: Duration,
+    /// How long the offsets of records that were not the worker's may wait
+    /// for a batch to ride with before they commit on their own.
+    skip_age: Duration,
     name: String,
     /// `kappa_sink_records_in_hand`: the batch's size now.
     in_hand: metrics::Gauge,
@@ -158,6 +160,7 @@ impl<C> Applier<C> {
         }
         owned.next = polled.offset + 1;
         self.batch.push(polled);
+        // Skipped records are no work held: only entries can make it stuck.
         self.health.holding(self.batch.opened);
         self.in_hand.set(self.batch.len() as f64);
     }
@@ -177,13 +180,13 @@ impl<C> Applier<C> {
         loop {
             let due = self
                 .batch
-                .deadline(self.max_age)
+                .deadline(self.max_age, self.skip_age)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(request) = control.recv() => self.control(worker, request, shutdown).await,
-                _ = tokio::time::sleep_until(due.into()), if !self.batch.is_empty() => {
+                _ = tokio::time::sleep_until(due.into()), if !self.batch.holds_nothing() => {
                     self.commit(worker, shutdown).await;
                 }
                 polled = records.recv() => match polled {
@@ -202,7 +205,7 @@ impl<C> Applier<C> {
         // channel close and leaves the group.
         // Retries end with the token, so this is one attempt (bounded by the
         // database's and the broker's timeouts).
-        if !self.batch.is_empty() {
+        if !self.batch.holds_nothing() {
             self.commit(worker, shutdown).await;
         }
         drop(records);
@@ -252,7 +255,7 @@ impl<C> Applier<C> {
                 let _ = reply.send(starts);
             }
             Control::Revoke { partitions, reply } => {
-                if !self.batch.is_empty() {
+                if !self.batch.holds_nothing() {
                     self.commit(worker, shutdown).await;
                 }
                 for partition in partitions {
@@ -270,6 +273,7 @@ impl<C> Applier<C> {
         W: Worker,
         C: Commit<W>,
     {
+        // Every partition the batch moves, skipped-only ones included.
         let partitions = self.batch.partitions();
         let outcome = self
             .committer

@@ -1,8 +1,9 @@
 //! A batch in hand: records in the order they were polled (per partition,
 //! offset order), each an event for the worker, a repeat of an event id
-//! (skipped), or a record bound for the DLQ. Ranges of a batch keep
+//! (skipped), or a record bound for the DLQ; and, per partition, how far the
+//! records that are not the worker's reach. Ranges of a batch keep
 //! per-partition order, so a prefix of a batch can commit on its own (what
-//! bisecting a refused batch relies on).
+//! bisecting a batch the database refused relies on).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -13,10 +14,12 @@ use uuid::Uuid;
 
 use crate::consume::{Received, Rejection};
 
-/// One polled record, tagged with its partition's epoch at poll time.
+/// One polled record (or run of skipped records), tagged with its
+/// partition's epoch at poll time.
 pub(crate) struct Polled {
     pub epoch: u64,
     pub partition: i32,
+    /// The record's offset; a skipped run's last one.
     pub offset: i64,
     /// When the poll thread fetched it: the record's arrival here, from
     /// which commit latency is measured (its timestamp is the event time).
@@ -27,37 +30,29 @@ pub(crate) struct Polled {
     pub record: Record,
 }
 
-/// What a polled record is.
+/// What a polled record is. Each record for the worker comes with the
+/// record as read: its dead letter copies it byte for byte.
 pub(crate) enum Record {
-    Event(Received),
-    /// A claim-checked envelope the worker wants: resolved before applying;
-    /// the original message is kept for the DLQ.
+    Event(Received, OwnedMessage),
+    /// A claim-checked envelope the worker wants: resolved before applying.
     Claimed(Received, OwnedMessage),
     /// Bound for the DLQ.
     Rejected(OwnedMessage, Rejection),
+    /// This many records that are not the worker's, up to the offset.
+    Skipped(u64),
 }
 
 /// Where an entry's record went.
 pub(crate) enum Slot {
-    /// Index into [`Batch::events`].
-    Event(usize),
+    /// An event for the worker: the next of [`Batch::events`] (events are
+    /// kept in entry order, one per `Event` slot).
+    Event,
     /// A claim-checked envelope to resolve before the batch applies.
-    Claimed {
-        event: Box<Received>,
-        message: OwnedMessage,
-    },
-    /// A dead letter, and whether the DLQ acknowledged it already.
-    Dead {
-        message: OwnedMessage,
-        rejection: Rejection,
-        sent: bool,
-    },
-    /// An event the database refused: dead-lettered by origin.
-    Refused {
-        event: usize,
-        rejection: Rejection,
-        sent: bool,
-    },
+    Claimed(Box<Received>),
+    /// A dead letter (a rejection, an unresolvable claim check, an event
+    /// the worker or the database refused), and whether the DLQ
+    /// acknowledged it already.
+    Dead { rejection: Rejection, sent: bool },
     /// An event whose id was applied within the window: acknowledged, not
     /// applied. Kept, since a refusal of the earlier copy makes it an event
     /// again.
@@ -70,6 +65,8 @@ pub(crate) struct Entry {
     pub offset: i64,
     pub fetched: Instant,
     pub id: Option<Uuid>,
+    /// The record as read.
+    pub message: OwnedMessage,
     pub slot: Slot,
 }
 
@@ -89,9 +86,19 @@ pub(crate) struct Step {
 #[derive(Default)]
 pub struct Batch {
     pub(crate) entries: Vec<Entry>,
-    /// The events, in entry order: a range of entries holds a contiguous run.
+    /// The events of the `Event` slots, in entry order.
     pub(crate) events: Vec<Received>,
+    /// When the first entry came: the batch closes `max_batch_ms` later.
     pub(crate) opened: Option<Instant>,
+    /// Per partition, the offset after the last record that was not the
+    /// worker's, when no entry of the partition came after it. Such records
+    /// have no entry: their offsets move with the batch's last range (once
+    /// every entry before them committed).
+    skipped: BTreeMap<i32, i64>,
+    skipped_count: u64,
+    /// When the first of them came, while the batch has no entry: its
+    /// offsets are committed within the skip interval even if none comes.
+    skipped_since: Option<Instant>,
 }
 
 impl Batch {
@@ -104,46 +111,72 @@ impl Batch {
             record,
             ..
         } = polled;
-        let slot = match record {
-            Record::Event(event) => {
-                self.events.push(event);
-                Slot::Event(self.events.len() - 1)
+        if !matches!(record, Record::Skipped(_)) {
+            // Its entry carries the partition past what was skipped before it.
+            self.skipped.remove(&partition);
+        }
+        let (slot, message) = match record {
+            Record::Skipped(count) => {
+                self.skipped.insert(partition, offset + 1);
+                self.skipped_count += count;
+                self.skipped_since.get_or_insert(fetched);
+                return;
             }
-            Record::Claimed(event, message) => Slot::Claimed {
-                event: Box::new(event),
+            Record::Event(event, message) => {
+                self.events.push(event);
+                (Slot::Event, message)
+            }
+            Record::Claimed(event, message) => (Slot::Claimed(Box::new(event)), message),
+            Record::Rejected(message, rejection) => (
+                Slot::Dead {
+                    rejection,
+                    sent: false,
+                },
                 message,
-            },
-            Record::Rejected(message, rejection) => Slot::Dead {
-                message,
-                rejection,
-                sent: false,
-            },
+            ),
         };
         self.entries.push(Entry {
             partition,
             offset,
             fetched,
             id,
+            message,
             slot,
         });
         self.opened.get_or_insert_with(Instant::now);
     }
 
+    /// Records in hand for the worker (skipped ones are not counted).
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Nothing to commit: no entry, no skipped offset.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.entries.is_empty() && self.skipped.is_empty()
     }
 
-    /// When the batch must close because of its age.
-    pub(crate) fn deadline(&self, max_age: Duration) -> Option<Instant> {
-        self.opened.map(|opened| opened + max_age)
+    /// When the batch must close: `max_age` after its first entry, or, with
+    /// only skipped records, `skip_age` after the first of them.
+    pub(crate) fn deadline(&self, max_age: Duration, skip_age: Duration) -> Option<Instant> {
+        match (self.opened, self.skipped_since) {
+            (Some(opened), _) => Some(opened + max_age),
+            (None, Some(since)) => Some(since + skip_age),
+            (None, None) => None,
+        }
     }
 
-    /// The partitions with records in the batch.
+    /// Every partition the batch moves (its entries' and its skipped ones').
     pub(crate) fn partitions(&self) -> Vec<i32> {
+        let mut partitions = self.entry_partitions();
+        partitions.extend(self.skipped.keys());
+        partitions.sort_unstable();
+        partitions.dedup();
+        partitions
+    }
+
+    /// The partitions with entries: those whose state applying may touch.
+    pub(crate) fn entry_partitions(&self) -> Vec<i32> {
         let mut partitions: Vec<i32> = self.entries.iter().map(|e| e.partition).collect();
         partitions.sort_unstable();
         partitions.dedup();
@@ -155,40 +188,66 @@ impl Batch {
         self.entries[range].iter().map(|e| e.fetched)
     }
 
-    /// The events of `range` that the worker applies: refused ones left out
-    /// (a refused event is always alone in its range).
+    /// The events of `range` that the worker applies.
     pub(crate) fn events_in(&self, range: Range<usize>) -> &[Received] {
-        let indexes: Vec<usize> = self.entries[range]
+        let before = self.events_before(range.start);
+        let within = self.entries[range]
             .iter()
-            .filter_map(|e| match e.slot {
-                Slot::Event(i) => Some(i),
-                _ => None,
-            })
-            .collect();
-        match (indexes.first(), indexes.last()) {
-            (Some(&first), Some(&last)) => &self.events[first..=last],
-            _ => &[],
-        }
+            .filter(|e| matches!(e.slot, Slot::Event))
+            .count();
+        &self.events[before..before + within]
     }
 
-    /// Per partition of `range`: where it ends and what it counts.
+    /// How many `Event` slots come before entry `index`.
+    fn events_before(&self, index: usize) -> usize {
+        self.entries[..index]
+            .iter()
+            .filter(|e| matches!(e.slot, Slot::Event))
+            .count()
+    }
+
+    /// Whether `range` is the batch's last: the one the skipped offsets
+    /// move with.
+    fn is_last(&self, range: &Range<usize>) -> bool {
+        range.end == self.entries.len()
+    }
+
+    /// Per partition of `range`: where it ends and what it counts (the
+    /// last range also takes the skipped records' offsets).
     pub(crate) fn steps(&self, range: Range<usize>) -> BTreeMap<i32, Step> {
         let mut steps: BTreeMap<i32, Step> = BTreeMap::new();
+        let empty = |next| Step {
+            next,
+            applied: 0,
+            dead: 0,
+            repeats: 0,
+        };
+        if self.is_last(&range) {
+            for (&partition, &next) in &self.skipped {
+                steps.insert(partition, empty(next));
+            }
+        }
         for entry in &self.entries[range] {
-            let step = steps.entry(entry.partition).or_insert(Step {
-                next: entry.offset + 1,
-                applied: 0,
-                dead: 0,
-                repeats: 0,
-            });
+            let step = steps
+                .entry(entry.partition)
+                .or_insert_with(|| empty(entry.offset + 1));
             step.next = step.next.max(entry.offset + 1);
             match entry.slot {
-                Slot::Event(_) | Slot::Claimed { .. } => step.applied += 1,
-                Slot::Dead { .. } | Slot::Refused { .. } => step.dead += 1,
+                Slot::Event | Slot::Claimed(_) => step.applied += 1,
+                Slot::Dead { .. } => step.dead += 1,
                 Slot::Repeat(_) => step.repeats += 1,
             }
         }
         steps
+    }
+
+    /// Records of `range` skipped as not the worker's.
+    pub(crate) fn skipped_in(&self, range: &Range<usize>) -> u64 {
+        if self.is_last(range) {
+            self.skipped_count
+        } else {
+            0
+        }
     }
 
     /// Splits `range` in two, each with at least one event, or `None` when
@@ -196,7 +255,7 @@ impl Batch {
     pub(crate) fn bisect(&self, range: Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
         let events: Vec<usize> = range
             .clone()
-            .filter(|&i| matches!(self.entries[i].slot, Slot::Event(_)))
+            .filter(|&i| matches!(self.entries[i].slot, Slot::Event))
             .collect();
         if events.len() < 2 {
             return None;
@@ -205,18 +264,26 @@ impl Batch {
         Some((range.start..cut, cut..range.end))
     }
 
-    /// Marks the only event of `range` as refused by the database.
-    pub(crate) fn refuse(&mut self, range: Range<usize>, rejection: Rejection) {
-        for entry in &mut self.entries[range] {
-            if let Slot::Event(event) = entry.slot {
-                entry.slot = Slot::Refused {
-                    event,
+    /// Marks the events at `refused` (entry index, rejection) dead letters.
+    pub(crate) fn refuse(&mut self, mut refused: BTreeMap<usize, Rejection>) {
+        self.reslot(|i, _, slot, event| match (slot, refused.remove(&i)) {
+            (Slot::Event, Some(rejection)) => (
+                Slot::Dead {
                     rejection,
                     sent: false,
-                };
-                return;
-            }
-        }
+                },
+                None,
+            ),
+            (slot, _) => (slot, event),
+        });
+    }
+
+    /// The entry index of each event of `range`, by (partition, offset).
+    pub(crate) fn event_entries(&self, range: Range<usize>) -> BTreeMap<(i32, i64), usize> {
+        range
+            .filter(|&i| matches!(self.entries[i].slot, Slot::Event))
+            .map(|i| ((self.entries[i].partition, self.entries[i].offset), i))
+            .collect()
     }
 
     /// The claim-checked envelopes waiting to be resolved: (entry, event).
@@ -225,98 +292,81 @@ impl Batch {
             .iter()
             .enumerate()
             .filter_map(|(i, e)| match &e.slot {
-                Slot::Claimed { event, .. } => Some((i, &**event)),
+                Slot::Claimed(event) => Some((i, &**event)),
                 _ => None,
             })
             .collect()
     }
 
-    /// Replaces every claimed entry by its resolved event or a dead letter,
-    /// keeping the batch's order (and the events' contiguity).
+    /// Replaces every claimed entry by its resolved event or a dead letter.
     pub(crate) fn settle(&mut self, mut resolved: BTreeMap<usize, Result<Received, Rejection>>) {
-        let mut old_events = std::mem::take(&mut self.events)
-            .into_iter()
-            .map(Some)
-            .collect::<Vec<_>>();
-        for (i, entry) in self.entries.iter_mut().enumerate() {
-            let slot = std::mem::replace(&mut entry.slot, Slot::Event(usize::MAX));
-            entry.slot = match slot {
-                Slot::Event(index) => {
-                    let event = old_events[index].take().expect("each event once");
-                    self.events.push(event);
-                    Slot::Event(self.events.len() - 1)
-                }
-                Slot::Claimed { event, message } => match resolved.remove(&i) {
-                    Some(Ok(event)) => {
-                        self.events.push(event);
-                        Slot::Event(self.events.len() - 1)
-                    }
-                    Some(Err(rejection)) => Slot::Dead {
-                        message,
+        self.reslot(|i, _, slot, event| match slot {
+            Slot::Claimed(envelope) => match resolved.remove(&i) {
+                Some(Ok(event)) => (Slot::Event, Some(event)),
+                Some(Err(rejection)) => (
+                    Slot::Dead {
                         rejection,
                         sent: false,
                     },
-                    // Not resolved (not wanted): passed on as the envelope.
-                    None => {
-                        self.events.push(*event);
-                        Slot::Event(self.events.len() - 1)
-                    }
-                },
-                other => other,
-            };
-        }
+                    None,
+                ),
+                // Not resolved: handed over as the envelope.
+                None => (Slot::Event, Some(*envelope)),
+            },
+            slot => (slot, event),
+        });
     }
 
     /// Decides again, for each event from entry `from` on, whether it is a
     /// repeat (`repeat` says, given its partition, offset and id; events
     /// without an id never are); entries before `from` keep what they are.
-    /// Every entry keeps its place, and the events their contiguity.
-    pub(crate) fn sift(&mut self, from: usize, mut repeat: impl FnMut(i32, i64, Uuid) -> bool) {
-        let mut old_events = std::mem::take(&mut self.events)
-            .into_iter()
-            .map(Some)
-            .collect::<Vec<_>>();
-        let events = &mut self.events;
-        let mut keep = |event: Received| {
-            events.push(event);
-            events.len() - 1
-        };
-        for (i, entry) in self.entries.iter_mut().enumerate() {
-            let slot = std::mem::replace(&mut entry.slot, Slot::Event(usize::MAX));
-            let event = match slot {
-                Slot::Event(index) => old_events[index].take().expect("each event once"),
-                Slot::Repeat(event) if i < from => {
-                    entry.slot = Slot::Repeat(event);
-                    continue;
-                }
-                Slot::Repeat(event) => *event,
-                Slot::Refused {
-                    event,
-                    rejection,
-                    sent,
-                } => {
-                    let event = old_events[event].take().expect("each event once");
-                    entry.slot = Slot::Refused {
-                        event: keep(event),
-                        rejection,
-                        sent,
-                    };
-                    continue;
-                }
-                other => {
-                    entry.slot = other;
-                    continue;
-                }
+    /// Returns the first entry that was a repeat and is an event now.
+    pub(crate) fn sift(
+        &mut self,
+        from: usize,
+        mut repeat: impl FnMut(i32, i64, Uuid) -> bool,
+    ) -> Option<usize> {
+        let mut revived = None;
+        self.reslot(|i, entry, slot, event| {
+            let (was_repeat, event) = match slot {
+                Slot::Event => (false, event.expect("an event slot has its event")),
+                Slot::Repeat(event) if i >= from => (true, *event),
+                slot => return (slot, event),
             };
             let repeated = i >= from
                 && entry
                     .id
                     .is_some_and(|id| repeat(entry.partition, entry.offset, id));
-            entry.slot = if repeated {
-                Slot::Repeat(Box::new(event))
+            if repeated {
+                (Slot::Repeat(Box::new(event)), None)
             } else {
-                Slot::Event(keep(event))
+                if was_repeat {
+                    revived.get_or_insert(i);
+                }
+                (Slot::Event, Some(event))
+            }
+        });
+        revived
+    }
+
+    /// Gives every entry its slot again, as `decide` says from its index,
+    /// the entry, its slot and (for an `Event` slot) its event; the events
+    /// are rebuilt in entry order, one per `Event` slot.
+    fn reslot(
+        &mut self,
+        mut decide: impl FnMut(usize, &Entry, Slot, Option<Received>) -> (Slot, Option<Received>),
+    ) {
+        let mut old = std::mem::take(&mut self.events).into_iter();
+        for (i, entry) in self.entries.iter_mut().enumerate() {
+            let slot = std::mem::replace(&mut entry.slot, Slot::Event);
+            let event = match slot {
+                Slot::Event => Some(old.next().expect("an event per event slot")),
+                _ => None,
             };
+            let (slot, event) = decide(i, entry, slot, event);
+            debug_assert_eq!(matches!(slot, Slot::Event), event.is_some());
+            self.events.extend(event);
+            entry.slot = slot;
         }
     }
 
@@ -325,5 +375,130 @@ impl Batch {
         self.entries.clear();
         self.events.clear();
         self.opened = None;
+        self.skipped.clear();
+        self.skipped_count = 0;
+        self.skipped_since = None;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::event::parse;
+
+    /// A record for partition 0 at `offset` (an event for the worker).
+    pub(crate) fn polled(offset: i64, event_id: Option<u128>) -> Polled {
+        let payload = format!(
+            r#"{{"type":"interaction","user_id":"u1","product_id":"p{offset}","action":"view"}}"#
+        );
+        let envelope = parse(payload.as_bytes()).unwrap();
+        let message = OwnedMessage::new(
+            Some(payload.into_bytes()),
+            Some(b"u1".to_vec()),
+            "t".into(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            offset,
+            None,
+        );
+        Polled {
+            epoch: 1,
+            partition: 0,
+            offset,
+            fetched: Instant::now(),
+            id: event_id.map(Uuid::from_u128),
+            record: Record::Event(
+                Received {
+                    envelope,
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                    timestamp: None,
+                },
+                message,
+            ),
+        }
+    }
+
+    fn skipped(partition: i32, through: i64, count: u64) -> Polled {
+        Polled {
+            epoch: 1,
+            partition,
+            offset: through,
+            fetched: Instant::now(),
+            id: None,
+            record: Record::Skipped(count),
+        }
+    }
+
+    fn offsets(events: &[Received]) -> Vec<i64> {
+        events.iter().map(|e| e.offset).collect()
+    }
+
+    #[test]
+    fn skipped_records_move_with_the_last_range_only() {
+        let mut batch = Batch::default();
+        batch.push(polled(3, None));
+        batch.push(skipped(0, 9, 6));
+        batch.push(skipped(4, 120, 100));
+        batch.push(polled(10, None));
+        assert_eq!(batch.len(), 2, "skipped records are not entries");
+        assert_eq!(batch.partitions(), vec![0, 4]);
+        assert_eq!(batch.entry_partitions(), vec![0]);
+        // The first range ends before the skipped run: it moves to 4 only.
+        assert_eq!(batch.steps(0..1)[&0].next, 4);
+        assert!(!batch.steps(0..1).contains_key(&4));
+        assert_eq!(batch.skipped_in(&(0..1)), 0);
+        let last = batch.steps(1..2);
+        assert_eq!((last[&0].next, last[&4].next), (11, 121));
+        assert_eq!(last[&4].applied + last[&4].dead + last[&4].repeats, 0);
+        assert_eq!(batch.skipped_in(&(1..2)), 106);
+        assert_eq!(batch.steps(0..2)[&0].applied, 2);
+    }
+
+    #[test]
+    fn a_batch_of_skipped_records_only_closes_after_the_skip_age() {
+        let mut batch = Batch::default();
+        assert!(batch.holds_nothing());
+        batch.push(skipped(2, 50, 51));
+        assert!(!batch.holds_nothing() && batch.entries.is_empty());
+        let since = batch.skipped_since.unwrap();
+        let (age, skip_age) = (Duration::from_millis(5), Duration::from_secs(1));
+        assert_eq!(batch.deadline(age, skip_age), Some(since + skip_age));
+        assert_eq!(batch.steps(0..0)[&2].next, 51);
+        batch.push(polled(7, None));
+        assert_eq!(
+            batch.deadline(age, skip_age),
+            Some(batch.opened.unwrap() + age),
+            "an entry closes it at its own age"
+        );
+        batch.clear();
+        assert!(batch.holds_nothing() && batch.deadline(age, skip_age).is_none());
+    }
+
+    #[test]
+    fn refused_events_leave_the_events_and_count_as_dead() {
+        let mut batch = Batch::default();
+        for offset in 0..5 {
+            batch.push(polled(offset, None));
+        }
+        let found = batch.event_entries(0..5);
+        let rejection = |r: &str| Rejection {
+            code: "unknown_user",
+            reason: r.into(),
+        };
+        batch.refuse(BTreeMap::from([
+            (found[&(0, 1)], rejection("one")),
+            (found[&(0, 3)], rejection("three")),
+        ]));
+        assert_eq!(offsets(batch.events_in(0..5)), vec![0, 2, 4]);
+        assert_eq!(offsets(batch.events_in(2..5)), vec![2, 4]);
+        let step = batch.steps(0..5)[&0];
+        assert_eq!((step.next, step.applied, step.dead), (5, 3, 2));
+        assert!(matches!(
+            &batch.entries[3].slot,
+            Slot::Dead { rejection, sent: false } if rejection.reason == "three"
+        ));
+        assert!(batch.bisect(3..4).is_none(), "no event left in it");
     }
 }

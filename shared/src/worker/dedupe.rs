@@ -38,7 +38,10 @@ use std::time::Instant;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use rdkafka::message::Message;
+
 use super::batch::{Batch, Slot};
+use super::filter::Filter;
 use super::Setup;
 use crate::config::KafkaConfig;
 use crate::shutdown::CancellationToken;
@@ -105,6 +108,8 @@ pub(super) struct Dedupe {
     pool: PgPool,
     consumer: String,
     topic: String,
+    /// What the worker reads: only its events' ids enter a window.
+    filter: Filter,
     windows: BTreeMap<i32, Window>,
     /// Partitions (re)started whose window is still to be read: where each
     /// starts (`None`: at its beginning).
@@ -112,8 +117,9 @@ pub(super) struct Dedupe {
 }
 
 impl Dedupe {
-    pub fn new(setup: &Setup) -> Self {
+    pub fn new(setup: &Setup, filter: Filter) -> Self {
         Self {
+            filter,
             size: setup.kafka.dedupe_window,
             kafka: setup.kafka.clone(),
             pool: setup.pool.clone(),
@@ -162,16 +168,20 @@ impl Dedupe {
             .iter()
             .map(|(&p, &next)| (p, next.unwrap_or(0)))
             .collect();
-        let (kafka, topic, size, shutdown) = (
+        let (kafka, topic, size, shutdown, filter) = (
             self.kafka.clone(),
             self.topic.clone(),
             self.size,
             shutdown.clone(),
+            self.filter,
         );
         let started = Instant::now();
         let windows = tokio::task::spawn_blocking(move || {
-            crate::replay::windows_before(&kafka, &topic, &starts, size, &shutdown, |p, o| {
-                !dead.contains(&(p, o))
+            crate::replay::windows_before(&kafka, &topic, &starts, size, &shutdown, |message| {
+                let origin = (message.partition(), message.offset());
+                filter
+                    .admitted_id(message)
+                    .filter(|_| !dead.contains(&origin))
             })
         })
         .await??;
@@ -191,9 +201,10 @@ impl Dedupe {
     /// before it are committed, and in the windows): an event whose id its
     /// partition's window holds, or an earlier one of these entries within
     /// the window's reach.
-    pub fn mark(&self, batch: &mut Batch, from: usize) {
+    /// Returns the first entry that was a repeat and is an event now.
+    pub fn mark(&self, batch: &mut Batch, from: usize) -> Option<usize> {
         if self.size == 0 {
-            return;
+            return None;
         }
         let mut in_batch: HashMap<i32, Window> = HashMap::new();
         batch.sift(from, |partition, offset, id| {
@@ -206,14 +217,14 @@ impl Dedupe {
                     .windows
                     .get(&partition)
                     .is_some_and(|window| window.seen(&id, offset))
-        });
+        })
     }
 
     /// The committed `range` enters the windows: its events and repeats,
     /// not its dead letters.
     pub fn admit(&mut self, batch: &Batch, range: Range<usize>) {
         for entry in &batch.entries[range] {
-            let (Some(id), Slot::Event(_) | Slot::Repeat(_)) = (entry.id, &entry.slot) else {
+            let (Some(id), Slot::Event | Slot::Repeat(_)) = (entry.id, &entry.slot) else {
                 continue;
             };
             if let Some(window) = self.windows.get_mut(&entry.partition) {
@@ -281,7 +292,7 @@ impl Dedupe {
         batch.entries[range]
             .iter()
             .filter(|e| e.id.is_some())
-            .filter(|e| matches!(e.slot, Slot::Dead { .. } | Slot::Refused { .. }))
+            .filter(|e| matches!(e.slot, Slot::Dead { .. }))
             .map(|e| (e.partition, e.offset))
             .collect()
     }
@@ -289,11 +300,9 @@ impl Dedupe {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
-    use crate::consume::{Received, Rejection};
-    use crate::worker::batch::{Polled, Record};
+    use crate::consume::Rejection;
+    use crate::worker::batch::tests::polled;
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
@@ -314,27 +323,6 @@ mod tests {
         assert!(!window.seen(&id(1), 17));
         window.admit(id(3), 100);
         assert_eq!(window.ids(), 1, "what no window reaches is forgotten");
-    }
-
-    fn polled(offset: i64, event_id: Option<u128>) -> Polled {
-        let payload = format!(
-            r#"{{"type":"interaction","user_id":"u1","product_id":"p{offset}","action":"view"}}"#
-        );
-        let envelope = crate::event::parse(payload.as_bytes()).unwrap();
-        Polled {
-            epoch: 1,
-            partition: 0,
-            offset,
-            fetched: Instant::now(),
-            id: event_id.map(id),
-            record: Record::Event(Received {
-                envelope,
-                topic: "t".into(),
-                partition: 0,
-                offset,
-                timestamp: None,
-            }),
-        }
     }
 
     fn offsets(batch: &Batch) -> Vec<i64> {
@@ -363,13 +351,14 @@ mod tests {
             code: "refused",
             reason: "test".into(),
         };
-        batch.refuse(0..1, rejection);
-        batch.sift(1, |_, offset, _| offset == 3);
-        assert_eq!(offsets(&batch), vec![0, 1, 2]);
-        assert!(matches!(
-            batch.entries[0].slot,
-            Slot::Refused { event: 0, .. }
-        ));
+        batch.refuse(BTreeMap::from([(0, rejection)]));
+        assert_eq!(
+            batch.sift(1, |_, offset, _| offset == 3),
+            Some(2),
+            "the copy at offset 2 is revived"
+        );
+        assert_eq!(offsets(&batch), vec![1, 2]);
+        assert!(matches!(batch.entries[0].slot, Slot::Dead { .. }));
         assert!(matches!(batch.entries[3].slot, Slot::Repeat(_)));
         assert_eq!(batch.events_in(1..4).len(), 2);
     }

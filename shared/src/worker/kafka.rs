@@ -25,13 +25,13 @@ use sqlx::PgPool;
 use super::batch::{Batch, Slot};
 use super::commit::{Backoff, Commit, Committed};
 use super::dedupe::Dedupe;
+use super::filter::Filter;
 use super::outputs::{send, Outputs, TxProducer};
 use super::ranges::{self, refusal, Attempt, Ranged, Stale};
 use super::rebalance::Consumer;
 use super::{resolve, KafkaTransactions, Setup, Start, Worker};
 use crate::claim_check::ClaimStore;
 use crate::config::KafkaConfig;
-use crate::dlq::DeadLetters;
 use crate::shutdown::CancellationToken;
 
 /// How long a transaction call may take before it counts as failed.
@@ -39,7 +39,6 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct KafkaCommit {
     producer: Arc<TxProducer>,
-    dead_letters: DeadLetters,
     /// Partitions whose state must be reloaded before applying.
     stale: Stale,
     dedupe: Dedupe,
@@ -75,9 +74,8 @@ impl<W: Worker<Mode = KafkaTransactions>> Start<W> for KafkaTransactions {
         let transactional_id = format!("{}-{}", options.group, options.instance);
         Ok(KafkaCommit {
             producer: transactional(&setup.kafka, &transactional_id).await?,
-            dead_letters: DeadLetters::new(&setup.kafka)?,
             stale: Stale::default(),
-            dedupe: Dedupe::new(setup),
+            dedupe: Dedupe::new(setup, Filter::of::<W>()),
             consumer,
             claims: ClaimStore::new(setup.pool.clone()),
             pool: setup.pool.clone(),
@@ -135,47 +133,37 @@ impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
             return Attempt::Failed(error);
         }
         let mut outputs = Outputs::default();
+        let events = batch.events_in(range.clone());
+        if !events.is_empty() {
+            match worker.apply(&mut outputs, events).await {
+                Ok(refusals) if !refusals.is_empty() => {
+                    let refused =
+                        ranges::refused_entries(&self.name, batch, range.clone(), refusals);
+                    let revived =
+                        ranges::refuse(&self.name, &self.dedupe, batch, range.start, refused);
+                    if revived.is_some_and(|i| i < range.end) {
+                        return Attempt::Again;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    return match refusal(&error) {
+                        Some(rejection) => Attempt::Refused(rejection),
+                        None => Attempt::Failed(error.context("applying the batch")),
+                    }
+                }
+            }
+        }
         // Dead letters go in the same transaction: written once, with the offsets.
         for entry in &batch.entries[range.clone()] {
-            let record = match &entry.slot {
-                Slot::Dead {
-                    message, rejection, ..
-                } => crate::dlq::record(
-                    message,
+            if let Slot::Dead { rejection, .. } = &entry.slot {
+                outputs.push(crate::dlq::record(
+                    &entry.message,
                     rejection.code,
                     &rejection.reason,
                     &self.kafka.dlq_topic,
-                ),
-                Slot::Refused {
-                    event, rejection, ..
-                } => {
-                    let origin = &batch.events[*event];
-                    match self
-                        .dead_letters
-                        .fetch_origin(&origin.topic, origin.partition, origin.offset)
-                        .await
-                    {
-                        Ok(message) => crate::dlq::record(
-                            &message,
-                            rejection.code,
-                            &rejection.reason,
-                            &self.kafka.dlq_topic,
-                        ),
-                        Err(error) => return Attempt::Failed(error),
-                    }
-                }
-                _ => continue,
-            };
-            outputs.push(record);
-        }
-        if let Err(error) = worker
-            .apply(&mut outputs, batch.events_in(range.clone()))
-            .await
-        {
-            return match refusal(&error) {
-                Some(rejection) => Attempt::Refused(rejection),
-                None => Attempt::Failed(error.context("applying the batch")),
-            };
+                ));
+            }
         }
         if self.dedupe.has_dead(batch, range.clone()) {
             let recorded = async {

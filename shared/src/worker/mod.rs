@@ -75,6 +75,7 @@ mod applier;
 mod batch;
 mod commit;
 mod dedupe;
+mod filter;
 mod health;
 mod kafka;
 pub mod offsets;
@@ -93,7 +94,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::config::KafkaConfig;
 use crate::consume::Received;
-use crate::event::EventType;
+use crate::event::{Event, EventType};
 use crate::shutdown::CancellationToken;
 
 #[doc(hidden)]
@@ -107,10 +108,9 @@ pub use outputs::{Output, Outputs};
 #[doc(hidden)]
 pub use rebalance::Consumer;
 
-/// An error a worker raises for an event it will never be able to apply (a
-/// number that is not finite, a user that does not exist, an address the
-/// mail server refuses): permanent, like a database refusal; the event that
-/// causes it goes to the DLQ with `code` and `reason`.
+/// Why a worker will never apply an event (a user that does not exist, an
+/// address the mail server refuses, a product uploaded twice): a code for
+/// the DLQ's `dlq.code` and a reason a person can act on.
 #[derive(Debug, thiserror::Error)]
 #[error("{reason}")]
 pub struct Refused {
@@ -124,6 +124,36 @@ impl Refused {
             code,
             reason: reason.into(),
         }
+    }
+}
+
+/// The events of a batch the worker refused: an outcome, like an effect.
+/// Each goes to the DLQ with its code and reason, committed with the rest
+/// of the batch; the worker writes no effect of a refused event.
+#[derive(Debug, Default)]
+pub struct Refusals(Vec<(i32, i64, Refused)>);
+
+impl Refusals {
+    /// No event refused.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// `event` (one of the batch's) is refused.
+    pub fn refuse(&mut self, event: &Received, refused: Refused) {
+        self.0.push((event.partition, event.offset, refused));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn into_inner(self) -> Vec<(i32, i64, Refused)> {
+        self.0
     }
 }
 
@@ -153,10 +183,20 @@ pub trait Worker: Send + 'static {
     /// `Postgres` or `KafkaTransactions`.
     type Mode: Mode;
 
-    /// Whether the worker reads events of this type. Claim-checked envelopes
-    /// of other types are passed on unresolved (their payload is never
-    /// fetched); the worker skips them.
-    fn wants(&self, event_type: EventType) -> bool;
+    /// The event types the worker reads. A record of any other type costs
+    /// it a look at the record's `type` and nothing more: not parsed, not
+    /// handed over, its offset committed with the next commit. (Records of
+    /// these types are checked in full: what is wrong with one goes to the
+    /// DLQ from this worker too.)
+    const READS: &'static [EventType];
+
+    /// Of the inline events of those types, the ones the worker acts on
+    /// (all, unless it says otherwise); the rest are skipped like records
+    /// of other types. Claim-checked events are resolved and handed over
+    /// without asking.
+    fn wants(_event: &Event) -> bool {
+        true
+    }
 
     /// This instance now owns `partition`: load its state.
     fn load(
@@ -171,14 +211,18 @@ pub trait Worker: Send + 'static {
     fn unload(&mut self, _partition: i32) {}
 
     /// Applies `events` (in per-partition offset order) and writes the
-    /// effects through `out`, which commits them with the offsets. An error
-    /// marked [`Refused`] (or a database error about the data) is permanent:
-    /// the event that causes it is dead-lettered. Any other error is retried.
+    /// effects through `out`, which commits them with the offsets. An event
+    /// the worker will never apply is refused in the [`Refusals`] it
+    /// returns (dead-lettered in the same commit; no effect of it written).
+    /// An error is a failure: retried (the partitions' state reloaded
+    /// first), unless it is about the data (a database refusing it, or a
+    /// [`Refused`] raised after the state had changed), when the batch is
+    /// bisected to the event that causes it and that one is dead-lettered.
     fn apply(
         &mut self,
         out: &mut <Self::Mode as Mode>::Out,
         events: &[Received],
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Refusals>> + Send;
 }
 
 /// How a worker consumes.

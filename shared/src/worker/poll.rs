@@ -1,8 +1,8 @@
-//! The poll thread: polls, parses, tags and forwards; nothing else. It is a
+//! The poll thread: polls, sorts, tags and forwards; nothing else. It is a
 //! plain thread because librdkafka's poll (and the rebalance callbacks it
 //! runs) block; it never enters the async runtime.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +14,17 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
 use super::batch::{Polled, Record};
+use super::filter::Filter;
 use super::rebalance::Consumer;
-use crate::consume::classify;
-use crate::event::{Envelope, EventType};
+use crate::consume::{Received, Rejection};
+use crate::event::Envelope;
 use crate::shutdown::CancellationToken;
+
+/// A run of skipped records is handed on once it is this long, or
+/// [`SKIP_FLUSH`] after it began, or when its partition's next record for
+/// the worker comes: one message to the applier per run, not per record.
+const SKIP_RUN: u64 = 4096;
+const SKIP_FLUSH: Duration = Duration::from_millis(20);
 
 /// A request to move a partition's position back (after a fenced commit);
 /// records of the partition polled before it are from the old epoch.
@@ -32,13 +39,14 @@ pub(crate) fn run(
     consumer: Arc<Consumer>,
     records: Sender<Polled>,
     seeks: Receiver<Seek>,
-    wanted: [bool; EventType::COUNT],
+    filter: Filter,
     shutdown: CancellationToken,
 ) {
     let context = consumer.context();
     let topic = context.topic.clone();
     // Held back while the channel is full.
     let mut waiting: VecDeque<Polled> = VecDeque::new();
+    let mut skips = Skips::default();
     loop {
         // A seek is a barrier: what was polled before it is of the old epoch.
         while let Ok(seek) = seeks.try_recv() {
@@ -48,6 +56,7 @@ pub(crate) fn run(
             }
             context.epochs.set(seek.partition, seek.epoch);
             waiting.retain(|p| p.partition != seek.partition);
+            skips.runs.remove(&seek.partition);
         }
         if records.is_closed() {
             break;
@@ -69,13 +78,27 @@ pub(crate) fn run(
             // Shutting down: stop forwarding; what is dropped here was never
             // committed, so the next owner reads it again.
             Some(Ok(_)) if shutdown.is_cancelled() => {}
-            Some(Ok(message)) => waiting.push_back(tag(
-                &message,
-                context.epochs.of(message.partition()),
-                &wanted,
-            )),
+            Some(Ok(message)) => {
+                let (partition, offset) = (message.partition(), message.offset());
+                let epoch = context.epochs.of(partition);
+                match filter.sort(&message) {
+                    None => {
+                        if let Some(run) = skips.note(partition, offset, epoch) {
+                            waiting.push_back(run);
+                        }
+                    }
+                    Some(sorted) => {
+                        waiting.extend(skips.take(partition));
+                        waiting.push_back(tag(&message, sorted, epoch));
+                    }
+                }
+            }
             Some(Err(error)) => tracing::warn!(consumer = %context.name, %error, "consumer error"),
-            None => {}
+            // Nothing new: what was skipped is handed on now.
+            None => waiting.extend(skips.take_all()),
+        }
+        if skips.due() {
+            waiting.extend(skips.take_all());
         }
     }
     // Leave the group now (the last revocation finds nothing in hand).
@@ -83,17 +106,15 @@ pub(crate) fn run(
     tracing::info!(consumer = %context.name, "poll thread stopped");
 }
 
-/// One message, parsed and tagged.
-fn tag(message: &BorrowedMessage<'_>, epoch: u64, wanted: &[bool; EventType::COUNT]) -> Polled {
+/// One record for the worker, tagged.
+fn tag(message: &BorrowedMessage<'_>, sorted: Result<Received, Rejection>, epoch: u64) -> Polled {
     let mut id = None;
-    let record = match classify(message) {
+    let record = match sorted {
         Ok(received) => {
             id = received.envelope.id();
             match &received.envelope {
-                Envelope::Claimed(c) if wanted[c.event_type as usize] => {
-                    Record::Claimed(received, message.detach())
-                }
-                _ => Record::Event(received),
+                Envelope::Claimed(_) => Record::Claimed(received, message.detach()),
+                _ => Record::Event(received, message.detach()),
             }
         }
         Err(rejection) => Record::Rejected(message.detach(), rejection),
@@ -105,5 +126,76 @@ fn tag(message: &BorrowedMessage<'_>, epoch: u64, wanted: &[bool; EventType::COU
         fetched: Instant::now(),
         id,
         record,
+    }
+}
+
+/// Runs of skipped records, per partition, not handed on yet.
+#[derive(Default)]
+struct Skips {
+    runs: BTreeMap<i32, Run>,
+    /// When the oldest run began.
+    since: Option<Instant>,
+}
+
+struct Run {
+    epoch: u64,
+    last: i64,
+    count: u64,
+    began: Instant,
+}
+
+impl Skips {
+    /// Notes a skipped record; returns a run to hand on now (a full one,
+    /// or one of an older epoch of the partition).
+    fn note(&mut self, partition: i32, offset: i64, epoch: u64) -> Option<Polled> {
+        let mut done = None;
+        if self.runs.get(&partition).is_some_and(|r| r.epoch != epoch) {
+            done = self.take(partition);
+        }
+        let now = Instant::now();
+        let run = self.runs.entry(partition).or_insert(Run {
+            epoch,
+            last: offset,
+            count: 0,
+            began: now,
+        });
+        run.last = offset;
+        run.count += 1;
+        self.since.get_or_insert(now);
+        if run.count >= SKIP_RUN {
+            // (An older epoch's run was handed on at once: never both.)
+            return self.take(partition);
+        }
+        done
+    }
+
+    /// Whether the oldest run has waited long enough.
+    fn due(&self) -> bool {
+        self.since
+            .is_some_and(|since| since.elapsed() >= SKIP_FLUSH)
+    }
+
+    /// The partition's run, as one polled item.
+    fn take(&mut self, partition: i32) -> Option<Polled> {
+        let run = self.runs.remove(&partition)?;
+        if self.runs.is_empty() {
+            self.since = None;
+        }
+        Some(Polled {
+            epoch: run.epoch,
+            partition,
+            offset: run.last,
+            fetched: run.began,
+            id: None,
+            record: Record::Skipped(run.count),
+        })
+    }
+
+    fn take_all(&mut self) -> Vec<Polled> {
+        let partitions: Vec<i32> = self.runs.keys().copied().collect();
+        partitions
+            .into_iter()
+            .filter_map(|p| self.take(p))
+            .collect()
     }
 }

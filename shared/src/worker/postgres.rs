@@ -4,8 +4,10 @@
 //! from the position this instance believes is stored; a mismatch (a zombie,
 //! or a commit whose acknowledgement was lost) drops the batch and restarts
 //! its partitions from what is stored. Dead letters are acknowledged by the
-//! DLQ before the transaction that moves their offsets begins, and the
-//! offsets of those that carry an event id are recorded in it (`dedupe`).
+//! DLQ before the transaction that moves their offsets commits (those known
+//! before it begins, before it begins; the worker's refusals while it is
+//! open), and the offsets of those that carry an event id are recorded in
+//! it (`dedupe`).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -20,6 +22,7 @@ use sqlx::PgPool;
 use super::batch::{Batch, Slot};
 use super::commit::{Backoff, Commit, Committed};
 use super::dedupe::Dedupe;
+use super::filter::Filter;
 use super::offsets::{self, Position};
 use super::ranges::{self, refusal, Attempt, Ranged, Stale};
 use super::rebalance::Consumer;
@@ -55,7 +58,7 @@ impl<W: Worker<Mode = Postgres>> Start<W> for Postgres {
             topic: setup.options.topic.clone(),
             positions: BTreeMap::new(),
             stale: Stale::default(),
-            dedupe: Dedupe::new(setup),
+            dedupe: Dedupe::new(setup, Filter::of::<W>()),
         })
     }
 }
@@ -111,7 +114,8 @@ impl<W: Worker<Mode = Postgres>> Ranged<W> for PgCommit {
             return Attempt::Failed(error);
         }
         match self.transaction(worker, batch, range.clone()).await {
-            Ok(true) => {
+            Ok(Outcome::Again) => Attempt::Again,
+            Ok(Outcome::Committed) => {
                 for (partition, step) in batch.steps(range.clone()) {
                     self.positions.insert(
                         partition,
@@ -123,7 +127,7 @@ impl<W: Worker<Mode = Postgres>> Ranged<W> for PgCommit {
                 ranges::record(&self.name, batch, range, started);
                 Attempt::Committed
             }
-            Ok(false) => Attempt::Fenced,
+            Ok(Outcome::Fenced) => Attempt::Fenced,
             Err(error) => match refusal(&error) {
                 Some(rejection) => Attempt::Refused(rejection),
                 None => Attempt::Failed(error),
@@ -171,9 +175,17 @@ impl<W: Worker<Mode = Postgres>> Ranged<W> for PgCommit {
     }
 }
 
+/// What one transaction came to.
+enum Outcome {
+    Committed,
+    /// A stored offset was not what this instance expected.
+    Fenced,
+    /// Refusals revived a repeat in the range: rolled back, to try again.
+    Again,
+}
+
 impl PgCommit {
-    /// Reloads forgotten state and sends the range's dead letters (each
-    /// acknowledged before its offset may move; sent ones are not sent again).
+    /// Reloads forgotten state and sends the range's dead letters.
     async fn prepare<W: Worker>(
         &mut self,
         worker: &mut W,
@@ -181,61 +193,38 @@ impl PgCommit {
         range: Range<usize>,
     ) -> anyhow::Result<()> {
         self.stale.reload(worker, &self.pool).await?;
-        for i in range {
-            let Batch {
-                entries, events, ..
-            } = batch;
-            match &mut entries[i].slot {
-                Slot::Dead {
-                    message,
-                    rejection,
-                    sent,
-                } if !*sent => {
-                    self.dead_letters
-                        .send(message, rejection.code, &rejection.reason)
-                        .await?;
-                    *sent = true;
-                }
-                Slot::Refused {
-                    event,
-                    rejection,
-                    sent,
-                } if !*sent => {
-                    let origin = &events[*event];
-                    self.dead_letters
-                        .send_from_origin(
-                            &origin.topic,
-                            origin.partition,
-                            origin.offset,
-                            rejection.code,
-                            &rejection.reason,
-                        )
-                        .await?;
-                    *sent = true;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        send_dead(&self.dead_letters, batch, range).await
     }
 
     /// Applies the range and advances its partitions' offsets, in one
-    /// transaction; `false` when a stored offset was not what it expected.
+    /// transaction.
     async fn transaction<W: Worker<Mode = Postgres>>(
         &mut self,
         worker: &mut W,
-        batch: &Batch,
+        batch: &mut Batch,
         range: Range<usize>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Outcome> {
         let mut tx = self
             .pool
             .begin()
             .await
             .context("beginning the batch transaction")?;
-        worker
-            .apply(&mut tx, batch.events_in(range.clone()))
-            .await
-            .context("applying the batch")?;
+        let events = batch.events_in(range.clone());
+        if !events.is_empty() {
+            let refusals = worker
+                .apply(&mut tx, events)
+                .await
+                .context("applying the batch")?;
+            if !refusals.is_empty() {
+                let refused = ranges::refused_entries(&self.name, batch, range.clone(), refusals);
+                let revived = ranges::refuse(&self.name, &self.dedupe, batch, range.start, refused);
+                if revived.is_some_and(|i| i < range.end) {
+                    return Ok(Outcome::Again);
+                }
+                // Acknowledged before the offsets that pass them commit.
+                send_dead(&self.dead_letters, batch, range.clone()).await?;
+            }
+        }
         for (partition, step) in batch.steps(range.clone()) {
             let from = self
                 .positions
@@ -250,7 +239,7 @@ impl PgCommit {
                 dead_lettered: step.dead,
             };
             if !offsets::advance(&mut tx, &self.name, &self.topic, advance).await? {
-                return Ok(false);
+                return Ok(Outcome::Fenced);
             }
         }
         self.dedupe
@@ -258,7 +247,7 @@ impl PgCommit {
             .await
             .context("recording dead letters")?;
         tx.commit().await.context("committing the batch")?;
-        Ok(true)
+        Ok(Outcome::Committed)
     }
 
     /// Mirrors the committed positions to Kafka for lag tooling (Postgres is the truth).
@@ -273,4 +262,39 @@ impl PgCommit {
             let _ = self.consumer.commit(&list, CommitMode::Async);
         }
     }
+}
+
+/// Sends the range's dead letters not sent yet, all at once, each marked
+/// sent once the DLQ acknowledged it (a failed one is sent again next time).
+async fn send_dead(
+    dead_letters: &DeadLetters,
+    batch: &mut Batch,
+    range: Range<usize>,
+) -> anyhow::Result<()> {
+    let unsent: Vec<usize> = range
+        .filter(|&i| matches!(batch.entries[i].slot, Slot::Dead { sent: false, .. }))
+        .collect();
+    if unsent.is_empty() {
+        return Ok(());
+    }
+    let sends = unsent.iter().map(|&i| {
+        let entry = &batch.entries[i];
+        let Slot::Dead { rejection, .. } = &entry.slot else {
+            unreachable!("filtered to dead letters")
+        };
+        dead_letters.send(&entry.message, rejection.code, &rejection.reason)
+    });
+    let results = futures::future::join_all(sends).await;
+    let mut failed = None;
+    for (i, result) in unsent.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                if let Slot::Dead { sent, .. } = &mut batch.entries[i].slot {
+                    *sent = true;
+                }
+            }
+            Err(error) => failed = Some(error),
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }

@@ -1,11 +1,13 @@
 //! Committing a batch as ranges, the same way in both modes: repeats of
-//! event ids marked first (`dedupe`); the whole batch first; what fails for
-//! a moment is retried (state reloaded first); what is refused for its data
-//! is bisected until the one event that causes it stands alone, and that
-//! event is dead-lettered instead. Ranges keep per-partition order, so each
-//! commits on its own.
+//! event ids marked first (`dedupe`); the whole batch first; the events the
+//! worker refuses are dead-lettered in the same commit (an outcome: nothing
+//! is tried again for them); what fails for a moment is retried (state
+//! reloaded first); what is refused for its data by an error whose event is
+//! unknown (the database refusing the batch) is bisected until the one
+//! event that causes it stands alone, and that event is dead-lettered
+//! instead. Ranges keep per-partition order, so each commits on its own.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -16,7 +18,7 @@ use sqlx::PgPool;
 use super::batch::Batch;
 use super::commit::{Backoff, Committed};
 use super::dedupe::Dedupe;
-use super::Worker;
+use super::{Refusals, Worker};
 use crate::consume::{Received, Rejection};
 use crate::dlq::{Sampler, SAMPLE_WINDOW};
 use crate::shutdown::CancellationToken;
@@ -26,6 +28,10 @@ pub(super) enum Attempt {
     Committed,
     /// Another commit got there first (a zombie, or a lost acknowledgement).
     Fenced,
+    /// The worker refused events, and a later copy of one of them in the
+    /// range, skipped as a repeat, must be applied now: nothing was
+    /// committed; the range is tried again at once (its refusals stand).
+    Again,
     /// The data was refused; retrying cannot help.
     Refused(Rejection),
     /// It could not be done now; retry.
@@ -54,7 +60,7 @@ pub(super) trait Ranged<W: Worker>: Send {
     /// the next attempt starts from what is committed.
     fn forget(&mut self, worker: &mut W, batch: &Batch) {
         let stale = self.stale();
-        for partition in batch.partitions() {
+        for partition in batch.entry_partitions() {
             worker.unload(partition);
             stale.0.insert(partition);
         }
@@ -125,6 +131,7 @@ where
                     committer.dedupe().admit(batch, range.clone());
                     break;
                 }
+                Attempt::Again => committer.forget(worker, batch),
                 Attempt::Fenced => {
                     let fenced = committer.fenced(worker, batch, shutdown).await;
                     if let Committed::Fenced(restarts) = &fenced {
@@ -142,16 +149,16 @@ where
                             ranges.push(first);
                         }
                         None => {
-                            static SAMPLER: Sampler = Sampler::new(SAMPLE_WINDOW);
-                            SAMPLER.log(Instant::now(), rejection.code, |more| match more {
-                                None => tracing::warn!(consumer = %committer.name(), code = rejection.code, reason = %rejection.reason, "event refused; dead-lettering it (a sample: the rest of the interval is counted)"),
-                                Some(counts) => tracing::warn!(consumer = %committer.name(), ?counts, "more events refused in the last interval"),
-                            });
-                            metrics::counter!("kappa_sink_refused_total", "consumer" => committer.name().to_owned(), "code" => rejection.code)
-                                .increment(1);
-                            batch.refuse(range.clone(), rejection);
+                            let event = batch.event_entries(range.clone()).into_values().next();
+                            let name = committer.name().to_owned();
                             // Its repeats later in the batch are events now.
-                            committer.dedupe().mark(batch, range.start);
+                            refuse(
+                                &name,
+                                committer.dedupe(),
+                                batch,
+                                range.start,
+                                event.map(|i| (i, rejection)),
+                            );
                             ranges.push(range);
                         }
                     }
@@ -170,6 +177,66 @@ where
         }
     }
     Committed::Done
+}
+
+/// Marks `refused` (entry, why) dead letters, counted and logged by code,
+/// and decides again from entry `from` on which events are repeats (a
+/// later copy of a refused event is one no more). Returns the first entry
+/// that was a repeat and is an event now.
+pub(super) fn refuse(
+    name: &str,
+    dedupe: &Dedupe,
+    batch: &mut Batch,
+    from: usize,
+    refused: impl IntoIterator<Item = (usize, Rejection)>,
+) -> Option<usize> {
+    static SAMPLER: Sampler = Sampler::new(SAMPLE_WINDOW);
+    let refused: BTreeMap<usize, Rejection> = refused.into_iter().collect();
+    for rejection in refused.values() {
+        SAMPLER.log(Instant::now(), rejection.code, |more| match more {
+            None => tracing::warn!(consumer = name, code = rejection.code, reason = %rejection.reason, "event refused; dead-lettering it (a sample: the rest of the interval is counted)"),
+            Some(counts) => tracing::warn!(consumer = name, ?counts, "more events refused in the last interval"),
+        });
+        metrics::counter!("kappa_sink_refused_total", "consumer" => name.to_owned(), "code" => rejection.code)
+            .increment(1);
+    }
+    batch.refuse(refused);
+    dedupe.mark(batch, from)
+}
+
+/// The worker's refusals of `range` as (entry, rejection): a refusal of an
+/// event that is not one of the range's is a bug of the worker's, logged
+/// and ignored (the event stays applied, as the worker's effects say).
+pub(super) fn refused_entries(
+    name: &str,
+    batch: &Batch,
+    range: Range<usize>,
+    refusals: Refusals,
+) -> Vec<(usize, Rejection)> {
+    let entries = batch.event_entries(range);
+    refusals
+        .into_inner()
+        .into_iter()
+        .filter_map(|(partition, offset, refused)| {
+            let found = entries.get(&(partition, offset)).copied();
+            if found.is_none() {
+                tracing::error!(
+                    consumer = name,
+                    partition,
+                    offset,
+                    code = refused.code,
+                    "the worker refused an event that is not in its batch; ignored"
+                );
+            }
+            Some((
+                found?,
+                Rejection {
+                    code: refused.code,
+                    reason: refused.reason,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Whether an error is about the data (permanent) rather than the moment.
@@ -204,7 +271,9 @@ pub(super) fn record(name: &str, batch: &Batch, range: Range<usize>, started: In
     let applied: i64 = steps.values().map(|s| s.applied).sum();
     let dead: i64 = steps.values().map(|s| s.dead).sum();
     let repeats: i64 = steps.values().map(|s| s.repeats).sum();
+    let skipped = batch.skipped_in(&range);
     let name = name.to_owned();
+    metrics::counter!("kappa_sink_skipped_total", "consumer" => name.clone()).increment(skipped);
     metrics::counter!("kappa_sink_events_applied_total", "consumer" => name.clone())
         .increment(applied as u64);
     metrics::counter!("kappa_sink_dead_lettered_total", "consumer" => name.clone())

@@ -18,7 +18,9 @@ use shared::consume::Received;
 use shared::event::{Envelope, EventType};
 use shared::http::Readiness;
 use shared::tasks::Tasks;
-use shared::worker::{self, Health, KafkaTransactions, Options, Output, Outputs, Setup, Worker};
+use shared::worker::{
+    self, Health, KafkaTransactions, Options, Output, Outputs, Refusals, Setup, Worker,
+};
 
 struct Copier {
     output: String,
@@ -28,11 +30,9 @@ struct Copier {
 impl Worker for Copier {
     type Mode = KafkaTransactions;
 
-    fn wants(&self, _: EventType) -> bool {
-        false
-    }
+    const READS: &'static [EventType] = &EventType::ALL;
 
-    async fn apply(&mut self, out: &mut Outputs, events: &[Received]) -> anyhow::Result<()> {
+    async fn apply(&mut self, out: &mut Outputs, events: &[Received]) -> anyhow::Result<Refusals> {
         for event in events {
             let payload = match &event.envelope {
                 Envelope::Inline(e) => e.to_json(),
@@ -65,7 +65,7 @@ impl Worker for Copier {
                 ..Output::default()
             });
         }
-        Ok(())
+        Ok(Refusals::none())
     }
 }
 

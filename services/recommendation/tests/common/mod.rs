@@ -25,13 +25,14 @@ pub fn interaction(user: &str, product: &str, action: &str, ts: &str) -> String 
     )
 }
 
-/// `n` events from loadgen (seeded: the same every run): sessions of 300
-/// users over 120 products in clusters, one day from 2026-11-01, keyed by
-/// user; mostly interactions, a few user updates.
+/// `n` interactions from loadgen (seeded: the same every run): sessions of
+/// 300 users over 120 products in clusters, one day from 2026-11-01, keyed
+/// by user. (Loadgen's user updates are left out: they are not the
+/// recommendation's, which skips them, so every event here is applied.)
 pub fn synthetic(n: usize) -> Vec<(String, String)> {
     loadgen::Options {
         seed: 7,
-        lines: n as u64,
+        lines: 2 * n as u64,
         users: 300,
         products: 120,
         cluster_size: 20,
@@ -45,6 +46,8 @@ pub fn synthetic(n: usize) -> Vec<(String, String)> {
         let key = line.key.expect("events are keyed");
         (key, String::from_utf8(line.payload).unwrap())
     })
+    .filter(|(_, payload)| payload.contains(r#""type":"interaction""#))
+    .take(n)
     .collect()
 }
 
