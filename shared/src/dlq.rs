@@ -158,27 +158,47 @@ impl DeadLetters {
         partition: i32,
         offset: i64,
     ) -> anyhow::Result<OwnedMessage> {
-        let (kafka, topic) = (self.kafka.clone(), topic.to_owned());
-        tokio::task::spawn_blocking(move || -> anyhow::Result<OwnedMessage> {
+        let mut found = self
+            .fetch_origins(vec![(topic.to_owned(), partition, offset)])
+            .await?;
+        Ok(found.remove(0))
+    }
+
+    /// The original records at these origins (topic, partition, offset), in
+    /// their order, read back with one reader (a seek each).
+    pub async fn fetch_origins(
+        &self,
+        origins: Vec<(String, i32, i64)>,
+    ) -> anyhow::Result<Vec<OwnedMessage>> {
+        let kafka = self.kafka.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<OwnedMessage>> {
             // Assign-only: the group id is required, never joined.
             let consumer: BaseConsumer = crate::kafka::client_config(&kafka)
                 .set("group.id", "kappa-dlq-origin")
                 .set("enable.auto.commit", "false")
                 .create()
                 .context("creating a reader for the origin")?;
-            let mut list = TopicPartitionList::new();
-            list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
-            consumer.assign(&list)?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                if let Some(message) = consumer.poll(Duration::from_millis(500)) {
-                    let message = message?;
-                    if message.offset() == offset {
-                        return Ok(message.detach());
+            let mut found = Vec::with_capacity(origins.len());
+            for (topic, partition, offset) in origins {
+                let mut list = TopicPartitionList::new();
+                list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+                consumer.assign(&list)?;
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                let message = loop {
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "record {topic}/{partition}/{offset} could not be read back"
+                    );
+                    if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+                        let message = message?;
+                        if message.offset() == offset {
+                            break message.detach();
+                        }
                     }
-                }
+                };
+                found.push(message);
             }
-            anyhow::bail!("record {topic}/{partition}/{offset} could not be read back")
+            Ok(found)
         })
         .await?
     }

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod catalog;
+pub mod register;
 pub mod sessions;
 pub mod sink;
 
@@ -46,14 +47,13 @@ impl Options {
 
     /// Event-envelope lines (interactions and user updates), keyed by entity.
     pub fn events(&self) -> anyhow::Result<impl Iterator<Item = sink::Line> + Send> {
+        Ok(self.sessions()?.map(|e| line(&e)))
+    }
+
+    /// The events of [`Options::events`], typed.
+    pub fn sessions(&self) -> anyhow::Result<impl Iterator<Item = Event> + Send> {
         let (catalog, clock) = self.parts()?;
-        Ok(sessions::Sessions::new(self.seed, catalog, clock)
-            .take(self.lines as usize)
-            .map(|e| sink::Line {
-                key: Some(e.key().to_owned()),
-                payload: e.to_json(),
-                ts: e.ts,
-            }))
+        Ok(sessions::Sessions::new(self.seed, catalog, clock).take(self.lines as usize))
     }
 
     /// Combined Log Format lines, unkeyed (as a log shipper sends them).
@@ -66,6 +66,15 @@ impl Options {
                 payload: line.into_bytes(),
                 ts: None,
             }))
+    }
+}
+
+/// An event as a line: keyed by its entity, stamped with its time.
+pub fn line(event: &Event) -> sink::Line {
+    sink::Line {
+        key: Some(event.key().to_owned()),
+        payload: event.to_json(),
+        ts: event.ts,
     }
 }
 

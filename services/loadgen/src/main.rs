@@ -4,6 +4,7 @@
 //! loadgen --events 200000 > events.ndjson              # NDJSON to stdout
 //! loadgen --events 100000 --kafka --rate 2000          # produce to the events topic
 //! loadgen --format access-log --events 50000 > access.log
+//! loadgen --events 100000 --kafka --register-users 0.9   # 90% of its users sign up first
 //! ```
 //! The same seed and options give the same output, byte for byte (except
 //! with `--realtime`, which stamps events with the time they are sent).
@@ -15,7 +16,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
+use loadgen::register::{chosen, Registration};
 use loadgen::{sink, Options};
+use shared::event::EventBody;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -69,6 +72,24 @@ struct Args {
     /// its entity and stamped with its `ts`.
     #[arg(long, value_name = "FILE")]
     input: Option<std::path::PathBuf>,
+    /// Before sending, sign up this share of the traffic's users (0..1;
+    /// alone: all) through the users service, with each later profile
+    /// change, instead of writing their `user_updated` events to the topic
+    /// (the users service publishes those); the other users' updates are
+    /// left out, so their purchases are refused by the mailers
+    /// (`unknown_user`). The same users every run; idempotent.
+    #[arg(long, value_name = "SHARE", num_args = 0..=1, default_missing_value = "1")]
+    register_users: Option<f64>,
+    /// The users service `--register-users` signs users up with.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    users_url: String,
+    /// Its bearer token (default: `auth.admin_token` of the kappa config,
+    /// i.e. `KAPPA__AUTH__ADMIN_TOKEN`).
+    #[arg(long, env = "KAPPA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Sign-ups in flight at once.
+    #[arg(long, default_value_t = 32)]
+    register_concurrency: usize,
 }
 
 #[tokio::main]
@@ -84,11 +105,26 @@ async fn main() -> anyhow::Result<()> {
         start: args.start,
         realtime: args.realtime,
     };
-    let lines: Box<dyn Iterator<Item = sink::Line> + Send> = match (&args.input, args.format) {
-        (Some(path), _) => Box::new(loadgen::from_file(path)?.into_iter()),
-        (None, Format::Events) => Box::new(options.events()?),
-        (None, Format::AccessLog) => Box::new(options.access_log()?),
-    };
+    let lines: Box<dyn Iterator<Item = sink::Line> + Send> =
+        match (&args.input, args.format, args.register_users) {
+            (Some(_), _, Some(_)) | (_, Format::AccessLog, Some(_)) => {
+                anyhow::bail!("--register-users works on generated events only")
+            }
+            (Some(path), _, None) => Box::new(loadgen::from_file(path)?.into_iter()),
+            (None, Format::Events, None) => Box::new(options.events()?),
+            (None, Format::Events, Some(share)) => {
+                anyhow::ensure!((0.0..=1.0).contains(&share), "--register-users takes 0..1");
+                register(&args, &options, share).await?;
+                // Every user update went to the users service, or is left out.
+                Box::new(
+                    options
+                        .sessions()?
+                        .filter(|e| !matches!(e.body, EventBody::UserUpdated(_)))
+                        .map(|e| loadgen::line(&e)),
+                )
+            }
+            (None, Format::AccessLog, None) => Box::new(options.access_log()?),
+        };
     if args.kafka {
         let kafka: shared::config::KafkaConfig = shared::config::load()?.section("kafka")?;
         let topic = args.topic.unwrap_or_else(|| match args.format {
@@ -99,4 +135,42 @@ async fn main() -> anyhow::Result<()> {
     } else {
         sink::to_stdout(lines, args.rate)
     }
+}
+
+/// Signs up `share` of the users the traffic of `options` signs up.
+async fn register(args: &Args, options: &Options, share: f64) -> anyhow::Result<()> {
+    let updates: Vec<_> = options
+        .sessions()?
+        .filter_map(|e| match e.body {
+            EventBody::UserUpdated(u) if chosen(&u.user_id, share) => Some(u),
+            _ => None,
+        })
+        .collect();
+    let token = match &args.token {
+        Some(token) => token.clone(),
+        None => {
+            let auth: shared::config::AuthConfig = shared::config::load()?.section("auth")?;
+            auth.admin_token.expose().to_owned()
+        }
+    };
+    anyhow::ensure!(
+        !token.is_empty(),
+        "--register-users needs the users service's token: --token, KAPPA_TOKEN or KAPPA__AUTH__ADMIN_TOKEN"
+    );
+    let started = std::time::Instant::now();
+    let registration = Registration {
+        url: args.users_url.trim_end_matches('/').to_owned(),
+        token,
+        concurrency: args.register_concurrency,
+    };
+    let done = registration.run(updates).await?;
+    eprintln!(
+        "loadgen: users signed up in {:.1}s: {} created, {} there already; {} changes made, {} made before",
+        started.elapsed().as_secs_f64(),
+        done.created,
+        done.existed,
+        done.changed,
+        done.unchanged
+    );
+    Ok(())
 }

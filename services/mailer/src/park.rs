@@ -7,11 +7,12 @@
 //! and goes on. A user's later requests are parked behind its parked ones,
 //! so its mails keep their order.
 //!
-//! The park task looks again whenever the store moves (and every second): a
-//! parked request whose user appeared is sent like any other (claimed in
-//! the mail log, so once); one still without a user when its wait is over
-//! (`mailer.wait_for_user_ms` after it arrived, by the wall clock: the
-//! user's event may never come) is dead-lettered `unknown_user`. Rows are
+//! The park task looks again whenever the store moves (at most every 250
+//! ms, and at least every second): a parked request whose user appeared is
+//! sent like any other (claimed in the mail log, so once); one still
+//! without a user when its wait is over (`mailer.wait_for_user_ms` after it
+//! arrived, by the wall clock: the user's event may never come) is
+//! dead-lettered `unknown_user`, its record read back from the topic. Rows are
 //! taken `FOR UPDATE SKIP LOCKED` and deleted in the same transaction, so
 //! instances never work on the same request at once, and a crash leaves the
 //! row to the next look (whose claim finds a mail already sent).
@@ -35,6 +36,8 @@ use crate::store::Store;
 
 /// Parked requests looked at per transaction.
 const PAGE: i64 = 500;
+/// The least time between two looks at the parked requests.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
 
 /// Which of `users` have parked requests (of `mode`).
 pub async fn users(
@@ -89,6 +92,9 @@ pub struct Parked {
     pub wait_for_user: Duration,
 }
 
+/// A parked request to dead-letter, with its code and reason.
+type Dead<'r> = (&'r Row, &'static str, String);
+
 /// One parked request.
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -106,6 +112,7 @@ impl Parked {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         loop {
             let advanced = self.store.advanced();
+            let looked = tokio::time::Instant::now();
             match self.round().await {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -116,10 +123,16 @@ impl Parked {
                     )
                 }
             }
+            // The store moves every few ms under load: look again when it
+            // did, but not more often than LOOK_EVERY.
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = advanced => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(looked + LOOK_EVERY) => {}
             }
         }
     }
@@ -149,25 +162,33 @@ impl Parked {
             }
         }
         let mut done: Vec<Uuid> = Vec::new();
-        for (user, queue) in queues {
-            match self.store.lookup(&user)? {
+        let mut dead: Vec<Dead<'_>> = Vec::new();
+        for (user, queue) in &queues {
+            match self.store.lookup(user)? {
                 Some((email, version)) => {
                     let address = Address {
                         email,
                         version: Some(version as i64),
                     };
-                    done.extend(self.send(&queue, &address).await?);
+                    let (sent, refused) = self.send(queue, &address).await?;
+                    done.extend(sent);
+                    dead.extend(refused);
                 }
                 None => {
                     // Each in order, as long as its wait is over.
                     let now = Utc::now();
                     for row in queue.iter().take_while(|r| r.decide_by <= now) {
-                        self.give_up(row).await?;
-                        done.push(row.event_id);
+                        let reason = format!(
+                            "user {} did not appear in the address store within {:?} of the request's arrival",
+                            row.user_id, self.wait_for_user
+                        );
+                        dead.push((row, "unknown_user", reason));
                     }
                 }
             }
         }
+        self.dead_letter(&dead).await?;
+        done.extend(dead.iter().map(|(row, _, _)| row.event_id));
         sqlx::query("DELETE FROM mail_parked WHERE mode = $1 AND event_id = ANY($2)")
             .bind(mode)
             .bind(&done)
@@ -182,9 +203,13 @@ impl Parked {
         Ok(full)
     }
 
-    /// Sends a user's parked mails in order; returns the ones done (sent
-    /// now or before, or refused by the server and dead-lettered).
-    async fn send(&self, queue: &[Row], address: &Address) -> anyhow::Result<Vec<Uuid>> {
+    /// Sends a user's parked mails in order; returns the ones sent (now or
+    /// before), and the ones the server refused, to dead-letter.
+    async fn send<'r>(
+        &self,
+        queue: &'r [Row],
+        address: &Address,
+    ) -> anyhow::Result<(Vec<Uuid>, Vec<Dead<'r>>)> {
         let mails: Vec<Mail> = queue
             .iter()
             .map(|row| serde_json::from_value(row.mail.clone()))
@@ -206,19 +231,22 @@ impl Parked {
             }
         }
         let delivered = self.courier.deliver_all(&to_send, address).await;
+        let mut refused = Vec::new();
         for (mail, _) in &to_send[..delivered.handled] {
-            if let Some((_, refused)) = delivered
+            match delivered
                 .refused
                 .iter()
                 .find(|(id, _)| *id == mail.event_id)
             {
-                let row = queue
-                    .iter()
-                    .find(|r| r.event_id == mail.event_id)
-                    .expect("a parked row per mail");
-                self.dead_letter(row, refused.code, &refused.reason).await?;
+                Some((_, why)) => {
+                    let row = queue
+                        .iter()
+                        .find(|r| r.event_id == mail.event_id)
+                        .expect("a parked row per mail");
+                    refused.push((row, why.code, why.reason.clone()));
+                }
+                None => done.push(mail.event_id),
             }
-            done.push(mail.event_id);
         }
         if let Some(error) = delivered.failed {
             tracing::warn!(
@@ -226,27 +254,31 @@ impl Parked {
                 "sending a parked mail failed; trying again later"
             );
         }
-        Ok(done)
+        Ok((done, refused))
     }
 
-    /// The user never appeared: the request is a dead letter.
-    async fn give_up(&self, row: &Row) -> anyhow::Result<()> {
-        let reason = format!(
-            "user {} did not appear in the address store within {:?} of the request's arrival",
-            row.user_id, self.wait_for_user
-        );
-        self.dead_letter(row, "unknown_user", &reason).await
-    }
-
-    async fn dead_letter(&self, row: &Row, code: &str, reason: &str) -> anyhow::Result<()> {
-        self.dead_letters
-            .send_from_origin(
-                &row.origin_topic,
-                row.origin_partition,
-                row.origin_offset,
-                code,
-                reason,
-            )
-            .await
+    /// Dead-letters the requests (each acknowledged before its row goes):
+    /// their records read back with one reader, sent all at once.
+    async fn dead_letter(&self, dead: &[Dead<'_>]) -> anyhow::Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let origins = dead
+            .iter()
+            .map(|(row, _, _)| {
+                (
+                    row.origin_topic.clone(),
+                    row.origin_partition,
+                    row.origin_offset,
+                )
+            })
+            .collect();
+        let records = self.dead_letters.fetch_origins(origins).await?;
+        let sends = records
+            .iter()
+            .zip(dead)
+            .map(|(record, (_, code, reason))| self.dead_letters.send(record, code, reason));
+        futures::future::try_join_all(sends).await?;
+        Ok(())
     }
 }

@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use redb::{Database, ReadableTable, TableDefinition};
 use shared::config::KafkaConfig;
-use shared::event::{parse, Envelope, EventBody, UserUpdated};
+use shared::consume::classify;
+use shared::event::{peek_type, Envelope, Event, EventBody, EventType, UserUpdated};
 use shared::kafka::ReaderContext;
 use shared::shutdown::CancellationToken;
 use tokio::sync::Notify;
@@ -29,6 +31,8 @@ const POSITIONS: TableDefinition<u32, i64> = TableDefinition::new("positions");
 /// `topic`: the topic the store was built from.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
+/// The store's page cache, at most.
+const CACHE_BYTES: usize = 16 << 20;
 /// Updates written per store transaction, at most.
 const WRITE_EVERY: usize = 2_000;
 /// How long an update read waits for its write, at most: the store's part
@@ -51,7 +55,12 @@ impl Store {
     /// of a partition: the topic was recreated), is emptied and rebuilt.
     pub fn open(dir: &Path, topic: &str, watermarks: &[(i64, i64)]) -> anyhow::Result<Arc<Store>> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let db = Database::create(dir.join("users.redb")).context("opening the address store")?;
+        // redb caches up to 1 GiB by default, and keeps what a rebuild
+        // touched: the store's working set is its B-tree's inner pages.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join("users.redb"))
+            .context("opening the address store")?;
         let positions: Vec<AtomicI64> = watermarks.iter().map(|_| AtomicI64::new(-1)).collect();
         let mut foreign = None;
         {
@@ -199,15 +208,15 @@ fn run(
 ) -> anyhow::Result<()> {
     // Assign-only (every partition, whoever processes the mails): the group
     // id is required by librdkafka, never joined.
-    let consumer: BaseConsumer<ReaderContext> = shared::kafka::client_config(kafka)
-        .set("group.id", "kappa-address-store")
-        // A position below the first offset kept (retention): from there.
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create_with_context(ReaderContext::new("address-store"))
-        .context("creating the store's reader")?;
+    // A position below the first offset kept (retention): from there.
+    let tuning = [("auto.offset.reset", "earliest")];
+    let consumer: BaseConsumer<ReaderContext> = shared::kafka::reader_config(
+        kafka,
+        "kappa-address-store",
+        &[&tuning[..], &shared::kafka::STREAM_QUEUE[..]].concat(),
+    )
+    .create_with_context(ReaderContext::new("address-store"))
+    .context("creating the store's reader")?;
     let timeout = Duration::from_secs(10);
     let partitions = store.positions.len() as i32;
     let mut list = TopicPartitionList::new();
@@ -227,6 +236,7 @@ fn run(
     let mut updates: Vec<UserUpdated> = Vec::new();
     let mut moved: Vec<(i32, i64)> = Vec::new();
     let mut opened: Option<Instant> = None;
+    let mut busy = false;
     while !shutdown.is_cancelled() {
         // Unwritten updates are written within WRITE_AFTER of the first.
         let wait = opened.map_or(Duration::from_millis(100), |o| {
@@ -234,13 +244,12 @@ fn run(
         });
         match consumer.poll(wait) {
             Some(Ok(message)) => {
+                busy = true;
                 let (p, offset) = (message.partition(), message.offset());
                 moved.push((p, offset + 1));
                 opened.get_or_insert_with(Instant::now);
-                if let Some(Ok(Envelope::Inline(event))) = message.payload().map(parse) {
-                    if let EventBody::UserUpdated(update) = event.body {
-                        updates.push(update);
-                    }
+                if let Some(update) = user_update(&message) {
+                    updates.push(update);
                 }
                 if offset + 1 >= targets[p as usize] {
                     reached[p as usize] = true;
@@ -248,6 +257,8 @@ fn run(
             }
             Some(Err(KafkaError::PartitionEOF(p))) => reached[p as usize] = true,
             Some(Err(error)) => tracing::warn!(%error, "address store: consumer error"),
+            // Nothing new: what this thread freed while busy goes back.
+            None if std::mem::take(&mut busy) => shared::memory::collect_thread(),
             None => {}
         }
         let due = opened.is_some_and(|o| o.elapsed() >= WRITE_AFTER);
@@ -266,6 +277,22 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// The user update a record carries, checked like every consumer checks
+/// what it reads (parse, bounds, keyed by its user); other records are
+/// passed over on their `type` alone.
+fn user_update(message: &BorrowedMessage<'_>) -> Option<UserUpdated> {
+    if message.payload().and_then(peek_type) != Some(EventType::UserUpdated) {
+        return None;
+    }
+    match classify(message).ok()?.envelope {
+        Envelope::Inline(Event {
+            body: EventBody::UserUpdated(update),
+            ..
+        }) => Some(update),
+        _ => None,
+    }
 }
 
 /// The highest position per partition.

@@ -15,10 +15,15 @@ use super::batch::{Batch, Polled};
 use super::commit::{Backoff, Commit, Committed};
 use super::filter::Filter;
 use super::health::Health;
-use super::poll::{self, Seek};
+use super::poll::{self, Fetched, Seek};
 use super::rebalance::{Consumer, Context, Control, Epochs};
 use super::{Setup, Start, Worker};
+use crate::memory::IdleRelease;
 use crate::shutdown::CancellationToken;
+
+/// How long without a commit before a worker that was busy gives its freed
+/// memory back.
+const RELEASE_WHEN_QUIET: Duration = Duration::from_secs(5);
 
 /// A partition this instance owns.
 struct Owned {
@@ -43,7 +48,7 @@ where
 {
     let options = setup.options.clone();
     let (control, control_rx) = mpsc::unbounded_channel();
-    let (records, records_rx) = mpsc::channel::<Polled>(options.max_batch_events.max(64) * 2);
+    let (records, records_rx) = mpsc::channel::<Fetched>(options.max_batch_events.max(64) * 2);
     let (seeks, seeks_rx) = std_mpsc::channel::<Seek>();
     let epochs = Arc::new(Epochs::default());
     let context = Context {
@@ -89,6 +94,9 @@ where
         options.clone(),
         shutdown.clone(),
     ));
+    // A catch-up's memory goes back to the OS once the worker is quiet.
+    let idle = Arc::new(IdleRelease::default());
+    let release = tokio::spawn(idle.clone().run(RELEASE_WHEN_QUIET, shutdown.clone()));
     drop(consumer);
     tracing::info!(consumer = %options.group, topic = %options.topic, "worker started");
 
@@ -109,6 +117,7 @@ where
         seeks,
         epochs,
         health,
+        idle,
         max_events: options.max_batch_events.max(1),
         max_age: Duration::from_millis(options.max_batch_ms.max(1)),
         skip_age: Duration::from_millis(setup.kafka.skipped_commit_ms.max(1)),
@@ -122,6 +131,7 @@ where
     // The applier dropped its channels: the poll thread leaves the group and
     // ends. The lag gauge may be waiting on a broker that is gone: not waited for.
     lag.abort();
+    release.abort();
     tokio::task::spawn_blocking(move || poller.join())
         .await
         .context("joining the poll thread")?
@@ -137,6 +147,8 @@ struct Applier<C> {
     seeks: std_mpsc::Sender<Seek>,
     epochs: Arc<Epochs>,
     health: Arc<Health>,
+    /// Told of every commit: memory is released once they stop.
+    idle: Arc<IdleRelease>,
     max_events: usize,
     max_age: Duration,
     /// How long the offsets of records that were not the worker's may wait
@@ -171,7 +183,7 @@ impl<C> Applier<C> {
         &mut self,
         worker: &mut W,
         mut control: mpsc::UnboundedReceiver<Control>,
-        mut records: mpsc::Receiver<Polled>,
+        mut records: mpsc::Receiver<Fetched>,
         shutdown: &CancellationToken,
     ) where
         W: Worker,
@@ -189,10 +201,17 @@ impl<C> Applier<C> {
                 _ = tokio::time::sleep_until(due.into()), if !self.batch.holds_nothing() => {
                     self.commit(worker, shutdown).await;
                 }
-                polled = records.recv() => match polled {
-                    Some(polled) => {
+                fetched = records.recv() => match fetched {
+                    Some(Fetched::Polled(polled)) => {
                         self.push(polled);
                         if self.batch.len() >= self.max_events {
+                            self.commit(worker, shutdown).await;
+                        }
+                    }
+                    // All there is was read: skipped offsets need not wait
+                    // for the skip interval (a batch of events closes soon anyway).
+                    Some(Fetched::CaughtUp) => {
+                        if self.batch.len() == 0 && !self.batch.holds_nothing() {
                             self.commit(worker, shutdown).await;
                         }
                     }
@@ -288,6 +307,7 @@ impl<C> Applier<C> {
         }
         self.batch.clear();
         self.health.committed();
+        self.idle.note();
         self.in_hand.set(0.0);
         if let Committed::Fenced(restarts) = outcome {
             metrics::counter!("kappa_sink_fenced_total", "consumer" => self.name.clone())

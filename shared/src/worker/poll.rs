@@ -25,6 +25,20 @@ use crate::shutdown::CancellationToken;
 /// the worker comes: one message to the applier per run, not per record.
 const SKIP_RUN: u64 = 4096;
 const SKIP_FLUSH: Duration = Duration::from_millis(20);
+const SKIP_CHECK_EVERY: u32 = 256;
+/// Polls that found nothing (100 ms each) before this thread's heap is
+/// collected, once a busy spell is over.
+const COLLECT_AFTER_IDLE_POLLS: u32 = 20;
+
+/// What the poll thread hands the applier.
+// `CaughtUp` is rare: boxing records to shrink it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Fetched {
+    Polled(Polled),
+    /// A poll found nothing new after records were skipped: their offsets
+    /// may commit now, the worker has read all there is.
+    CaughtUp,
+}
 
 /// A request to move a partition's position back (after a fenced commit);
 /// records of the partition polled before it are from the old epoch.
@@ -37,7 +51,7 @@ pub(crate) struct Seek {
 /// Runs until the applier drops its end of `records`.
 pub(crate) fn run(
     consumer: Arc<Consumer>,
-    records: Sender<Polled>,
+    records: Sender<Fetched>,
     seeks: Receiver<Seek>,
     filter: Filter,
     shutdown: CancellationToken,
@@ -45,8 +59,13 @@ pub(crate) fn run(
     let context = consumer.context();
     let topic = context.topic.clone();
     // Held back while the channel is full.
-    let mut waiting: VecDeque<Polled> = VecDeque::new();
+    let mut waiting: VecDeque<Fetched> = VecDeque::new();
     let mut skips = Skips::default();
+    // Records were skipped since the last `CaughtUp`.
+    let mut skipped = false;
+    // Records were polled since this thread's heap was last collected, and
+    // polls in a row that found nothing.
+    let (mut busy, mut idle_polls) = (false, 0u32);
     loop {
         // A seek is a barrier: what was polled before it is of the old epoch.
         while let Ok(seek) = seeks.try_recv() {
@@ -55,7 +74,7 @@ pub(crate) fn run(
                 tracing::warn!(consumer = %context.name, partition = seek.partition, %error, "seek failed");
             }
             context.epochs.set(seek.partition, seek.epoch);
-            waiting.retain(|p| p.partition != seek.partition);
+            waiting.retain(|f| !matches!(f, Fetched::Polled(p) if p.partition == seek.partition));
             skips.runs.remove(&seek.partition);
         }
         if records.is_closed() {
@@ -79,26 +98,41 @@ pub(crate) fn run(
             // committed, so the next owner reads it again.
             Some(Ok(_)) if shutdown.is_cancelled() => {}
             Some(Ok(message)) => {
+                (busy, idle_polls) = (true, 0);
                 let (partition, offset) = (message.partition(), message.offset());
                 let epoch = context.epochs.of(partition);
                 match filter.sort(&message) {
                     None => {
+                        skipped = true;
                         if let Some(run) = skips.note(partition, offset, epoch) {
-                            waiting.push_back(run);
+                            waiting.push_back(Fetched::Polled(run));
                         }
                     }
                     Some(sorted) => {
-                        waiting.extend(skips.take(partition));
-                        waiting.push_back(tag(&message, sorted, epoch));
+                        waiting.extend(skips.take(partition).map(Fetched::Polled));
+                        waiting.push_back(Fetched::Polled(tag(&message, sorted, epoch)));
                     }
                 }
             }
             Some(Err(error)) => tracing::warn!(consumer = %context.name, %error, "consumer error"),
-            // Nothing new: what was skipped is handed on now.
-            None => waiting.extend(skips.take_all()),
+            // Nothing new: what was skipped is handed on now, and may commit.
+            None => {
+                waiting.extend(skips.take_all().into_iter().map(Fetched::Polled));
+                if std::mem::take(&mut skipped) {
+                    waiting.push_back(Fetched::CaughtUp);
+                }
+                // The records this thread allocated are freed by the
+                // applier once committed; that memory comes back here only
+                // when this thread allocates again, or when it collects.
+                idle_polls += 1;
+                if busy && idle_polls >= COLLECT_AFTER_IDLE_POLLS {
+                    busy = false;
+                    crate::memory::collect_thread();
+                }
+            }
         }
         if skips.due() {
-            waiting.extend(skips.take_all());
+            waiting.extend(skips.take_all().into_iter().map(Fetched::Polled));
         }
     }
     // Leave the group now (the last revocation finds nothing in hand).
@@ -135,6 +169,8 @@ struct Skips {
     runs: BTreeMap<i32, Run>,
     /// When the oldest run began.
     since: Option<Instant>,
+    /// Records polled since [`Skips::due`] last read the clock.
+    unchecked: u32,
 }
 
 struct Run {
@@ -152,16 +188,17 @@ impl Skips {
         if self.runs.get(&partition).is_some_and(|r| r.epoch != epoch) {
             done = self.take(partition);
         }
-        let now = Instant::now();
-        let run = self.runs.entry(partition).or_insert(Run {
+        // (The clock is read once a run, not once a record.)
+        let run = self.runs.entry(partition).or_insert_with(|| Run {
             epoch,
             last: offset,
             count: 0,
-            began: now,
+            began: Instant::now(),
         });
         run.last = offset;
         run.count += 1;
-        self.since.get_or_insert(now);
+        let began = run.began;
+        self.since.get_or_insert(began);
         if run.count >= SKIP_RUN {
             // (An older epoch's run was handed on at once: never both.)
             return self.take(partition);
@@ -169,8 +206,14 @@ impl Skips {
         done
     }
 
-    /// Whether the oldest run has waited long enough.
-    fn due(&self) -> bool {
+    /// Whether the oldest run has waited long enough (asked every
+    /// [`SKIP_CHECK_EVERY`] records: the clock is not read per record).
+    fn due(&mut self) -> bool {
+        self.unchecked += 1;
+        if self.unchecked < SKIP_CHECK_EVERY {
+            return false;
+        }
+        self.unchecked = 0;
         self.since
             .is_some_and(|since| since.elapsed() >= SKIP_FLUSH)
     }
