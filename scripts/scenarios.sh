@@ -7,7 +7,7 @@
 # topic read with kcat, Mailpit's API. Never from logs.
 #   scripts/scenarios.sh [--quick | --all | name ...]      (default: --quick)
 # Quick (each well under a minute, the suite keeps serving): poison, oversize,
-# duplicates, lag, missing-asset. Destructive (kill or stop parts of the
+# duplicates, lag, missing-asset, mixed-load. Destructive (kill or stop parts of the
 # suite; leave it up again with scripts/up.sh): worker-kill, broker-restart,
 # db-restart, users-down.
 # Prints one table row per scenario (what was done, expected, observed,
@@ -18,7 +18,7 @@
 # Restarts go through scripts/up.sh without its build step: a scenario tests
 # the binaries that are running, it never rebuilds them.
 # Env: WORKER_KILL_EVENTS (200000), RESTART_EVENTS (100000, broker-restart and
-# db-restart), LAG_EVENTS (60000), SCENARIO_TIMEOUT (seconds a scenario waits
+# db-restart), LAG_EVENTS (60000), MIXED_EVENTS (100000), SCENARIO_TIMEOUT (seconds a scenario waits
 # for an outcome, 180), RECOVERY_SECONDS (30).
 # Helpers defined inside a scenario are called through quiet_until:
 # shellcheck disable=SC2317
@@ -41,7 +41,7 @@ EVENT_CONSUMERS=(mailer-stateless=http://127.0.0.1:8086 mailer-stateful=http://1
 WORKERS=(recommendation products-image products-video products-metadata products-creator
   pagecount pagecount-map pagecount-reduce mailer-stateless mailer-stateful)
 
-QUICK=(poison oversize duplicates lag missing-asset)
+QUICK=(poison oversize duplicates lag missing-asset mixed-load)
 DESTRUCTIVE=(worker-kill broker-restart db-restart users-down)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '/^# \(shellcheck\|Helpers defined\)/d; $d; s/^# \{0,1\}//' >&2; exit 2; }
@@ -368,6 +368,33 @@ PY
   saw "$verdict"
   local pending; pending=$(get "http://127.0.0.1:8084/pending-joins?limit=1000")
   [[ $pending != *"\"$id\""* ]] || fail "still in /pending-joins"
+}
+
+scn_mixed_load() {
+  local n=${MIXED_EVENTS:-100000} user="scn-$RUN-mix" product="scn-$RUN-mixprod" t0 acks=$TMP/mix.acks parts
+  did "$(fmt "$n") loadgen events (interactions and user updates of its own users, who are not in the users service: the stateless mailer refuses their purchases, the stateful one mails them) with loadgen --kafka, then a mail request for $user (created first) and a product upload through the gateway, then one record per partition after them"
+  expect "every events worker (recommendation, mailers, branches, creator) committed past the last record of every partition within $TIMEOUT s; one mail to $user from each mailer; the product active"
+  create_users "$user"
+  t0=$SECONDS
+  KAPPA__KAFKA__EVENTS_TOPIC=$TOPIC KAPPA__LOG__LEVEL=warn "$ROOT/target/release/loadgen" --events "$n" \
+    --seed "$((10#$RUN % 100000))" --kafka >"$TMP/loadgen.log" 2>&1 || fail "loadgen: $(tail -n 1 "$TMP/loadgen.log")"
+  echo "{\"type\":\"mail_requested\",\"id\":\"$(uuid)\",\"user_id\":\"$user\",\"subject\":\"scn $RUN mixed load\",\"body\":\"after the load\"}" >"$TMP/mix-mail.ndjson"
+  kit post "$TMP/mix-mail.ndjson" "$acks" >/dev/null || fail "POST of the mail request failed"
+  kit upload "$product" "Scenario lamp after the load" "$ROOT/services/products/tests/fixtures/clip.mp4" >/dev/null \
+    || fail "the upload failed"
+  parts=$(kcat -L -b "$BROKER" -t "$TOPIC" | grep -c 'partition [0-9]*,')
+  kit sentinels "scn-$RUN" "$parts" "$TMP/mix-ends.ndjson"
+  kit post "$TMP/mix-ends.ndjson" "$acks" >/dev/null || fail "POST of the partitions' last records failed"
+  saw "sent in $((SECONDS - t0)) s"
+  if quiet_until "$TIMEOUT" all_past "$acks"; then
+    saw "every events worker past every partition's last record $((SECONDS - t0)) s after the load began"
+  else
+    fail "after $TIMEOUT s: $(all_past "$acks")"
+  fi
+  quiet_until 60 mails_are "$user@example.com" 1 1 || fail "mails to $user: $(mail_count "$user@example.com")"
+  decided() { [[ $(get "http://127.0.0.1:8084/products/$product" | field '["status"]') == active ]]; }
+  quiet_until 60 decided || fail "product $product: $(get "http://127.0.0.1:8084/products/$product" | head -c 300)"
+  saw "the mail in Mailpit from both mailers; product $product active"
 }
 
 # ------------------------------------------------------------ destructive scenarios

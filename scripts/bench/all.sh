@@ -3,19 +3,19 @@
 # Markdown in docs/benchmarks.md (machine, date, commit, each figure beside its
 # goal, each script's own report below). Needs the suite's infrastructure
 # (scripts/up.sh); each script works on a topic and database of its own.
-# Takes about 20 minutes on 2 cores. Not part of CI: figures are only claimed
+# Takes about 30 minutes on 2 cores. Not part of CI: figures are only claimed
 # from a run of this script.
 #   scripts/bench/all.sh [output=docs/benchmarks.md]
-# Env: EVENTS (1000000: replay and streaming), INGEST_EVENTS (400000),
-# SECONDS_PER_RATE (60), BENCHES (default "replay streaming ingest"; a subset
-# re-runs those and keeps the other figures of the last run, which the
-# document then says).
+# Env: EVENTS (1000000: replay, streaming and suite), INGEST_EVENTS (400000),
+# SECONDS_PER_RATE (60: streaming's rates, suite's live phase), BENCHES
+# (default "replay streaming ingest suite"; a subset re-runs those and keeps
+# the other figures of the last run, which the document then says).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 OUT=${1:-$ROOT/docs/benchmarks.md}
 EVENTS=${EVENTS:-1000000}
-BENCHES=${BENCHES:-replay streaming ingest}
+BENCHES=${BENCHES:-replay streaming ingest suite}
 WORK="$RUN_DIR/bench-all"
 mkdir -p "$WORK"
 
@@ -35,16 +35,17 @@ for name in $BENCHES; do
     replay) bench replay "$ROOT/scripts/bench/replay.sh" "$EVENTS" 3 ;;
     streaming) bench streaming "$ROOT/scripts/bench/streaming.sh" "$EVENTS" "${SECONDS_PER_RATE:-60}" ;;
     ingest) bench ingest "$ROOT/scripts/bench/ingest.sh" "${INGEST_EVENTS:-400000}" ;;
-    *) die "unknown benchmark $name (replay, streaming, ingest)" ;;
+    suite) bench suite "$ROOT/scripts/bench/suite.sh" "$EVENTS" "${SECONDS_PER_RATE:-60}" 5000 ;;
+    *) die "unknown benchmark $name (replay, streaming, ingest, suite)" ;;
   esac
 done
 
-cat "$WORK"/{replay,streaming,ingest}.env >"$WORK/results.env"
+cat "$WORK"/{replay,streaming,ingest,suite}.env >"$WORK/results.env"
 python3 - "$WORK/results.env" "$WORK" "$OUT" "$(git -C "$ROOT" rev-parse --short HEAD)" \
   "$(git -C "$ROOT" status --porcelain | grep -q . && echo ' (with uncommitted changes)' || true)" "$BENCHES" <<'PY'
 import datetime, os, platform, subprocess, sys
 results_path, work, out, commit, dirty, benches = sys.argv[1:]
-rerun = "" if set(benches.split()) == {"replay", "streaming", "ingest"} else (
+rerun = "" if set(benches.split()) == {"replay", "streaming", "ingest", "suite"} else (
     f" This run re-measured {', '.join(benches.split())}; the other figures are from the run before it"
     " (same machine and commit, `BENCHES` in `scripts/bench/all.sh`).")
 r = dict(line.strip().split("=", 1) for line in open(results_path) if "=" in line)
@@ -76,8 +77,42 @@ rows = [
         f"{f('gateway_idle_mib'):.0f} MiB (peak {f('gateway_peak_mib'):.0f} MiB)", "<= 30 MiB",
         f("gateway_idle_mib") <= 30),
 ]
+# The suite on one shared topic (scripts/bench/suite.sh).
+mostly_foreign = ["image", "video", "metadata", "creator", "stateless", "stateful"]
+slowest = min(mostly_foreign, key=lambda n: f(f"suite_{n}_eps"))
+beside, alone = f("suite_kcat_beside_eps"), f("suite_kcat_eps")
+branch_ratio = min(f(f"suite_{n}_eps") for n in ("image", "video", "metadata")) / beside
+mailers = " ".join(
+    f"{m} {f(f'suite_{m}_eps'):,.0f} ({f(f'suite_{m}_mails'):,.0f} mails, {f(f'suite_{m}_mails') / f(f'suite_{m}_seconds'):,.0f}/s);"
+    for m in ("stateless", "stateful"))
+suite_rows = [
+    row(f"mailers, catch-up over {f('suite_records'):,.0f} mixed records on the shared topic (records/s; mails they sent)",
+        mailers.rstrip(";"), ">= 50,000 records/s",
+        min(f("suite_stateless_eps"), f("suite_stateful_eps")) >= 50000),
+    row("product branches, catch-up, slowest vs `kcat -C` beside them (vs kcat alone)",
+        f"{branch_ratio:.2f}x ({branch_ratio * beside / alone:.2f}x): "
+        + ", ".join(f"{n} {f(f'suite_{n}_eps'):,.0f}" for n in ("image", "video", "metadata")) + " records/s",
+        ">= 0.5x", branch_ratio >= 0.5),
+    row("every worker whose records are mostly not its own (branches, creator, mailers), catch-up",
+        f"slowest {slowest} {f(f'suite_{slowest}_eps'):,.0f} records/s; creator {f('suite_creator_eps'):,.0f}",
+        ">= 50,000 records/s", f(f"suite_{slowest}_eps") >= 50000),
+    row("mail requested during 5,000 events/s mixed load, to Mailpit, p99",
+        f"stateless {f('suite_mail_stateless_p99_ms') / 1e3:.2f} s, stateful {f('suite_mail_stateful_p99_ms') / 1e3:.2f} s "
+        f"(p50 {f('suite_mail_stateless_p50_ms'):.0f} / {f('suite_mail_stateful_p50_ms'):.0f} ms)", "<= 2 s",
+        max(f("suite_mail_stateless_p99_ms"), f("suite_mail_stateful_p99_ms")) <= 2000),
+    row("product upload during that load, to `active`, p99",
+        f"{f('suite_upload_p99_ms') / 1e3:.2f} s (p50 {f('suite_upload_p50_ms'):.0f} ms)", "<= 3 s",
+        f("suite_upload_p99_ms") <= 3000),
+    row("resident memory of each worker 60 s after the catch-up (the recommendation's model excepted)",
+        ", ".join(f"{n} {f(f'suite_{n}_rss_mib'):.0f}" for n in mostly_foreign) + " MiB; recommendation "
+        f"{f('suite_recommendation_rss_mib'):.0f} MiB = {f('suite_recommendation_rss_mib') * 2**20 / f('suite_rec_users'):,.0f} B per user "
+        f"or {f('suite_recommendation_rss_mib') * 2**20 / f('suite_rec_products'):,.0f} B per product "
+        f"({f('suite_rec_users'):,.0f} users, {f('suite_rec_products'):,.0f} products)",
+        "<= 64 MiB", max(f(f"suite_{n}_rss_mib") for n in mostly_foreign) <= 64),
+]
+rows += suite_rows
 reports = []
-for name in ("replay", "streaming", "ingest"):
+for name in ("replay", "streaming", "ingest", "suite"):
     text = open(os.path.join(work, f"{name}.txt")).read().rstrip()
     reports.append(f"### {name}\n\n```text\n{text}\n```\n")
 doc = f"""# Benchmarks
@@ -87,8 +122,9 @@ Measured by `scripts/bench/all.sh` on {datetime.date.today().isoformat()}, commi
 broker, PostgreSQL, the service and the baseline client all on this one machine.
 Each ratio compares two sides measured in the same run on the same data.{rerun}
 What each figure measures, and how, is in the script that printed it
-(`scripts/bench/replay.sh`, `streaming.sh`, `ingest.sh`); their reports follow
-the table. Where a goal is not met, `docs/performance.md` explains the gap
+(`scripts/bench/replay.sh`, `streaming.sh`, `ingest.sh`, `suite.sh`); their
+reports follow the table. The last six rows are the suite as users run it:
+every worker kind on one shared `events` topic (`suite.sh`). Where a goal is not met, `docs/performance.md` explains the gap
 with a profile.
 
 | what | measured | goal | |

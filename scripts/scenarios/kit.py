@@ -285,6 +285,46 @@ def cmd_upload(product_id, title, video_path="", deadline="120"):
         time.sleep(1)
 
 
+def murmur2_partition(key, partitions):
+    """The partition Kafka's default partitioner (murmur2, as every client
+    of the suite uses) gives `key`."""
+    data, m, seed = key.encode(), 0x5BD1E995, 0x9747B28C
+    h = (seed ^ len(data)) & 0xFFFFFFFF
+    for i in range(0, len(data) - len(data) % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = len(data) % 4
+    tail = data[len(data) - rest:]
+    if rest == 3:
+        h ^= tail[2] << 16
+    if rest >= 2:
+        h ^= tail[1] << 8
+    if rest >= 1:
+        h ^= tail[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def cmd_sentinels(prefix, partitions, path):
+    """One page_access per partition (pages keyed so that each lands on
+    another partition), as NDJSON: no worker acts on them, each worker
+    passes them, so their offsets mark a partition's end for kit passed."""
+    partitions, pages, i = int(partitions), {}, 0
+    while len(pages) < partitions:
+        page = f"/{prefix}-end-{i}"
+        pages.setdefault(murmur2_partition(page, partitions), page)
+        i += 1
+    with open(path, "w") as f:
+        for _, page in sorted(pages.items()):
+            f.write(json.dumps({"type": "page_access", "id": str(uuid.uuid4()), "page": page}) + "\n")
+
+
 # ---------------------------------------------------------------- generating
 
 def event_id(rng):

@@ -41,11 +41,18 @@ pub struct Registered {
 /// Whether `user` is among `share` (0..=1) of all users: by a hash of its
 /// id, so the same users every run, whatever else the run generates.
 pub fn chosen(user: &str, share: f64) -> bool {
-    // FNV-1a: stable across runs and builds (std's hasher is not).
-    let hash = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    if share >= 1.0 {
+        return true;
+    }
+    // FNV-1a, its high bits mixed (splitmix64's finalizer): stable across
+    // runs and builds, as std's hasher is not, and even over ids alike.
+    let mut h = user.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    (hash as f64 / u64::MAX as f64) < share
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    ((h >> 11) as f64 / (1u64 << 53) as f64) < share
 }
 
 impl Registration {

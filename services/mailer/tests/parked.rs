@@ -104,7 +104,7 @@ async fn a_request_for_a_user_not_known_yet_is_parked_and_the_partition_goes_on(
 async fn a_parked_request_whose_user_never_comes_is_dead_lettered() {
     let world = World::new("mail_parked_gone", "").await;
     let mut config = world.config(Mode::Stateful);
-    config.wait_for_user_ms = 1_000;
+    config.wait_for_user_ms = 10_000;
     let group = format!("consumer=\"{}\"", config.group);
     let mailer = world.mailer(config).await;
     // Reading already: the request is decided well within its wait.
@@ -120,6 +120,16 @@ async fn a_parked_request_whose_user_never_comes_is_dead_lettered() {
     .await;
     let id = "0193a5c2-7f1e-7000-8000-00000000f001";
     requests(&world, &[(id, "ghost", "to nobody")]).await;
+    // Parked first (read within its wait), then given up.
+    let pool = world.env.pool().await;
+    eventually("the request parked", Duration::from_secs(30), || async {
+        let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_parked")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (parked == 1).then_some(())
+    })
+    .await;
     let letters = world
         .env
         .read_exactly(
@@ -132,7 +142,7 @@ async fn a_parked_request_whose_user_never_comes_is_dead_lettered() {
     assert_eq!(header_str(h, header::CODE), Some("unknown_user"));
     assert_eq!(
         header_str(h, header::REASON).unwrap(),
-        "user ghost did not appear in the address store within 1s of the request's arrival"
+        "user ghost did not appear in the address store within 10s of the request's arrival"
     );
     assert_eq!(header_str(h, header::PARTITION), Some("0"));
     assert!(String::from_utf8_lossy(letters[0].payload().unwrap()).contains(id));

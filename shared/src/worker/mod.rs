@@ -13,12 +13,18 @@
 //!                                 (oneshot reply before it returns)
 //! ```
 //!
-//! - The **poll thread** only polls: it parses each record (or rejects it),
-//!   tags it with its partition's assignment epoch and hands it on. When the
-//!   channel is full it waits, which is the backpressure.
+//! - The **poll thread** only polls and sorts (`filter`): a record of a type
+//!   the worker does not read is skipped on its `type` alone; one it reads is
+//!   parsed (or rejected), skipped if the worker does not want the event,
+//!   else tagged with its partition's assignment epoch and handed on with
+//!   the record as read. Skipped records go on as runs, one message each.
+//!   When the channel is full it waits, which is the backpressure.
 //! - The **applier** (one async task) batches records, closed at
 //!   `max_batch_events` or `max_batch_ms` after the first, resolves
-//!   claim-checked envelopes, and commits through the mode.
+//!   claim-checked envelopes, and commits through the mode. Skipped records
+//!   cost no commit of their own: their offsets ride with the batch's last
+//!   range, or commit alone when the poll thread has caught up, or
+//!   `kafka.skipped_commit_ms` after the first of them.
 //! - **Rebalances**: the callback hands assignments and revocations to the
 //!   applier and waits for its answer (a oneshot, no shared lock): an
 //!   assignment returns where each partition starts once its state is
@@ -47,10 +53,18 @@
 //!   (`recommendation/tests/dlq_first.rs`, `tests/poison.rs`);
 //! - a claim-checked envelope whose payload is missing or does not match:
 //!   the DLQ (`claim_check_missing`, `claim_check_mismatch`);
+//! - an event the worker refuses (an outcome: `apply` returns it in its
+//!   [`Refusals`]): the DLQ with the worker's code and reason, in the same
+//!   commit as the rest of the batch, nothing applied twice, nothing
+//!   bisected (`shared/tests/outcomes.rs`, `mailer/tests/lookups.rs`);
+//! - records that are not the worker's: read, never handed over, their
+//!   offsets committed with the next commit; a worker killed while it skips
+//!   a long run of them loses and repeats nothing (`shared/tests/outcomes.rs`,
+//!   `products/tests/skips.rs`);
 //! - data the database refuses (encoding, index size, a constraint, out of
-//!   range): the batch is bisected to the event(s) that cause it; those go to
-//!   the DLQ with the database's reason, the rest commits
-//!   (`shared/tests/worker.rs`);
+//!   range), or a [`Refused`] raised as an error: the batch is bisected to
+//!   the event(s) that cause it; those go to the DLQ with the reason, the
+//!   rest commits (`shared/tests/worker.rs`);
 //! - the database or broker unreachable: retried with backoff, the batch's
 //!   partitions reloaded first, so a batch applies once whatever failed
 //!   half-way (`recommendation/tests/exactly_once.rs`);
