@@ -49,20 +49,22 @@ KAPPA__DATABASE__URL=$DB_URL KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT \
   "${BENCH_RECOMMENDATION_BIN:-$ROOT/target/release/recommendation}" >"$WORK/service.log" 2>&1 &
 svc_pid=$!
 SCRATCH_PIDS+=("$svc_pid")
-applied() {
+# Records committed: the offsets the service stored (interactions applied,
+# the users' updates read past).
+committed() {
   curl -fsS "http://127.0.0.1:$PORT/stats" 2>/dev/null \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_applied"])' 2>/dev/null || echo 0
+    | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["next_offsets"].values()))' 2>/dev/null || echo 0
 }
-# wait_applied <count> <deadline s>: until the service committed every record.
-wait_applied() {
+# wait_committed <count> <deadline s>: until the service committed every record.
+wait_committed() {
   local end=$((SECONDS + $2))
-  until [[ $(applied) == "$1" ]]; do
+  until [[ $(committed) == "$1" ]]; do
     kill -0 "$svc_pid" 2>/dev/null || die "the service died; see $WORK/service.log"
-    ((SECONDS < end)) || die "only $(applied) of $1 applied after $2 s"
+    ((SECONDS < end)) || die "only $(committed) of $1 records committed after $2 s"
     sleep 0.1
   done
 }
-wait_applied "$total" 1800
+wait_committed "$total" 1800
 t1=$(now)
 svc_ns=$((t1 - t0))
 rss_after_catchup=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
@@ -101,8 +103,8 @@ for rate in $RATES; do
   wait "$load_pid" 2>/dev/null || true
   reached=$(( (to - from) * 1000000000 / (t1 - t0) ))
   latency_report+="$rate $reached $(tr '\n' ' ' <"$WORK/latency-$rate.txt")"$'\n'
-  # The next rate starts with no backlog: wait until everything is applied.
-  wait_applied "$(topic_count)" 300
+  # The next rate starts with no backlog: wait until everything is committed.
+  wait_committed "$(topic_count)" 300
 done
 rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
 

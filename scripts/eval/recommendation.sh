@@ -60,9 +60,11 @@ KAPPA__KAFKA__EVENTS_TOPIC=$TOPIC KAPPA__DATABASE__URL=$DB_URL \
   >"$WORK/service.log" 2>&1 &
 svc_pid=$!
 SCRATCH_PIDS+=("$svc_pid")
-applied() { curl -fsS "http://127.0.0.1:$PORT/stats" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_applied"])' 2>/dev/null || echo 0; }
-wait_until 300 "the service to apply $train events" bash -c "[[ \$(curl -fsS http://127.0.0.1:$PORT/stats 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"events_applied\"])' 2>/dev/null) == $train ]]" \
-  || die "the service applied $(applied) of $train events"
+# Records committed: the offsets the service stored (its interactions
+# applied, the users' updates read past).
+committed() { curl -fsS "http://127.0.0.1:$PORT/stats" 2>/dev/null | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["next_offsets"].values()))' 2>/dev/null || echo 0; }
+wait_until 300 "the service to commit $train records" bash -c "[[ \$(curl -fsS http://127.0.0.1:$PORT/stats 2>/dev/null | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)[\"next_offsets\"].values()))' 2>/dev/null) == $train ]]" \
+  || die "the service committed $(committed) of $train records"
 
 python3 - "$WORK/holdout.tsv" "$PORT" "$SAMPLE" "$EVENTS" "$train" <<'PY'
 import json, random, sys, urllib.request
