@@ -74,36 +74,9 @@ for mode in stateless stateful; do
 done
 
 log "baseline: $MAILS mails straight into Mailpit over SMTP (16 connections)"
-python3 - "$MAILS" "$SMTP" "$WORK/smtp.rate" <<'PY'
-import smtplib, sys, time, threading
-from email.message import EmailMessage
-mails, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-lat, lock, next_i = [], threading.Lock(), iter(range(mails))
-def sender():
-    smtp = smtplib.SMTP("127.0.0.1", port)
-    while True:
-        with lock:
-            i = next(next_i, None)
-        if i is None:
-            break
-        m = EmailMessage()
-        m["From"], m["To"], m["Subject"] = "bench@kappa-jobs.local", f"raw{i}@example.com", f"raw {i}"
-        m.set_content("b")
-        t = time.perf_counter()
-        smtp.send_message(m)
-        with lock:
-            lat.append((time.perf_counter() - t) * 1000)
-    smtp.quit()
-started = time.perf_counter()
-threads = [threading.Thread(target=sender) for _ in range(16)]
-[t.start() for t in threads]
-[t.join() for t in threads]
-elapsed = time.perf_counter() - started
-lat.sort()
-print(f"  baseline, SMTP alone (Python smtplib, 16 connections): {mails / elapsed:,.0f} mails/s, "
-      f"p50 {lat[len(lat) // 2]:.1f} ms per mail")
-open(out, "w").write(str(mails / elapsed))
-PY
+read -r smtp_rate smtp_p50 < <(python3 "$ROOT/scripts/bench/suite.py" smtp "$SMTP" "$MAILS")
+echo "  baseline, SMTP alone (Python smtplib, 16 connections): $smtp_rate mails/s, p50 $smtp_p50 ms per mail"
+echo "$smtp_rate" >"$WORK/smtp.rate"
 
 log "burst: $MAILS requests at once; then twice $PACED at $RATE/s, $SHARE of them right after an address change"
 python3 - "$USERS" "$MAILS" "$PACED" "$RATE" "$SHARE" "$USERS_PORT" "$OTHER_USERS_PORT" "$GATEWAY_PORT" "$STATELESS_PORT" "$STATEFUL_PORT" "$DB_URL" "$(<"$WORK/smtp.rate")" <<'PY'

@@ -6,7 +6,8 @@
       samples each worker's kappa_sink_committed_offset every 100 ms until
       every partition reached its end; writes, per worker, the seconds from
       t0 (epoch seconds: the resume) it took
-  suite.py smtp <port> <mails>                   plain SMTP into Mailpit (16 connections): mails/s
+  suite.py smtp <port> <mails>                   plain SMTP into Mailpit (16 connections):
+      mails/s and the p50 ms of one mail (also scripts/bench/mail.sh's baseline)
   suite.py live <seconds> <gateway> <token> <run> <users_prefix> <video> <out.json>
       one mail_requested (gateway) and one product upload (gateway) per
       second; writes when each was sent
@@ -87,7 +88,7 @@ def cmd_watch(ends_path, out_path, t0, *workers):
 
 def cmd_smtp(port, mails):
     port, mails = int(port), int(mails)
-    lock, next_i = threading.Lock(), iter(range(mails))
+    lat, lock, next_i = [], threading.Lock(), iter(range(mails))
 
     def sender():
         smtp = smtplib.SMTP("127.0.0.1", port)
@@ -99,13 +100,16 @@ def cmd_smtp(port, mails):
             m = EmailMessage()
             m["From"], m["To"], m["Subject"] = "bench@kappa-jobs.local", f"raw{i}@example.com", f"raw {i}"
             m.set_content("b")
+            t = time.perf_counter()
             smtp.send_message(m)
+            with lock:
+                lat.append((time.perf_counter() - t) * 1000)
         smtp.quit()
     started = time.perf_counter()
     threads = [threading.Thread(target=sender) for _ in range(16)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    print(f"{mails / (time.perf_counter() - started):.0f}")
+    print(f"{mails / (time.perf_counter() - started):.0f} {sorted(lat)[len(lat) // 2]:.1f}")
 
 
 def png(width, height):
@@ -183,16 +187,21 @@ def cmd_mail_latency(sent_path, mailpit):
             mode = rest.split("@")[0]
             if rid in sent and mode in per:
                 created = datetime.fromisoformat(m["Created"].replace("Z", "+00:00")).timestamp()
-                per[mode].append(created - sent[rid])
+                per[mode].append((created - sent[rid], sent[rid]))
         if all(len(v) >= len(sent) for v in per.values()):
             break
         time.sleep(1)
     out = {}
-    for mode, lat in per.items():
+    t0 = min(sent.values())
+    for mode, timed in per.items():
+        # The slowest, with when they were sent (seconds into the phase).
+        slowest = ", ".join(f"{l * 1e3:.0f} ms at +{t - t0:.0f} s" for l, t in sorted(timed)[-3:])
+        lat = [l for l, _ in timed]
         if len(lat) < len(sent):
             sys.exit(f"{mode}: {len(lat)} of {len(sent)} mails arrived")
         p50, p99, worst = percentiles(lat)
-        out[mode] = {"p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "max_ms": worst * 1e3, "n": len(lat)}
+        out[mode] = {"p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "max_ms": worst * 1e3, "n": len(lat),
+                     "slowest": slowest}
     print(json.dumps(out))
 
 

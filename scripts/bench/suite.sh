@@ -130,7 +130,7 @@ kcat_ns=$(printf '%s\n' "${kcat_times[@]}" | sort -n | sed -n 2p)
 
 # ------------------------------------------------------------ 2. SMTP alone
 mails_sent=$(psql "$DB_URL" -tAc "SELECT count(*) FROM mail_log WHERE state = 'sent'")
-smtp_rate=$(py smtp "$SMTP" 5000)
+read -r smtp_rate _ < <(py smtp "$SMTP" 5000)
 
 # ------------------------------------------------------------ 3. memory
 log "idle for $IDLE_SECONDS s, then each worker's resident set"
@@ -208,6 +208,7 @@ print(f"  live, warm: {live_s} s at {int(rate):,} events/s (reached {int(live_ra
 for mode in ("stateless", "stateful"):
     m = mail_lat[mode]
     print(f"    mail request -> Mailpit, {mode:<9}  p50 {m['p50_ms']:7.0f} ms  p99 {m['p99_ms']:7.0f} ms  max {m['max_ms']:7.0f} ms  ({m['n']} mails)")
+    print(f"      slowest: {m['slowest']} (sent at, seconds into the phase)")
     out[f"suite_mail_{mode}_p50_ms"], out[f"suite_mail_{mode}_p99_ms"] = m["p50_ms"], m["p99_ms"]
 print(f"    upload -> active            p50 {upload_lat['p50_ms']:7.0f} ms  p99 {upload_lat['p99_ms']:7.0f} ms  max {upload_lat['max_ms']:7.0f} ms  ({upload_lat['n']} products)")
 out.update(suite_kcat_eps=kcat, suite_kcat_beside_eps=beside, suite_replay_eps=total / float(replay_s), suite_records=total,

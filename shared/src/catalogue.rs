@@ -90,7 +90,7 @@ pub const METRICS: &[Metric] = &[
     // Mailers.
     m("kappa_mailer_sent_total", Counter, "mode", "Mails handed to the SMTP server."),
     m("kappa_mailer_resent_total", Counter, "mode", "Mails sent again after a crash between SMTP and commit."),
-    m("kappa_mailer_stage_seconds", Histogram, "mode,stage", "Time per stage of sending one mail."),
+    m("kappa_mailer_stage_seconds", Histogram, "mode,stage", "Time per stage of sending mail: a user's address (once per user and batch), then per mail SMTP and the log."),
     m("kappa_mailer_request_to_sent_seconds", Histogram, "mode", "Time from the mail request's event time to the SMTP acknowledgement."),
     m("kappa_mailer_users_calls_total", Counter, "", "Calls of the stateless mailer to the users service."),
     m("kappa_mailer_parked_total", Counter, "mode", "Mail requests the stateful mailer parked: their user was not in its address store yet."),

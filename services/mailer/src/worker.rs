@@ -144,7 +144,6 @@ impl Worker for Mailer {
         for (i, (_, mail)) in mails.iter().enumerate() {
             users.entry(mail.user_id.as_str()).or_default().push(i);
         }
-        let started = Instant::now();
         let this = &*self;
         // (The futures are made first: a stream mapping borrowed items
         // would not be `Send` for every lifetime, as the runtime needs.)
@@ -152,14 +151,19 @@ impl Worker for Mailer {
             .iter()
             .map(|(&user, queue)| {
                 let last = mails[*queue.last().expect("a user has a mail")].0;
-                async move { (user, this.directory.find(user, last).await) }
+                async move {
+                    let started = Instant::now();
+                    let found = this.directory.find(user, last).await;
+                    // One user's lookup, for all of its mails in the batch.
+                    this.courier.stage("address", started);
+                    (user, found)
+                }
             })
             .collect();
         let lookups: Vec<(&str, anyhow::Result<Lookup>)> = stream::iter(lookups)
             .buffer_unordered(self.concurrency.max(1))
             .collect()
             .await;
-        self.courier.stage("address", started);
         // A user with parked requests has the next ones parked too: they
         // are sent after those, in order.
         let parked = match &self.directory {

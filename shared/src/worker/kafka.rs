@@ -136,16 +136,17 @@ impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
         let events = batch.events_in(range.clone());
         if !events.is_empty() {
             match worker.apply(&mut outputs, events).await {
-                Ok(refusals) if !refusals.is_empty() => {
-                    let refused =
-                        ranges::refused_entries(&self.name, batch, range.clone(), refusals);
-                    let revived =
-                        ranges::refuse(&self.name, &self.dedupe, batch, range.start, refused);
-                    if revived.is_some_and(|i| i < range.end) {
+                Ok(refusals) => {
+                    if ranges::take_refusals(
+                        &self.name,
+                        &self.dedupe,
+                        batch,
+                        range.clone(),
+                        refusals,
+                    ) {
                         return Attempt::Again;
                     }
                 }
-                Ok(_) => {}
                 Err(error) => {
                     return match refusal(&error) {
                         Some(rejection) => Attempt::Refused(rejection),

@@ -216,9 +216,7 @@ impl PgCommit {
                 .await
                 .context("applying the batch")?;
             if !refusals.is_empty() {
-                let refused = ranges::refused_entries(&self.name, batch, range.clone(), refusals);
-                let revived = ranges::refuse(&self.name, &self.dedupe, batch, range.start, refused);
-                if revived.is_some_and(|i| i < range.end) {
+                if ranges::take_refusals(&self.name, &self.dedupe, batch, range.clone(), refusals) {
                     return Ok(Outcome::Again);
                 }
                 // Acknowledged before the offsets that pass them commit.

@@ -179,11 +179,28 @@ where
     Committed::Done
 }
 
+/// Takes the worker's refusals of `range` into the batch (see [`refuse`]);
+/// whether the range must be applied again: a repeat of a refused event in
+/// it, skipped by this attempt, is an event now.
+pub(super) fn take_refusals(
+    name: &str,
+    dedupe: &Dedupe,
+    batch: &mut Batch,
+    range: Range<usize>,
+    refusals: Refusals,
+) -> bool {
+    if refusals.is_empty() {
+        return false;
+    }
+    let refused = refused_entries(name, batch, range.clone(), refusals);
+    refuse(name, dedupe, batch, range.start, refused).is_some_and(|i| i < range.end)
+}
+
 /// Marks `refused` (entry, why) dead letters, counted and logged by code,
 /// and decides again from entry `from` on which events are repeats (a
 /// later copy of a refused event is one no more). Returns the first entry
 /// that was a repeat and is an event now.
-pub(super) fn refuse(
+fn refuse(
     name: &str,
     dedupe: &Dedupe,
     batch: &mut Batch,
@@ -207,7 +224,7 @@ pub(super) fn refuse(
 /// The worker's refusals of `range` as (entry, rejection): a refusal of an
 /// event that is not one of the range's is a bug of the worker's, logged
 /// and ignored (the event stays applied, as the worker's effects say).
-pub(super) fn refused_entries(
+fn refused_entries(
     name: &str,
     batch: &Batch,
     range: Range<usize>,
