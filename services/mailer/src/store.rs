@@ -156,7 +156,12 @@ impl Store {
     /// without a version, or with a version not older than the stored one,
     /// replaces the stored address.
     fn write(&self, updates: &[UserUpdated], positions: &[(i32, i64)]) -> anyhow::Result<()> {
-        let write = self.db.begin_write()?;
+        let mut write = self.db.begin_write()?;
+        // Not synced to disk at each write (up to 100 a second): a crash
+        // may lose the last writes, updates and positions together, and the
+        // store reads those records again. What it lends to mails is only
+        // what it has read past, lost or not.
+        write.set_durability(redb::Durability::Eventual);
         {
             let mut users = write.open_table(USERS)?;
             for u in updates {
