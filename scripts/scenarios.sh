@@ -260,12 +260,14 @@ scn_duplicates() {
   day=$(kit free-day "$RUN-dup")
   mailuser="$prefix-m0"
   did "300 events with ids (294 interactions on day $day, 3 purchases and 3 mail requests of user $mailuser) sent twice through the gateway: half of them twice in one request, the other half again in a second request after the first was applied; then a full replay"
-  expect "applied once everywhere: the recommendation's day counters and the replay's daily metrics equal one copy, the 300 repeats counted (kappa_sink_duplicates_skipped_total, kappa_replay_duplicates_skipped_total); 6 mails per mailer (Mailpit and kappa_mailer_sent_total)"
+  expect "applied once everywhere: the recommendation's day counters and the replay's daily metrics equal one copy, each repeat counted by every reader of its type (kappa_sink_duplicates_skipped_total: the recommendation worker the 297 interactions, each mailer the 6 purchases and mail requests; kappa_replay_duplicates_skipped_total: all 300); 6 mails per mailer (Mailpit and kappa_mailer_sent_total)"
   create_users "$mailuser"
   kit gen-run "$prefix" "$day" 300 8 5 "$mailuser" "$RUN-dup" "$TMP/dup.ndjson" "$TMP/dup.expected" 100 >/dev/null
   expected=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["day"], sort_keys=True))' "$TMP/dup.expected")
-  local sent_sl sent_sf skipped_rec skipped_replay
+  local sent_sl sent_sf skipped_rec skipped_replay skipped_sl skipped_sf
   skipped_rec=$(kit metric http://127.0.0.1:8082/metrics kappa_sink_duplicates_skipped_total)
+  skipped_sl=$(kit metric http://127.0.0.1:8086/metrics kappa_sink_duplicates_skipped_total)
+  skipped_sf=$(kit metric http://127.0.0.1:8087/metrics kappa_sink_duplicates_skipped_total)
   skipped_replay=$(kit metric http://127.0.0.1:8083/metrics kappa_replay_duplicates_skipped_total)
   sent_sl=$(kit metric http://127.0.0.1:8086/metrics kappa_mailer_sent_total)
   sent_sf=$(kit metric http://127.0.0.1:8087/metrics kappa_mailer_sent_total)
@@ -291,12 +293,20 @@ t = json.load(sys.stdin)["totals"]
 print(json.dumps({k: t.get(k, 0) for k in ("views", "clicks", "add_to_cart", "purchases", "revenue_cents")}, sort_keys=True))')
   saw "replay $run: $(tr -d '{}"' <<<"$totals")"
   [[ $totals == "$expected" ]] || ok=0
-  # Each repeat is counted: 300 by the recommendation worker, at least 300 by
-  # the replay (it reads the whole topic: earlier runs' repeats too).
+  # Each repeat is counted by every worker that reads its type (a worker
+  # skips the others unparsed and keeps no window of them): the interactions
+  # by the recommendation worker, the purchases and mail requests by each
+  # mailer; at least all 300 by the replay (it reads the whole topic: earlier
+  # runs' repeats too).
+  local interactions mails
+  interactions=$(field '["interactions"]' <"$TMP/dup.expected")
+  mails=$(field '["mails"]' <"$TMP/dup.expected")
   skipped_rec=$(($(kit metric http://127.0.0.1:8082/metrics kappa_sink_duplicates_skipped_total) - skipped_rec))
   skipped_replay=$(($(kit metric http://127.0.0.1:8083/metrics kappa_replay_duplicates_skipped_total) - skipped_replay))
-  saw "duplicates skipped: recommendation +$skipped_rec, replay +$skipped_replay"
-  ((skipped_rec == 300 && skipped_replay >= 300)) || ok=0
+  skipped_sl=$(($(kit metric http://127.0.0.1:8086/metrics kappa_sink_duplicates_skipped_total) - skipped_sl))
+  skipped_sf=$(($(kit metric http://127.0.0.1:8087/metrics kappa_sink_duplicates_skipped_total) - skipped_sf))
+  saw "duplicates skipped: recommendation +$skipped_rec of $interactions interactions, mailers +$skipped_sl/+$skipped_sf of $mails, replay +$skipped_replay"
+  ((skipped_rec == interactions && skipped_sl == mails && skipped_sf == mails && skipped_replay >= 300)) || ok=0
   quiet_until 30 mails_are "$mailuser@example.com" 6 6 || true
   local c d_sl d_sf
   c=$(mail_count "$mailuser@example.com")

@@ -343,7 +343,7 @@ def cmd_gen_run(prefix, day, events, users, products, mail_users, seed, path, ex
     mail_users = [u for u in mail_users.split(",") if u]
     events, users, products, mail_every = int(events), int(users), int(products), int(mail_every)
     counts = {k: 0 for k in DAY_FIELDS}
-    mails = 0
+    mails = interactions = 0
     with open(path, "w") as f:
         for i in range(events):
             ts = (base + timedelta(seconds=rng.randrange(86400))).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -368,8 +368,10 @@ def cmd_gen_run(prefix, day, events, users, products, mail_users, seed, path, ex
                      "user_id": f"{prefix}-u{rng.randrange(users)}", "product_id": product,
                      "action": action, "ts": ts}
                 counts[{"view": "views", "click": "clicks", "add_to_cart": "add_to_cart"}[action]] += 1
+            interactions += e["type"] == "interaction"
             f.write(json.dumps(e, separators=(",", ":")) + "\n")
-    json.dump({"day": counts, "mails": mails, "events": events}, open(expected_path, "w"))
+    json.dump({"day": counts, "mails": mails, "events": events, "interactions": interactions},
+              open(expected_path, "w"))
     out({"day": counts, "mails": mails})
 
 
