@@ -4,10 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::TopicPartitionList;
 use uuid::Uuid;
 
+use crate::dlq::redrive;
 use crate::event::{derived_id, parse, Envelope};
 
 /// A parsed event with its origin.
@@ -19,14 +20,57 @@ pub struct Received {
     pub offset: i64,
     /// The Kafka message timestamp.
     pub timestamp: Option<DateTime<Utc>>,
+    /// For a copy a redrive republished: where the record it copies was
+    /// first written (its `redrive.origin.*` headers).
+    pub copy_of: Option<Place>,
+}
+
+/// A record's place: topic, partition, offset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Place {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Place {
+    /// The `redrive.origin.*` headers of a message, if it is a redrive's copy.
+    pub fn copied<H: Headers>(headers: Option<&H>) -> Option<Place> {
+        let headers = headers?;
+        let text = |name| crate::dlq::header_str(headers, name);
+        Some(Place {
+            topic: text(redrive::ORIGIN_TOPIC)
+                .filter(|t| !t.is_empty())?
+                .to_owned(),
+            partition: text(redrive::ORIGIN_PARTITION)?.parse().ok()?,
+            offset: text(redrive::ORIGIN_OFFSET)?.parse().ok()?,
+        })
+    }
+
+    /// The id of an event without one written here (see [`derived_id`]).
+    pub fn derived_id(&self) -> Uuid {
+        derived_id(&self.topic, self.partition, self.offset)
+    }
 }
 
 impl Received {
-    /// The producer's id, or one derived from the origin (stable across replays).
+    /// The producer's id, or one derived from where the record was first
+    /// written (stable across replays and redrives).
     pub fn id(&self) -> Uuid {
+        self.given_id()
+            .unwrap_or_else(|| derived_id(&self.topic, self.partition, self.offset))
+    }
+
+    /// The id the record carries: the producer's, or for a redrive's copy
+    /// of an event without one, the id derived from the record it copies.
+    /// So every copy of one record is the same event (a repeat the runtime
+    /// skips), however many times it is redriven. `None` for an event
+    /// without an id at the place it was first written: no other record
+    /// can be a repeat of it.
+    pub fn given_id(&self) -> Option<Uuid> {
         self.envelope
             .id()
-            .unwrap_or_else(|| derived_id(&self.topic, self.partition, self.offset))
+            .or_else(|| self.copy_of.as_ref().map(Place::derived_id))
     }
 
     /// The event time, or the Kafka timestamp when the producer set none.
@@ -84,6 +128,7 @@ pub fn classify(message: &BorrowedMessage<'_>) -> Result<Received, Rejection> {
         partition: message.partition(),
         offset: message.offset(),
         timestamp,
+        copy_of: Place::copied(message.headers()),
     })
 }
 

@@ -29,6 +29,9 @@ pub mod header {
     pub const PARTITION: &str = "dlq.origin.partition";
     pub const OFFSET: &str = "dlq.origin.offset";
     pub const TIMESTAMP: &str = "dlq.origin.timestamp";
+    /// For a line of a record that holds several (an access log): its
+    /// index in the record, from 0.
+    pub const LINE: &str = "dlq.origin.line";
 }
 
 /// Header names on records republished from the DLQ (`POST /dlq/redrive`
@@ -43,36 +46,74 @@ pub mod redrive {
     pub const ORIGIN_PARTITION: &str = "redrive.origin.partition";
     pub const ORIGIN_OFFSET: &str = "redrive.origin.offset";
     pub const ORIGIN_TIMESTAMP: &str = "redrive.origin.timestamp";
+    /// For a line of a record that held several: its index there.
+    pub const ORIGIN_LINE: &str = "redrive.origin.line";
     /// The dead letter this copy was redriven from (in the DLQ topic).
     pub const DLQ_TOPIC: &str = "redrive.dlq.topic";
     pub const DLQ_PARTITION: &str = "redrive.dlq.partition";
     pub const DLQ_OFFSET: &str = "redrive.dlq.offset";
 }
 
-/// The headers of a dead letter: the message's own (but `dlq.*`), then the
-/// reason and the origin.
-fn headers<M: Message>(message: &M, code: &str, reason: &str) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = message
-        .headers()
+/// The headers a dead letter carries over from its record: all but
+/// `dlq.*` (a record cannot bring its own reason). Among them the
+/// [`redrive`] headers of a redrive's copy, so its count and first origin
+/// survive every hop.
+pub fn carried<H: Headers>(headers: Option<&H>) -> Vec<(String, Vec<u8>)> {
+    headers
         .map(|h| {
             h.iter()
                 .filter(|h| !h.key.starts_with("dlq."))
                 .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
                 .collect()
         })
-        .unwrap_or_default();
-    let timestamp = message.timestamp().to_millis().unwrap_or(-1);
+        .unwrap_or_default()
+}
+
+/// Where a dead letter's record was read, for its `dlq.origin.*` headers.
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's timestamp in ms (-1 if none).
+    pub timestamp: i64,
+    /// The line's index, for one line of a record of several.
+    pub line: Option<usize>,
+}
+
+/// The headers of a dead letter: the `carried` ones, then the reason and
+/// the origin.
+pub fn letter_headers(
+    mut carried: Vec<(String, Vec<u8>)>,
+    code: &str,
+    reason: &str,
+    origin: &Origin<'_>,
+) -> Vec<(String, Vec<u8>)> {
     for (key, value) in [
         (header::REASON, reason.to_owned()),
         (header::CODE, code.to_owned()),
-        (header::TOPIC, message.topic().to_owned()),
-        (header::PARTITION, message.partition().to_string()),
-        (header::OFFSET, message.offset().to_string()),
-        (header::TIMESTAMP, timestamp.to_string()),
+        (header::TOPIC, origin.topic.to_owned()),
+        (header::PARTITION, origin.partition.to_string()),
+        (header::OFFSET, origin.offset.to_string()),
+        (header::TIMESTAMP, origin.timestamp.to_string()),
     ] {
-        out.push((key.to_owned(), value.into_bytes()));
+        carried.push((key.to_owned(), value.into_bytes()));
     }
-    out
+    if let Some(line) = origin.line {
+        carried.push((header::LINE.to_owned(), line.to_string().into_bytes()));
+    }
+    carried
+}
+
+/// The headers of a dead letter of a whole message.
+fn headers<M: Message>(message: &M, code: &str, reason: &str) -> Vec<(String, Vec<u8>)> {
+    let origin = Origin {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis().unwrap_or(-1),
+        line: None,
+    };
+    letter_headers(carried(message.headers()), code, reason, &origin)
 }
 
 /// The dead letter of `message` as a record for `topic` (for writers that

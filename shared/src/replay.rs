@@ -288,12 +288,12 @@ pub fn run(
         .map(|(&p, span)| (p, span.start))
         .collect();
     let mut windows = windows_before(kafka, &plan.topic, &starts, size, shutdown, |message| {
-        classify(message).ok()?.envelope.id()
+        classify(message).ok()?.given_id()
     })?;
     let mut repeats = 0u64;
     read(kafka, plan, progress, shutdown, |record| {
         if let Ok(received) = &record {
-            if let Some(id) = received.envelope.id() {
+            if let Some(id) = received.given_id() {
                 let window = windows
                     .entry(received.partition)
                     .or_insert_with(|| Window::new(size));

@@ -387,3 +387,78 @@ async fn records_that_are_not_the_workers_cost_no_commit_of_their_own() {
         "{commits} commits for 10,020 records"
     );
 }
+
+/// A redrive's copy of an event without an id carries where the event was
+/// first written (`redrive.origin.*`); every consumer gives it the id
+/// derived from there, so two copies of one record are one event (the
+/// second a repeat), while records without an id written by a producer
+/// are never repeats of each other.
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_of_one_record_without_an_id_are_one_event() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let env = TestEnv::new("outcome_copies").await;
+    let pool = env.pool().await;
+    sqlx::query("CREATE TABLE kept (product text)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let producer: FutureProducer = shared::kafka::producer(&env.settings.kafka).unwrap();
+    let send = |payload: String, copy_of: Option<i64>| {
+        let mut headers = OwnedHeaders::new();
+        if let Some(offset) = copy_of {
+            for (key, value) in [
+                (shared::dlq::redrive::COUNT, "1".to_owned()),
+                (shared::dlq::redrive::ORIGIN_TOPIC, "events".to_owned()),
+                (shared::dlq::redrive::ORIGIN_PARTITION, "0".to_owned()),
+                (shared::dlq::redrive::ORIGIN_OFFSET, offset.to_string()),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(&value),
+                });
+            }
+        }
+        let producer = producer.clone();
+        let topic = env.settings.kafka.events_topic.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .key("u1")
+                        .partition(0)
+                        .payload(&payload)
+                        .headers(headers),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    };
+    // Two copies of the record at events/0/41, then the same purchase
+    // twice from a producer that sets no id.
+    send(interaction("u1", "p2", "purchase"), Some(41)).await;
+    send(interaction("u1", "p2", "purchase"), Some(41)).await;
+    send(interaction("u1", "p4", "purchase"), None).await;
+    send(interaction("u1", "p4", "purchase"), None).await;
+
+    let seen = Arc::new(AtomicUsize::new(0));
+    let group = env.unique("copies");
+    let _stop = start(&env, &pool, PgBuyer(Buyer { seen }), &group, (100, 50)).drop_guard();
+    eventually(
+        "every record committed",
+        Duration::from_secs(60),
+        || async { (sink_metric("kappa_sink_committed_offset", &group) == 4.0).then_some(()) },
+    )
+    .await;
+    let kept: Vec<(String, i64)> =
+        sqlx::query_as("SELECT product, count(*) FROM kept GROUP BY product ORDER BY product")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, [("p2".to_owned(), 1), ("p4".to_owned(), 2)]);
+    assert_eq!(
+        sink_metric("kappa_sink_duplicates_skipped_total", &group),
+        1.0
+    );
+}

@@ -705,3 +705,98 @@ async fn bad_requests_are_refused_and_name_the_field() {
     assert!(redrive["responses"]["400"].is_object() && redrive["responses"]["401"].is_object());
     world.app.stop().await;
 }
+
+/// Every consumer group that refuses a record writes a dead letter of its
+/// own: five here, of one view without an id keyed by another user. A
+/// redrive republishes the record once for all five, with its first origin
+/// (the id every consumer derives for the copy is the original's); the same
+/// range again publishes nothing; a copy that fails again (five dead
+/// letters more) comes back as one copy, never five or twenty-five.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_dead_lettered_by_many_consumers_is_redriven_once() {
+    let _turn = METRICS.lock().await;
+    let world = World::new("dlq_once").await;
+    let events = world.events.clone();
+    let body = br#"{"type":"interaction","user_id":"u5","product_id":"p5","action":"view","ts":"1971-07-13T00:00:00Z"}"#;
+    let (p, o) = world
+        .produce(&events, Some("wrongkey"), body, &[], None)
+        .await;
+    for _ in 0..5 {
+        world
+            .letters
+            .send_from_origin(&events, p, o, "key_mismatch", "keyed wrong")
+            .await
+            .unwrap();
+    }
+    let range = json!({"topic": events, "partition": p, "from_offset": o, "to_offset": o + 1});
+
+    let (status, answer) = world.redrive(json!({"origin": range})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["matched"], 5, "{answer}");
+    let copies = answer["redriven"].as_array().unwrap();
+    assert_eq!(copies.len(), 1, "one copy for five dead letters: {answer}");
+    assert_eq!(copies[0]["dead_letters"].as_array().unwrap().len(), 5);
+    assert_eq!(copies[0]["redrive_count"], 1);
+    let copy = world.fetch(&copies[0]["to"]).await;
+    assert_eq!(copy.key(), Some(&b"u5"[..]), "rekeyed by its entity");
+    // The copy is the original event to every consumer: the id they derive
+    // for it is the one they would have derived for the original.
+    let place = shared::consume::Place::copied(copy.headers()).expect("a copy names its origin");
+    assert_eq!(place.derived_id(), shared::event::derived_id(&events, p, o));
+    let listed = world.all("").await;
+    assert!(
+        listed.iter().all(|r| r["redrives"] == 1),
+        "all five marked: {listed:?}"
+    );
+    assert!(listed
+        .iter()
+        .all(|r| r["event_id"] == place.derived_id().to_string()));
+
+    // The same range again: every dead letter already redriven, nothing published.
+    let (_, twice) = world.redrive(json!({"origin": range})).await;
+    assert_eq!(twice["redriven"], json!([]), "{twice}");
+    assert_eq!(twice["refused_counts"], json!({"already_redriven": 5}));
+    world
+        .app
+        .env
+        .read_exactly(&events, 2, Duration::from_secs(30))
+        .await;
+
+    // The copy fails again in all five consumers: one copy again, the
+    // second, counted as such; the older dead letters stay redriven.
+    for _ in 0..5 {
+        world
+            .letters
+            .send(&copy, "key_mismatch", "failed again")
+            .await
+            .unwrap();
+    }
+    let (_, dry) = world
+        .redrive(json!({"origin": range, "dry_run": true}))
+        .await;
+    assert_eq!(dry["matched"], 10, "{dry}");
+    assert_eq!(dry["redriven"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["redriven"][0]["redrive_count"], 2);
+    assert_eq!(
+        dry["redriven"][0]["dead_letters"].as_array().unwrap().len(),
+        5
+    );
+    assert_eq!(dry["refused_counts"], json!({"already_redriven": 5}));
+    // Asked again for all ten: still one copy, counted after the highest.
+    let (_, again) = world.redrive(json!({"origin": range, "again": true})).await;
+    assert_eq!(again["redriven"].as_array().unwrap().len(), 1, "{again}");
+    assert_eq!(again["redriven"][0]["redrive_count"], 2);
+    assert_eq!(
+        again["redriven"][0]["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+    world
+        .app
+        .env
+        .read_exactly(&events, 3, Duration::from_secs(30))
+        .await;
+    world.app.stop().await;
+}

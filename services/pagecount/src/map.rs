@@ -18,7 +18,6 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use shared::config::KafkaConfig;
 use shared::consume::Received;
-use shared::dlq::header;
 use shared::event::{ChunkDone, Envelope, Event, EventBody, EventType, MapTask, PageCount};
 use shared::kafka::ReaderContext;
 use shared::worker::{KafkaTransactions, Output, Outputs, Refusals, Worker};
@@ -53,8 +52,19 @@ pub fn chunk_reader(kafka: &KafkaConfig) -> anyhow::Result<ChunkReader> {
         .context("creating the chunk reader")
 }
 
-/// The chunk's records as (offset, bytes).
-fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
+/// A record of a chunk.
+struct ChunkRecord {
+    offset: i64,
+    payload: Vec<u8>,
+    /// Its timestamp in ms (-1 if none).
+    timestamp: i64,
+    /// The headers a dead letter of one of its lines carries over (a
+    /// redrive's copy keeps its count and first origin).
+    carried: Vec<(String, Vec<u8>)>,
+}
+
+/// The chunk's records.
+fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<ChunkRecord>> {
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&task.topic, task.partition, Offset::Offset(task.start))?;
     reader.assign(&assignment)?;
@@ -71,7 +81,12 @@ fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<(i64, 
             Some(Ok(m)) if m.partition() == task.partition && m.offset() >= task.start => {
                 next = m.offset() + 1;
                 if m.offset() < task.end {
-                    records.push((m.offset(), m.payload().unwrap_or_default().to_vec()));
+                    records.push(ChunkRecord {
+                        offset: m.offset(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        timestamp: m.timestamp().to_millis().unwrap_or(-1),
+                        carried: shared::dlq::carried(m.headers()),
+                    });
                 }
             }
             Some(Ok(_)) => {}
@@ -128,15 +143,17 @@ impl Worker for Mapper {
 }
 
 /// Parses a chunk into `out`: counts, dead letters, then the markers.
-fn map_chunk(task: &MapTask, records: &[(i64, Vec<u8>)], dlq_topic: &str, out: &mut Outputs) {
+fn map_chunk(task: &MapTask, records: &[ChunkRecord], dlq_topic: &str, out: &mut Outputs) {
     let (mut lines, mut rejected) = (0u64, 0u64);
     let mut counts: HashMap<&str, u64> = HashMap::new();
     let mut singles: Vec<&str> = Vec::new();
-    for (offset, payload) in records {
+    for record in records {
         // A record may hold several lines (a shipper batching them).
-        for line in payload
+        for (index, line) in record
+            .payload
             .split(|b| *b == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .enumerate()
+            .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
         {
             lines += 1;
             match clf::page(line) {
@@ -144,7 +161,7 @@ fn map_chunk(task: &MapTask, records: &[(i64, Vec<u8>)], dlq_topic: &str, out: &
                 Ok(page) => singles.push(page),
                 Err(reject) => {
                     rejected += 1;
-                    out.push(dead_letter(task, *offset, line, reject, dlq_topic));
+                    out.push(dead_letter(task, record, index, line, reject, dlq_topic));
                 }
             }
         }
@@ -183,27 +200,32 @@ fn map_chunk(task: &MapTask, records: &[(i64, Vec<u8>)], dlq_topic: &str, out: &
     }
 }
 
+/// The dead letter of one line: the line, the record's carried headers,
+/// the reason and the line's origin (its record and its index there).
 fn dead_letter(
     task: &MapTask,
-    offset: i64,
+    record: &ChunkRecord,
+    line_index: usize,
     line: &[u8],
     reject: clf::Reject,
     topic: &str,
 ) -> Output {
-    let headers = [
-        (header::REASON, reject.reason().to_owned()),
-        (header::CODE, reject.code().to_owned()),
-        (header::TOPIC, task.topic.clone()),
-        (header::PARTITION, task.partition.to_string()),
-        (header::OFFSET, offset.to_string()),
-    ];
+    let origin = shared::dlq::Origin {
+        topic: &task.topic,
+        partition: task.partition,
+        offset: record.offset,
+        timestamp: record.timestamp,
+        line: Some(line_index),
+    };
     Output {
         topic: topic.to_owned(),
         payload: line.to_vec(),
-        headers: headers
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.into_bytes()))
-            .collect(),
+        headers: shared::dlq::letter_headers(
+            record.carried.clone(),
+            reject.code(),
+            reject.reason(),
+            &origin,
+        ),
         ..Output::default()
     }
 }

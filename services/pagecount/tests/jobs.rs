@@ -51,6 +51,22 @@ async fn counts_equal_an_independent_count_and_every_line_is_counted_or_dead_let
     let mut lines = generated.clone();
     lines.extend(messy.into_iter().map(|(l, _)| l));
     world.produce(&lines).await;
+    // A redrive's copy of a record of three lines, two of them bad: each
+    // bad line is a dead letter of its own (its index in the record) that
+    // keeps the copy's redrive count and first origin.
+    let copy_of = [
+        ("redrive-count", "1"),
+        ("redrive.origin.topic", "access-logs-elsewhere"),
+        ("redrive.origin.partition", "0"),
+        ("redrive.origin.offset", "77"),
+    ];
+    let good = r#"192.0.2.4 - - [26/Nov/2026:10:00:07 +0000] "GET /cart HTTP/1.1" 200 1 "-" "-""#;
+    world
+        .produce_with(format!("bad one\n{good}\nbad two").as_bytes(), &copy_of)
+        .await;
+    *expected.entry("/cart".to_owned()).or_default() += 1;
+    rejected += 2;
+    let read = lines.len() + 3;
 
     let coordinator = world.spawn("coordinator", "1").await;
     let _map = world.spawn("map", "1").await;
@@ -60,9 +76,9 @@ async fn counts_equal_an_independent_count_and_every_line_is_counted_or_dead_let
         .finished(&coordinator, id, Duration::from_secs(120))
         .await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    assert_eq!(job["lines"]["read"], lines.len() as u64, "{job}");
+    assert_eq!(job["lines"]["read"], read as u64, "{job}");
     assert_eq!(job["lines"]["rejected"], rejected, "{job}");
-    assert_eq!(job["lines"]["counted"], (lines.len() - rejected) as u64);
+    assert_eq!(job["lines"]["counted"], (read - rejected) as u64);
     assert_eq!(job["chunks"]["done"], job["chunks"]["total"]);
     assert!(job["shuffle"]["records"].as_u64().unwrap() > 0);
     assert_eq!(world.pages(&coordinator, id).await, expected);
@@ -75,6 +91,7 @@ async fn counts_equal_an_independent_count_and_every_line_is_counted_or_dead_let
             Duration::from_secs(30),
         )
         .await;
+    let mut copied = Vec::new();
     for message in &dead {
         use rdkafka::message::{Headers, Message};
         let headers = message.headers().unwrap();
@@ -85,7 +102,26 @@ async fn counts_equal_an_independent_count_and_every_line_is_counted_or_dead_let
             .collect();
         assert_eq!(codes.len(), 1);
         assert!(headers.iter().any(|h| h.key == "dlq.origin.offset"));
+        let text = |name| shared::dlq::header_str(headers, name).map(str::to_owned);
+        if message.payload().is_some_and(|p| p.starts_with(b"bad ")) {
+            copied.push((
+                String::from_utf8_lossy(message.payload().unwrap()).into_owned(),
+                text("dlq.origin.line"),
+                text("redrive-count"),
+                text("redrive.origin.offset"),
+            ));
+        }
     }
+    copied.sort();
+    let carried = |line: &str, index: &str| {
+        (
+            line.to_owned(),
+            Some(index.to_owned()),
+            Some("1".to_owned()),
+            Some("77".to_owned()),
+        )
+    };
+    assert_eq!(copied, [carried("bad one", "0"), carried("bad two", "2")]);
     // The single-process count agrees.
     let kafka = world.env.settings.kafka.clone();
     let topic = kafka.access_logs_topic.clone();
@@ -107,11 +143,7 @@ async fn counts_equal_an_independent_count_and_every_line_is_counted_or_dead_let
         .finished(&coordinator, plain, Duration::from_secs(120))
         .await;
     assert_eq!(job["state"], "succeeded");
-    assert_eq!(
-        job["shuffle"]["records"],
-        (lines.len() - rejected) as u64,
-        "{job}"
-    );
+    assert_eq!(job["shuffle"]["records"], (read - rejected) as u64, "{job}");
     assert_eq!(world.pages(&coordinator, plain).await, expected);
 
     // The logs an operator reads: the mapper's chunk reader reaching the end

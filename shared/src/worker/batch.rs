@@ -414,6 +414,7 @@ pub(crate) mod tests {
                     partition: 0,
                     offset,
                     timestamp: None,
+                    copy_of: None,
                 },
                 message,
             ),

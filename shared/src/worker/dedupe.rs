@@ -8,7 +8,10 @@
 //! skipped as a repeat) at one of the `kafka.dedupe_window` offsets before it
 //! in its partition is a repeat: acknowledged (its offset commits), not
 //! applied, counted in `kappa_sink_duplicates_skipped_total`. Events without
-//! an id get one derived from their origin, so they are never repeats.
+//! an id get one derived from where they were first written: never a repeat
+//! where they were written, but a redrive's copy carries that place
+//! (`redrive.origin.*`), so every copy of one record is the same event
+//! ([`crate::consume::Received::given_id`]).
 //!
 //! The window is a function of the topic, which keeps it consistent with the
 //! committed offsets in both modes without storing a single id: when a

@@ -61,6 +61,6 @@ impl Filter {
     /// The id the window admits for this record: a wanted event's (a
     /// rejected record is a dead letter, never admitted).
     pub fn admitted_id(&self, message: &BorrowedMessage<'_>) -> Option<Uuid> {
-        self.sort(message)?.ok()?.envelope.id()
+        self.sort(message)?.ok()?.given_id()
     }
 }

@@ -145,7 +145,7 @@ fn tag(message: &BorrowedMessage<'_>, sorted: Result<Received, Rejection>, epoch
     let mut id = None;
     let record = match sorted {
         Ok(received) => {
-            id = received.envelope.id();
+            id = received.given_id();
             match &received.envelope {
                 Envelope::Claimed(_) => Record::Claimed(received, message.detach()),
                 _ => Record::Event(received, message.detach()),

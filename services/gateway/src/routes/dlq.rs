@@ -4,12 +4,22 @@
 //! of the moment (a snapshot), with a short-lived reader that is assigned the
 //! partitions and joins no group. The list pages through it with a cursor
 //! of per-partition offsets and counts every dead letter by reason (its
-//! code). A redrive republishes the original record of each matching dead
-//! letter (payload, key, its own headers, its event time; a `key_mismatch`
+//! code). A redrive republishes the original record of the matching dead
+//! letters (payload, key, its own headers, its event time; a `key_mismatch`
 //! is keyed by its entity instead) to its origin topic with a `redrive-count` header and its first origin
-//! (`redrive.origin.*`, see [`shared::dlq::redrive`]); the DLQ writer
-//! carries those headers into the next dead letter if the copy fails again,
+//! (`redrive.origin.*`, see [`shared::dlq::redrive`]); the DLQ writers
+//! carry those headers into the next dead letter if the copy fails again,
 //! so `dlq.max_redrives` holds across loops.
+//!
+//! One record, one copy: every consumer group that refuses a record writes
+//! a dead letter of its own, and a page-count job writes one per bad line
+//! each time it reads it; a redrive republishes each record (each line:
+//! its first origin) once, whatever number of dead letters stand for it,
+//! and marks them all redriven. A copy of an event without an id is given
+//! the id derived from its first origin by every consumer
+//! ([`shared::consume::Received::given_id`]), so a copy redriven again is a
+//! repeat they skip, and a record that fails again comes back as one copy,
+//! never as many as there were dead letters.
 //!
 //! Which dead letters were redriven is kept on the broker, in the redrive
 //! log `<dlq topic>.redrives` (one partition, kept forever; created by the
@@ -136,7 +146,20 @@ pub struct Origin {
     pub offset: i64,
     /// The record's timestamp (its event time for events that carried `ts`).
     pub timestamp: Option<DateTime<Utc>>,
+    /// For one line of a record of several (an access log): its index there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
 }
+
+impl Origin {
+    /// What identifies the record (or line) whatever its timestamp.
+    fn place(&self) -> RecordPlace {
+        (self.topic.clone(), self.partition, self.offset, self.line)
+    }
+}
+
+/// A record's (or line's) first origin: topic, partition, offset, line.
+type RecordPlace = (String, i32, i64, Option<u32>);
 
 /// How a preview's `data` is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -364,7 +387,7 @@ pub async fn list(
             records.truncate(limit);
             let log = read_log(&dlq.kafka, &dlq.log_topic)?;
             for record in &mut records {
-                if let Some(entry) = log.get(&(record.partition, record.offset)) {
+                if let Some(entry) = log.letters.get(&(record.partition, record.offset)) {
                     record.redrives = entry.redrives;
                     record.last_redrive = Some(entry.last.clone());
                 }
@@ -447,8 +470,9 @@ pub struct RedriveFilter {
     /// Decide and answer, but publish nothing.
     #[serde(default)]
     dry_run: bool,
-    /// At most this many dead letters are redriven, 1 to 1000 (default 100);
-    /// `more` says if the filter matched more.
+    /// At most this many records are redriven (one copy each, for all their
+    /// dead letters), 1 to 1000 (default 100); `more` says if the filter
+    /// matched more.
     #[schema(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
@@ -593,11 +617,15 @@ impl Filter {
     }
 }
 
-/// A dead letter a redrive republished (or, in a dry run, would).
+/// A record a redrive republished (or, in a dry run, would), once for all
+/// its dead letters the filter matched.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Redriven {
-    /// Its place in the DLQ, `partition:offset`.
+    /// The place in the DLQ of the first of its dead letters, `partition:offset`.
     pub id: String,
+    /// Every dead letter of the record the copy stands for (each consumer
+    /// group that refused it wrote one), `id` first; all are marked redriven.
+    pub dead_letters: Vec<String>,
     pub code: String,
     pub event_id: Option<String>,
     /// Where the record was first read (the copy's `redrive.origin.*`).
@@ -643,13 +671,14 @@ pub struct RedriveAnswer {
     pub refused: Vec<Refused>,
     /// Refused dead letters by `why`.
     pub refused_counts: BTreeMap<String, u64>,
-    /// The filter matched more dead letters that could be redriven than
+    /// The filter matched more records that could be redriven than
     /// `limit`: send it again for the next ones.
     pub more: bool,
 }
 
-/// A dead letter that may be redriven, with what its copy needs.
+/// A record that may be redriven, with what its copy needs.
 struct Candidate {
+    /// Its first dead letter the filter matched.
     message: OwnedMessage,
     /// The copy's key.
     key: Option<Vec<u8>>,
@@ -758,12 +787,19 @@ fn not_committed(error: impl std::fmt::Display) -> ApiError {
 }
 
 impl DeadLetterQueue {
-    /// Whether a dead letter may be redriven (given its log entry): its
-    /// first origin if so.
-    fn judge(&self, meta: &Meta, entry: Option<&LogEntry>, again: bool) -> Result<Origin, Refusal> {
+    /// Whether a dead letter may be redriven: its first origin and the
+    /// copy's `redrive-count` if so. `published` is the highest count of the
+    /// copies of its record redriven so far (from any of its dead letters).
+    fn judge(
+        &self,
+        meta: &Meta,
+        entry: Option<&LogEntry>,
+        published: i64,
+        again: bool,
+    ) -> Result<(Origin, i64), Refusal> {
         let prior = entry.map_or(0, |e| e.redrives);
-        let count = meta.redrive_count.saturating_add(prior);
-        let Some(first) = meta.first_origin.clone().or_else(|| meta.origin.clone()) else {
+        let count = meta.redrive_count.saturating_add(prior).max(published);
+        let Some(first) = meta.first().cloned() else {
             return Err(Refusal {
                 why: "no_origin",
                 message: "the dead letter names no origin topic, partition and offset".into(),
@@ -781,11 +817,13 @@ impl DeadLetterQueue {
                 count,
             });
         }
-        if prior > 0 && !again {
+        // Redriven since it failed: this dead letter (or another consumer's
+        // of the same record) was redriven after it was written.
+        if (prior > 0 || published > meta.redrive_count) && !again {
             return Err(Refusal {
                 why: "already_redriven",
                 message: format!(
-                    "this dead letter was redriven {prior} time(s) already; set `again` to redrive it once more (it counts toward the maximum of {})",
+                    "its record was redriven {count} time(s) already, the last after this dead letter was written; set `again` to redrive it once more (it counts toward the maximum of {})",
                     self.max_redrives
                 ),
                 count,
@@ -801,7 +839,7 @@ impl DeadLetterQueue {
                 count,
             });
         }
-        Ok(first)
+        Ok((first, count + 1))
     }
 
     /// The whole redrive: fence, read the log, choose, publish, commit.
@@ -822,7 +860,9 @@ impl DeadLetterQueue {
                     .transpose()?;
                 let log = read_log(&this.kafka, &this.log_topic)?;
                 let (mut matched, mut more) = (0u64, false);
-                let (mut candidates, mut refused) = (Vec::new(), Vec::new());
+                let (mut candidates, mut refused) = (Vec::<Candidate>::new(), Vec::new());
+                // The candidate of each record (its first origin).
+                let mut records: HashMap<RecordPlace, usize> = HashMap::new();
                 scan(&this.kafka, &this.topic, Missing::Fail, |message| {
                     let meta = Meta::of(message);
                     let (p, o) = (message.partition(), message.offset());
@@ -830,27 +870,42 @@ impl DeadLetterQueue {
                         return;
                     }
                     matched += 1;
-                    let entry = log.get(&(p, o));
-                    let first = match this.judge(&meta, entry, chosen.again) {
-                        Ok(first) => first,
+                    let entry = log.letters.get(&(p, o));
+                    let published = meta
+                        .first()
+                        .and_then(|first| log.records.get(&first.place()))
+                        .copied()
+                        .unwrap_or(0);
+                    let (first, count) = match this.judge(&meta, entry, published, chosen.again) {
+                        Ok(judged) => judged,
                         Err(refusal) => return refused.push(refusal.of(&meta, p, o, entry)),
                     };
+                    // Another dead letter of a record already chosen: the
+                    // same copy stands for it.
+                    if let Some(&at) = records.get(&first.place()) {
+                        let copy = &mut candidates[at].redriven;
+                        copy.dead_letters.push(format!("{p}:{o}"));
+                        copy.redrive_count = copy.redrive_count.max(count);
+                        copy.again |= entry.is_some() || published > meta.redrive_count;
+                        return;
+                    }
                     if candidates.len() >= chosen.limit {
                         more = true;
                         return;
                     }
-                    let prior = entry.map_or(0, |e| e.redrives);
                     let (key, rekeyed) = copy_key(&meta.code, message);
+                    records.insert(first.place(), candidates.len());
                     candidates.push(Candidate {
                         message: message.detach(),
                         key,
                         redriven: Redriven {
                             id: format!("{p}:{o}"),
+                            dead_letters: vec![format!("{p}:{o}")],
                             code: meta.code.clone(),
                             event_id: meta.event_id.clone(),
                             origin: first,
-                            redrive_count: meta.redrive_count + prior + 1,
-                            again: prior > 0,
+                            redrive_count: count,
+                            again: entry.is_some() || published > meta.redrive_count,
                             rekeyed,
                             to: None,
                         },
@@ -971,20 +1026,25 @@ impl DeadLetterQueue {
                 partition: delivery.partition,
                 offset: delivery.offset,
                 timestamp: copy.origin.timestamp,
+                line: None,
             });
             let entry = LogRecord {
                 redrive_count: copy.redrive_count,
                 to: copy.to.clone().expect("just set"),
                 at: Utc::now(),
+                origin: Some(copy.origin.clone()),
             };
             let value = serde_json::to_vec(&entry).map_err(ApiError::internal)?;
-            let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.log_topic)
-                .key(copy.id.as_str())
-                .payload(value.as_slice());
-            let delivery = producer
-                .send_result(record)
-                .map_err(|(error, _)| not_committed(error))?;
-            logged.push(delivery);
+            // One log record per dead letter the copy stands for.
+            for letter in &copy.dead_letters {
+                let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.log_topic)
+                    .key(letter.as_str())
+                    .payload(value.as_slice());
+                let delivery = producer
+                    .send_result(record)
+                    .map_err(|(error, _)| not_committed(error))?;
+                logged.push(delivery);
+            }
             redriven.push(copy);
         }
         for delivery in logged {
@@ -1037,6 +1097,12 @@ fn copy_headers(
             value: Some(value.as_bytes()),
         });
     }
+    if let Some(line) = first.line {
+        headers = headers.insert(Header {
+            key: rh::ORIGIN_LINE,
+            value: Some(line.to_string().as_bytes()),
+        });
+    }
     headers
 }
 
@@ -1050,6 +1116,9 @@ struct LogRecord {
     /// Where the copy landed.
     to: Origin,
     at: DateTime<Utc>,
+    /// The first origin of the record the copy is of.
+    #[serde(default)]
+    origin: Option<Origin>,
 }
 
 /// What the log says of one dead letter.
@@ -1060,10 +1129,18 @@ struct LogEntry {
     last: LastRedrive,
 }
 
-/// Reads the redrive log: per dead letter (`partition`, `offset`), its
-/// redrives. Records that do not parse are skipped. Blocking.
-fn read_log(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<HashMap<(i32, i64), LogEntry>> {
-    let mut log: HashMap<(i32, i64), LogEntry> = HashMap::new();
+/// What the redrive log says.
+#[derive(Default)]
+struct Log {
+    /// Per dead letter (`partition`, `offset`), its redrives.
+    letters: HashMap<(i32, i64), LogEntry>,
+    /// Per record (its first origin), the highest `redrive-count` of its copies.
+    records: HashMap<RecordPlace, i64>,
+}
+
+/// Reads the redrive log. Records that do not parse are skipped. Blocking.
+fn read_log(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Log> {
+    let mut log = Log::default();
     // No log yet: nothing was redriven.
     scan(kafka, topic, Missing::Empty, |message| {
         let Some(at) = message
@@ -1079,12 +1156,16 @@ fn read_log(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<HashMap<(i32, i6
         else {
             return;
         };
+        if let Some(origin) = &record.origin {
+            let highest = log.records.entry(origin.place()).or_default();
+            *highest = (*highest).max(record.redrive_count);
+        }
         let last = LastRedrive {
             at: record.at,
             redrive_count: record.redrive_count,
             to: record.to,
         };
-        let entry = log.entry(at).or_insert(LogEntry {
+        let entry = log.letters.entry(at).or_insert(LogEntry {
             redrives: 0,
             last: last.clone(),
         });
@@ -1121,7 +1202,7 @@ impl Meta {
                 .and_then(|h| shared::dlq::header_str(h, name))
                 .map(str::to_owned)
         };
-        let origin = |topic: &str, partition: &str, offset: &str, timestamp: &str| {
+        let origin = |[topic, partition, offset, timestamp, line]: [&str; 5]| {
             Some(Origin {
                 topic: text(topic).filter(|t| !t.is_empty())?,
                 partition: text(partition)?.parse().ok()?,
@@ -1129,27 +1210,33 @@ impl Meta {
                 timestamp: text(timestamp)
                     .and_then(|t| t.parse().ok())
                     .and_then(millis),
+                line: text(line).and_then(|l| l.parse().ok()),
             })
         };
-        let at = origin(
+        let at = origin([
             header::TOPIC,
             header::PARTITION,
             header::OFFSET,
             header::TIMESTAMP,
-        );
-        let first = origin(
+            header::LINE,
+        ]);
+        let first = origin([
             rh::ORIGIN_TOPIC,
             rh::ORIGIN_PARTITION,
             rh::ORIGIN_OFFSET,
             rh::ORIGIN_TIMESTAMP,
-        );
+            rh::ORIGIN_LINE,
+        ]);
         // A count that does not parse cannot be shown to be under the limit.
         let redrive_count =
             text(rh::COUNT).map_or(0, |c| c.trim().parse::<u32>().map_or(i64::MAX, i64::from));
         let payload_id = message.payload().and_then(payload_id);
         let derived = payload_id.is_none();
+        // As consumers derive it: from where the record was first written.
         let event_id = payload_id.or_else(|| {
-            at.as_ref()
+            first
+                .as_ref()
+                .or(at.as_ref())
                 .map(|o| shared::event::derived_id(&o.topic, o.partition, o.offset).to_string())
         });
         Self {
@@ -1163,6 +1250,11 @@ impl Meta {
             first_origin: first,
             redrive_count,
         }
+    }
+
+    /// Where the record was first written: its first origin, else its origin.
+    fn first(&self) -> Option<&Origin> {
+        self.first_origin.as_ref().or(self.origin.as_ref())
     }
 
     fn letter(&self, message: &BorrowedMessage<'_>) -> DeadLetter {

@@ -109,6 +109,29 @@ impl World {
         }
     }
 
+    /// Produces one record with `headers` to the input topic (a redrive's
+    /// copy carries its provenance so).
+    pub async fn produce_with(&self, record: &[u8], headers: &[(&str, &str)]) {
+        let producer: FutureProducer = shared::kafka::producer(&self.env.settings.kafka).unwrap();
+        let mut own = rdkafka::message::OwnedHeaders::new();
+        for (key, value) in headers {
+            own = own.insert(rdkafka::message::Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        producer
+            .send::<(), _, _>(
+                FutureRecord::to(&self.env.settings.kafka.access_logs_topic)
+                    .payload(record)
+                    .headers(own),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
     pub async fn call(
         &self,
         method: reqwest::Method,
