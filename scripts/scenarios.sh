@@ -41,7 +41,7 @@ EVENT_CONSUMERS=(mailer-stateless=http://127.0.0.1:8086 mailer-stateful=http://1
 WORKERS=(recommendation products-image products-video products-metadata products-creator
   pagecount pagecount-map pagecount-reduce mailer-stateless mailer-stateful)
 
-QUICK=(poison oversize duplicates lag missing-asset mixed-load)
+QUICK=(poison oversize duplicates redrive lag missing-asset mixed-load)
 DESTRUCTIVE=(worker-kill broker-restart db-restart users-down)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '/^# \(shellcheck\|Helpers defined\)/d; $d; s/^# \{0,1\}//' >&2; exit 2; }
@@ -315,6 +315,59 @@ print(json.dumps({k: t.get(k, 0) for k in ("views", "clicks", "add_to_cart", "pu
   saw "Mailpit: $(field '["stateless"]' <<<"$c") stateless, $(field '["stateful"]' <<<"$c") stateful; sent_total +$d_sl stateless, +$d_sf stateful"
   [[ $(field '["stateless"]' <<<"$c") == 6 && $(field '["stateful"]' <<<"$c") == 6 && $d_sl == 6 && $d_sf == 6 ]] || ok=0
   ((ok)) || exit 1
+}
+
+redriven() { python3 -c 'import json,sys; print(len(json.load(sys.stdin)["redriven"]))'; }  # copies a redrive answer made
+scn_redrive() {
+  local base="scn-$RUN-redrive" day day2 t0 acks=$TMP/rd.acks answer n copies range problems=""
+  day=$(kit free-day "$RUN-redrive") day2=$(kit free-day "$RUN-redrive-2")
+  did "a view without an id keyed by another user typed into kcat (day $day): every consumer that reads views dead-letters it (key_mismatch), each a dead letter of its own; POST /dlq/redrive of its origin range, then the same range again, then again with again=true; then a full replay"
+  expect "one copy for all its dead letters (rekeyed by its user), the same range again refused as already_redriven, again=true one more copy that every consumer skips as a repeat (the id derived from its first origin); the recommendation's day $day and the replay's count 1 view"
+  t0=$(kit now-ms)
+  echo "$base-wrongkey:{\"type\":\"interaction\",\"user_id\":\"$base-u\",\"product_id\":\"$base-p\",\"action\":\"view\",\"ts\":\"${day}T12:00:00Z\"}" | produce
+  # A good view on the same key after it (another day): past it, every
+  # consumer has dead-lettered the record.
+  after_view() {
+    echo "{\"type\":\"interaction\",\"id\":\"$(uuid)\",\"user_id\":\"$1\",\"product_id\":\"$base-good\",\"action\":\"view\",\"ts\":\"${day2}T13:00:00Z\"}" >"$TMP/rd.ndjson"
+    kit post "$TMP/rd.ndjson" "$acks" >/dev/null
+    quiet_until 60 all_past "$acks" || fail "workers did not get past $1's view: $(all_past "$acks")"
+  }
+  after_view "$base-wrongkey"
+  range=$(dlq_since "$t0" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if sys.argv[1] in (m.get("payload") or ""):
+        h = dict(zip(m["headers"][0::2], m["headers"][1::2]))
+        o = int(h["dlq.origin.offset"])
+        print(json.dumps({"topic": h["dlq.origin.topic"], "partition": int(h["dlq.origin.partition"]), "from_offset": o, "to_offset": o + 1}))
+        break' "$base-u")
+  [[ -n $range ]] || fail "no dead letter of the record"
+  answer=$(post_json http://127.0.0.1:8080/dlq/redrive "{\"origin\": $range}")
+  n=$(field '["matched"]' <<<"$answer") copies=$(redriven <<<"$answer")
+  saw "first redrive: $n dead letters matched, $copies copy"
+  ((n >= 2)) || problems+="only $n dead letter(s); "
+  ((copies == 1)) || problems+="$copies copies; "
+  after_view "$base-u"
+  answer=$(post_json http://127.0.0.1:8080/dlq/redrive "{\"origin\": $range}")
+  saw "the same range again: $(python3 -c 'import json,sys; a=json.load(sys.stdin); print(len(a["redriven"]), "copies, refused", a["refused_counts"])' <<<"$answer")"
+  [[ $(redriven <<<"$answer") == 0 ]] || problems+="the second redrive published; "
+  answer=$(post_json http://127.0.0.1:8080/dlq/redrive "{\"origin\": $range, \"again\": true}")
+  copies=$(redriven <<<"$answer")
+  saw "again=true: $copies copy"
+  ((copies == 1)) || problems+="again=true gave $copies copies; "
+  after_view "$base-u"
+  local got; got=$(kit rec-day "$day")
+  saw "recommendation day $day: $(tr -d '{}"' <<<"$got")"
+  [[ $got == '{"add_to_cart": 0, "clicks": 0, "purchases": 0, "revenue_cents": 0, "views": 1}' ]] || problems+="the recommendation counts $got; "
+  local run state views
+  run=$(post_json http://127.0.0.1:8083/api/replays '{"from":"earliest"}' | field '["id"]')
+  replay_done() { state=$(get "http://127.0.0.1:8083/api/replays/$run" | field '["state"]'); [[ $state == succeeded || $state == failed ]]; }
+  quiet_until "$TIMEOUT" replay_done || fail "replay $run not finished"
+  views=$(get "http://127.0.0.1:8083/api/metrics/daily?run=$run&from=$day&to=$day" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totals"].get("views", 0))')
+  saw "replay $run: views $views"
+  ((views == 1)) || problems+="the replay counts $views views; "
+  [[ -z $problems ]] || fail "$problems"
 }
 
 scn_lag() {

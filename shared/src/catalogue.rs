@@ -96,6 +96,7 @@ pub const METRICS: &[Metric] = &[
     m("kappa_mailer_parked_total", Counter, "mode", "Mail requests the stateful mailer parked: their user was not in its address store yet."),
     m("kappa_mailer_parked", Gauge, "mode", "Mail requests parked now, waiting for their user (or their wait to end)."),
     m("kappa_mailer_users_circuit_open", Gauge, "", "1 while the circuit to the users service is open."),
+    m("kappa_mailer_store_asked_total", Counter, "answer", "User updates the stateful mailer's store asked the users service about (a version jump, no version, another address under the same version), by answer: `user`, `unknown`, `unanswered`."),
     // Product DAG.
     m("kappa_products_parts_total", Counter, "kind,outcome", "Asset branch results produced."),
     m("kappa_products_branch_seconds", Histogram, "kind", "Time an asset branch takes per upload."),

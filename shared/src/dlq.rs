@@ -7,6 +7,8 @@
 //! gateway redrove: its dead letter still counts the redrives, so the
 //! redrive limit holds across loops.
 
+pub mod codes;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -175,7 +177,7 @@ impl DeadLetters {
             .await
             .map_err(|(err, _)| err)
             .context("writing to the dead-letter topic")?;
-        metrics::counter!("kappa_dlq_messages_total", "code" => code.to_owned()).increment(1);
+        metrics::counter!("kappa_dlq_messages_total", "code" => codes::bounded(code)).increment(1);
         static SAMPLER: Sampler = Sampler::new(SAMPLE_WINDOW);
         SAMPLER.log(Instant::now(), code, |more| match more {
             None => tracing::warn!(

@@ -23,6 +23,7 @@ pub mod tasks;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod text;
 pub mod worker;
 
 pub use config::Settings;

@@ -232,6 +232,7 @@ async fn poison_of_every_kind_is_dead_lettered_and_the_worker_goes_on() {
     let long = "x".repeat(3000);
     let poison = [
         (r#"{"type":"interaction","user_id":"u\u0000x","product_id":"p","action":"view"}"#.to_owned(), "invalid_field", "user_id"),
+        (r#"{"type":"interaction","user_id":"u\u202Ex","product_id":"p","action":"view"}"#.to_owned(), "invalid_field", "`user_id`: contains the bidirectional"),
         (view(&long, "p"), "invalid_field", "at most 256 bytes"),
         (view("u1", &long), "invalid_field", "product_id"),
         (r#"{"type":"interaction","user_id":"u1","product_id":"p","action":"purchase","price_cents":18446744073709551615}"#.to_owned(), "invalid_field", "price_cents"),

@@ -1,8 +1,8 @@
 //! Dead letters by reason over time, for the page and `GET /api/dlq/daily`:
 //! per UTC day (of the dead letter's own timestamp: when it was
 //! dead-lettered) and reason code (the `dlq.code` header every DLQ writer
-//! sets; `unknown` for a record without one), how many records reached the
-//! DLQ topic.
+//! sets, `other` for one outside `shared::dlq::codes`, `unknown` for a
+//! record without one), how many records reached the DLQ topic.
 //!
 //! The counts are kept in memory and brought up to date on demand: a
 //! short-lived reader (no group, no commits, `read_committed`) reads what
@@ -168,12 +168,7 @@ fn read_new(
                     open.remove(&p);
                     continue;
                 }
-                let code = message
-                    .headers()
-                    .and_then(|h| shared::dlq::header_str(h, shared::dlq::header::CODE))
-                    .filter(|c| !c.is_empty())
-                    .unwrap_or("unknown")
-                    .to_owned();
+                let code = code_key(&message).to_owned();
                 let day = message
                     .timestamp()
                     .to_millis()
@@ -209,6 +204,18 @@ fn read_new(
         }
     }
     Ok((out, true))
+}
+
+/// A dead letter's reason as a key of the counts: its `dlq.code` if the
+/// catalogue knows it, `other` if not, `unknown` for a record without one.
+/// Anyone who can write to the topic chooses the header, and each distinct
+/// key would be a column of the page and of `/api/dlq/daily`.
+fn code_key<M: Message>(message: &M) -> &'static str {
+    message
+        .headers()
+        .and_then(|h| shared::dlq::header_str(h, shared::dlq::header::CODE))
+        .filter(|c| !c.is_empty())
+        .map_or("unknown", shared::dlq::codes::bounded)
 }
 
 /// The newest `max_days` days with dead letters within `from..=to` (each

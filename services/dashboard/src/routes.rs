@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::http::openapi::ErrorBody;
@@ -121,32 +121,6 @@ pub struct Queued {
     full: bool,
 }
 
-/// A replay bound as a time. Kafka timestamps start at the Unix epoch, and
-/// the broker's offsets-for-times lookup reads negative ones as sentinels
-/// (-1 latest, -2 earliest), so a time before 1970 is refused here rather
-/// than read as something else or failed later with the client library's text.
-fn replay_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
-    let invalid = |problem: String| {
-        ApiError::bad_request("invalid_range", format!("`{field}` {problem}")).with("field", field)
-    };
-    let time = DateTime::parse_from_rfc3339(text)
-        .map_err(|e| {
-            let earliest = if field == "from" {
-                "\"earliest\" or "
-            } else {
-                ""
-            };
-            invalid(format!("must be {earliest}an RFC 3339 time: {e}"))
-        })?
-        .with_timezone(&Utc);
-    if time < DateTime::UNIX_EPOCH {
-        return Err(invalid(format!(
-            "({time}) is before 1970-01-01T00:00:00Z, where event times on the stream begin"
-        )));
-    }
-    Ok(time)
-}
-
 /// Queue a replay.
 ///
 /// Only a full one (from "earliest", no `to`) becomes current when it
@@ -161,24 +135,9 @@ async fn start_replay(
     State(s): State<AppState>,
     http::Json(request): http::Json<ReplayRequest>,
 ) -> Result<(StatusCode, Json<Queued>), ApiError> {
-    let from = match request.from.as_str() {
-        "earliest" => None,
-        time => Some(replay_time("from", time)?),
-    };
-    let to = request
-        .to
-        .as_deref()
-        .map(|t| replay_time("to", t))
-        .transpose()?;
-    if let (Some(from), Some(to)) = (from, to) {
-        if to <= from {
-            return Err(ApiError::bad_request(
-                "invalid_range",
-                format!("`to` ({to}) must be after `from` ({from})"),
-            )
-            .with("field", "to"));
-        }
-    }
+    // The rules every replay-like request shares (pagecount's jobs too).
+    let http::extract::TimeRange { from, to } =
+        http::extract::TimeRange::parse(&request.from, request.to.as_deref())?;
     let id = store::enqueue(&s.pool, Trigger::Manual, from, to).await?;
     s.wake.notify_one();
     Ok((
@@ -567,7 +526,8 @@ async fn audit(
 pub struct DlqDay {
     day: NaiveDate,
     total: u64,
-    /// Per reason code (`dlq.code`).
+    /// Per reason code (`dlq.code`; `other` for a code outside the
+    /// catalogue of known codes, `unknown` for a record without one).
     by_code: BTreeMap<String, u64>,
 }
 

@@ -208,7 +208,24 @@ async fn the_products_panel_shows_counts_waiting_joins_and_the_slowest_branch() 
         .unwrap();
     }
     let service = Service::start(&env, common::config()).await;
-    let page = reqwest::get(format!("{}/", service.base))
+    // Without the token, the page shows what the public APIs show: counts,
+    // not which product waits for which part.
+    let public = reqwest::get(format!("{}/", service.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        public.contains(r#"<b id="products-pending">1</b>"#),
+        "{public}"
+    );
+    assert!(!public.contains(r#"id="pending-joins""#), "{public}");
+    assert!(!public.contains("<td>w1</td>"), "{public}");
+    let page = reqwest::Client::new()
+        .get(format!("{}/", service.base))
+        .bearer_auth(env.settings.auth.admin_token.expose())
+        .send()
         .await
         .unwrap()
         .text()
@@ -280,7 +297,21 @@ async fn the_mapreduce_panel_shows_progress_and_the_newest_top_pages() {
         .await
         .unwrap();
     let service = Service::start(&env, common::config()).await;
-    let page = reqwest::get(format!("{}/", service.base))
+    // The top pages are the token's (`GET /jobs/{id}/pages`): not on the
+    // public page.
+    let public = reqwest::get(format!("{}/", service.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(public.contains(r#"id="mapreduce""#), "{public}");
+    assert!(!public.contains(r#"id="top-pages""#), "{public}");
+    assert!(!public.contains("/home"), "{public}");
+    let page = reqwest::Client::new()
+        .get(format!("{}/", service.base))
+        .bearer_auth(env.settings.auth.admin_token.expose())
+        .send()
         .await
         .unwrap()
         .text()
@@ -460,6 +491,8 @@ async fn who_can_read_the_metrics_is_configured() {
 /// Dead letters by reason over time: per day of their DLQ timestamp and
 /// `dlq.code`, on `GET /api/dlq/daily` and the page (a chart of the daily
 /// total and a table by reason); a later look counts only what is new.
+/// Codes outside the catalogue (anyone who can write to the topic chooses
+/// them) are counted together as `other`, never as columns of their own.
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_are_counted_by_reason_and_day() {
     use rdkafka::message::{Header, OwnedHeaders};
@@ -499,6 +532,8 @@ async fn dead_letters_are_counted_by_reason_and_day() {
     for (code, day, n) in [
         (Some("invalid_json"), "2026-11-20", 3),
         (Some("key_mismatch"), "2026-11-20", 1),
+        (Some("forged_code_one"), "2026-11-20", 1),
+        (Some("forged_code_two"), "2026-11-20", 1),
         (Some("invalid_json"), "2026-11-22", 2),
         (None, "2026-11-22", 1),
     ] {
@@ -509,18 +544,18 @@ async fn dead_letters_are_counted_by_reason_and_day() {
     let service = Service::start(&env, common::config()).await;
     let (status, body) = service.get("/api/dlq/daily").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["total"], 7, "{body}");
+    assert_eq!(body["total"], 9, "{body}");
     assert_eq!(body["complete"], true, "{body}");
     assert_eq!(
         body["days"],
         json!([
-            {"day": "2026-11-20", "total": 4, "by_code": {"invalid_json": 3, "key_mismatch": 1}},
+            {"day": "2026-11-20", "total": 6, "by_code": {"invalid_json": 3, "key_mismatch": 1, "other": 2}},
             {"day": "2026-11-22", "total": 3, "by_code": {"invalid_json": 2, "unknown": 1}},
         ])
     );
     assert_eq!(
         body["totals"],
-        json!({"invalid_json": 5, "key_mismatch": 1, "unknown": 1})
+        json!({"invalid_json": 5, "key_mismatch": 1, "other": 2, "unknown": 1})
     );
     let (_, ranged) = service.get("/api/dlq/daily?from=2026-11-21").await;
     assert_eq!(ranged["total"], 3, "{ranged}");
@@ -550,7 +585,7 @@ async fn dead_letters_are_counted_by_reason_and_day() {
         .skip(1)
         .map(|rest| rest.split('"').next().unwrap())
         .collect();
-    assert_eq!(bars, ["4", "3"], "{chart}");
+    assert_eq!(bars, ["6", "3"], "{chart}");
     let table = page
         .split(r#"id="dlq""#)
         .nth(1)
@@ -559,8 +594,12 @@ async fn dead_letters_are_counted_by_reason_and_day() {
         .next()
         .unwrap();
     assert!(
-        table.contains(r#"<tr data-day="2026-11-22"><td>2026-11-22</td><td data-code="invalid_json">2</td><td data-code="key_mismatch">0</td><td data-code="unknown">1</td><td class="total">3</td></tr>"#),
+        table.contains(r#"<tr data-day="2026-11-22"><td>2026-11-22</td><td data-code="invalid_json">2</td><td data-code="key_mismatch">0</td><td data-code="other">0</td><td data-code="unknown">1</td><td class="total">3</td></tr>"#),
         "{table}"
+    );
+    assert!(
+        !page.contains("forged_code"),
+        "a forged code became a column"
     );
 
     // Later letters are counted once each, on top of the earlier ones.
@@ -570,7 +609,7 @@ async fn dead_letters_are_counted_by_reason_and_day() {
         Duration::from_secs(10),
         || async {
             let (_, body) = service.get("/api/dlq/daily").await;
-            (body["total"] == 8).then_some(body)
+            (body["total"] == 10).then_some(body)
         },
     )
     .await;

@@ -253,3 +253,69 @@ async fn bad_uploads_get_their_4xx_and_nothing_is_produced() {
     assert_eq!(after, before, "nothing reached the claim-check store");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_or_control_character_file_names_are_refused_by_name_and_nothing_is_produced() {
+    let app = common::spawn_app("upload_names", |_, _| {}).await;
+    let pool = app.env.pool().await;
+    let (before,): (i64,) = sqlx::query_as("SELECT count(*) FROM claim_checks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let meta = || metadata(json!({"title": "Lamp"}));
+    let long = format!("{}.png", "a".repeat(100_000));
+    // Sent as written (no RFC 5987 `filename*` encoding, which the gateway's
+    // multipart parser does not read): the control characters arrive raw.
+    let raw = |part: &str, name: &str, content_type: &str| {
+        Form::new()
+            .percent_encode_noop()
+            .part("metadata", meta())
+            .part(part.to_owned(), file(b"\x89PNG fake", name, content_type))
+    };
+    let cases: Vec<(Form, &str, &str)> = vec![
+        (
+            Form::new()
+                .part("metadata", meta())
+                .part("image", file(b"\x89PNG fake", &long, "image/png")),
+            "image",
+            "is 100004 bytes long; at most 255 bytes",
+        ),
+        (
+            Form::new()
+                .part("metadata", meta())
+                .part("image", file(b"\x89PNG fake", "a.png", "image/png"))
+                .part("video", file(b"x", &long, "video/mp4")),
+            "video",
+            "is 100004 bytes long; at most 255 bytes",
+        ),
+        (
+            raw("image", "a\tb.png", "image/png"),
+            "image",
+            "control character U+0009",
+        ),
+        (
+            raw("image", "a\u{85}b.png", "image/png"),
+            "image",
+            "control character U+0085",
+        ),
+    ];
+    for (form, part, needle) in cases {
+        let (status, body) = upload(&app, form).await;
+        assert_eq!(status, 400, "{needle}: {body}");
+        assert_eq!(body["error"], "bad_upload", "{body}");
+        assert_eq!(body["field"], "filename", "{body}");
+        assert_eq!(body["part"], part, "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle}: {body}");
+        assert!(message.len() < 200, "the answer does not echo the name");
+    }
+
+    let topic = app.env.settings.kafka.events_topic.clone();
+    assert_eq!(app.env.count(&topic).await, 0, "nothing reached the topic");
+    let (after,): (i64,) = sqlx::query_as("SELECT count(*) FROM claim_checks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(after, before, "nothing reached the claim-check store");
+    app.stop().await;
+}

@@ -69,7 +69,12 @@ impl Courier {
         let started = Instant::now();
         match self.smtp.send(mail, &address.email).await {
             Ok(()) => {}
-            Err(SendError::Refused(reason)) => return Err(Failure::Refused(reason)),
+            Err(SendError::Refused(reason)) => {
+                log::refused(&self.pool, mail, self.mode, &address.email, &reason)
+                    .await
+                    .map_err(|e| Failure::Transient(e.into()))?;
+                return Err(Failure::Refused(reason));
+            }
             Err(error @ SendError::Unavailable(_)) => return Err(Failure::Transient(error.into())),
         }
         self.stage("smtp", started);

@@ -84,6 +84,7 @@ pub struct Application {
     health: Arc<Health>,
     /// The stateful worker's parked requests.
     parked: Option<park::Parked>,
+    users: Arc<users_client::UsersClient>,
     settings: Settings,
     shutdown: CancellationToken,
 }
@@ -106,18 +107,18 @@ impl Application {
             .postgres(pool.clone())
             .kafka(&settings.kafka, topic.clone())?
             .worker(health.clone());
+        // The stateless worker asks it for every mail's address; the
+        // stateful store only for an update the stream does not vouch for.
+        let users = Arc::new(users_client::UsersClient::new(
+            &config.users_url,
+            settings.auth.admin_token.clone(),
+            Duration::from_millis(config.users_timeout_ms),
+            config.users_retries,
+            config.breaker_failures,
+            Duration::from_millis(config.breaker_open_ms),
+        )?);
         let (directory, store) = match config.mode {
-            Mode::Stateless => {
-                let client = users_client::UsersClient::new(
-                    &config.users_url,
-                    settings.auth.admin_token.clone(),
-                    Duration::from_millis(config.users_timeout_ms),
-                    config.users_retries,
-                    config.breaker_failures,
-                    Duration::from_millis(config.breaker_open_ms),
-                )?;
-                (Directory::Remote(client), None)
-            }
+            Mode::Stateless => (Directory::Remote(users.clone()), None),
             Mode::Stateful => {
                 let watermarks = shared::kafka::watermarks(&settings.kafka, &topic).await?;
                 let store = store::Store::open(&config.data_dir, &topic, &watermarks)?;
@@ -188,6 +189,7 @@ impl Application {
             setup,
             health,
             parked,
+            users,
             settings,
             shutdown,
         })
@@ -202,8 +204,13 @@ impl Application {
         tracing::info!(addr = %self.addr(), mode = self.mailer.courier.mode, "mailer listening");
         let mut tasks = Tasks::new(self.shutdown.clone());
         if let Some(parked) = self.parked {
+            let witness = store::Witness {
+                users: self.users.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            };
             let feeder = store::feed(
                 parked.store.clone(),
+                witness,
                 &self.settings.kafka,
                 &self.setup.options.topic,
                 self.shutdown.clone(),

@@ -5,6 +5,7 @@
 //! request found `sent` is skipped; one found `pending` was interrupted
 //! between the two and is sent again, with the same `Message-ID`: the one
 //! window where a receiver may see a second copy (and can drop it by that id).
+//! One the server refused for good is marked `refused`, with its reason.
 
 use std::collections::HashMap;
 
@@ -81,6 +82,27 @@ pub async fn sent(
     .bind(mode)
     .bind(address)
     .bind(version)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks `mail` refused for good by the SMTP server for `address`.
+pub async fn refused(
+    pool: &PgPool,
+    mail: &Mail,
+    mode: &str,
+    address: &str,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE mail_log SET state = 'refused', address = $3, refused_reason = $4
+         WHERE event_id = $1 AND mode = $2",
+    )
+    .bind(mail.event_id)
+    .bind(mode)
+    .bind(address)
+    .bind(reason)
     .execute(pool)
     .await?;
     Ok(())

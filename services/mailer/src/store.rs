@@ -6,6 +6,14 @@
 //! store and its offsets never disagree. An empty store is rebuilt from the
 //! beginning of the topic; the store is ready once it reached the end
 //! offsets it saw at start.
+//!
+//! Anyone who can write to the topic can write a `user_updated`, keyed
+//! right and with any version. The store takes on the stream's word only
+//! the next version of what it holds (version 1 of a user it does not
+//! hold); a version that jumps ahead, a change without a version, or the
+//! same version with another address is asked of the users service, whose
+//! answer is stored instead. A user the service does not know lives on the
+//! stream alone (typed in, loadgen's): its update is taken as written.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -25,6 +33,8 @@ use shared::event::{peek_type, Envelope, Event, EventBody, EventType, UserUpdate
 use shared::kafka::ReaderContext;
 use shared::shutdown::CancellationToken;
 use tokio::sync::Notify;
+
+use crate::users_client::{Found, UsersClient};
 
 const USERS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("users");
 const POSITIONS: TableDefinition<u32, i64> = TableDefinition::new("positions");
@@ -152,10 +162,15 @@ impl Store {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Applies `updates` and moves `positions`, in one write. An update
-    /// without a version, or with a version not older than the stored one,
-    /// replaces the stored address.
-    fn write(&self, updates: &[UserUpdated], positions: &[(i32, i64)]) -> anyhow::Result<()> {
+    /// Applies `updates` and moves `positions`, in one write. What an
+    /// update does is [`judge`]d against the stored address; `ask` answers
+    /// for those the stream alone does not vouch for.
+    fn write(
+        &self,
+        updates: &[UserUpdated],
+        positions: &[(i32, i64)],
+        ask: &mut dyn FnMut(&str) -> Asked,
+    ) -> anyhow::Result<()> {
         let mut write = self.db.begin_write()?;
         // Not synced to disk at each write (up to 100 a second): a crash
         // may lose the last writes, updates and positions together, and the
@@ -165,15 +180,23 @@ impl Store {
         {
             let mut users = write.open_table(USERS)?;
             for u in updates {
-                let stored = users.get(u.user_id.as_str())?.map(|v| v.value().1);
-                let newer = match (u.version, stored) {
-                    (Some(v), Some(s)) => v >= s,
-                    _ => true,
+                let stored = users
+                    .get(u.user_id.as_str())?
+                    .map(|v| (v.value().0.to_owned(), v.value().1));
+                let (email, version) = match judge(u, stored.as_ref()) {
+                    Verdict::Stale => continue,
+                    Verdict::Take => (u.email.clone(), u.version.unwrap_or(1)),
+                    Verdict::Ask => match ask(&u.user_id) {
+                        Asked::User { email, version } => (email, version),
+                        // Not the service's user: the stream's own.
+                        Asked::Unknown => (
+                            u.email.clone(),
+                            u.version.or(stored.map(|s| s.1)).unwrap_or(0),
+                        ),
+                        Asked::Unanswered => continue,
+                    },
                 };
-                if newer {
-                    let version = u.version.or(stored).unwrap_or(0);
-                    users.insert(u.user_id.as_str(), (u.email.as_str(), version))?;
-                }
+                users.insert(u.user_id.as_str(), (email.as_str(), version))?;
             }
             let mut table = write.open_table(POSITIONS)?;
             for &(p, next) in positions {
@@ -191,10 +214,90 @@ impl Store {
     }
 }
 
+/// What an update does to the stored `(email, version)` of its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The next version (the users service publishes every version, in
+    /// order, keyed by the user): stored as written.
+    Take,
+    /// Older than the stored one, or the same: nothing to do.
+    Stale,
+    /// Not vouched for by the stream alone: the users service decides.
+    Ask,
+}
+
+fn judge(update: &UserUpdated, stored: Option<&(String, u64)>) -> Verdict {
+    match (update.version, stored) {
+        (Some(1), None) => Verdict::Take,
+        (Some(v), Some((_, s))) if v == s + 1 => Verdict::Take,
+        (Some(v), Some((_, s))) if v < *s => Verdict::Stale,
+        (Some(v), Some((email, s))) if v == *s && *email == update.email => Verdict::Stale,
+        // A jump ahead, a first version above 1, the same version with
+        // another address, or no version at all.
+        _ => Verdict::Ask,
+    }
+}
+
+/// The users service's answer for an update [`judge`] could not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asked {
+    User {
+        email: String,
+        version: u64,
+    },
+    /// The service has no such user.
+    Unknown,
+    /// The service did not answer within [`ASK_FOR`]: the update is not
+    /// taken (counted, logged).
+    Unanswered,
+}
+
+/// How long the store keeps asking a users service that fails.
+const ASK_FOR: Duration = Duration::from_secs(30);
+
+/// Who answers for the updates the stream alone does not vouch for.
+pub struct Witness {
+    pub users: Arc<UsersClient>,
+    /// The runtime the client's calls run on (the store's thread is not
+    /// one of its workers).
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Witness {
+    fn ask(&self, user: &str, shutdown: &CancellationToken) -> Asked {
+        let until = Instant::now() + ASK_FOR;
+        let answer = loop {
+            match self.runtime.block_on(self.users.find(user)) {
+                Ok(Found::User { email, version }) => {
+                    break Asked::User {
+                        email,
+                        version: version.max(0) as u64,
+                    }
+                }
+                Ok(Found::Unknown) => break Asked::Unknown,
+                Err(error) if Instant::now() >= until || shutdown.is_cancelled() => {
+                    tracing::warn!(user, error = %format!("{error:#}"),
+                        "address store: a user update the users service could not confirm is not taken");
+                    break Asked::Unanswered;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        let answer_label = match &answer {
+            Asked::User { .. } => "user",
+            Asked::Unknown => "unknown",
+            Asked::Unanswered => "unanswered",
+        };
+        metrics::counter!("kappa_mailer_store_asked_total", "answer" => answer_label).increment(1);
+        answer
+    }
+}
+
 /// Feeds `store` from every partition of `topic` until `shutdown`, on a
 /// thread of its own (polling and the store's writes both block).
 pub fn feed(
     store: Arc<Store>,
+    witness: Witness,
     kafka: &KafkaConfig,
     topic: &str,
     shutdown: CancellationToken,
@@ -202,11 +305,12 @@ pub fn feed(
     let (kafka, topic) = (kafka.clone(), topic.to_owned());
     Ok(std::thread::Builder::new()
         .name("address-store".into())
-        .spawn(move || run(&store, &kafka, &topic, &shutdown))?)
+        .spawn(move || run(&store, &witness, &kafka, &topic, &shutdown))?)
 }
 
 fn run(
     store: &Store,
+    witness: &Witness,
     kafka: &KafkaConfig,
     topic: &str,
     shutdown: &CancellationToken,
@@ -268,7 +372,9 @@ fn run(
         }
         let due = opened.is_some_and(|o| o.elapsed() >= WRITE_AFTER);
         if !moved.is_empty() && (moved.len() >= WRITE_EVERY || due) {
-            store.write(&updates, &latest(&moved))?;
+            store.write(&updates, &latest(&moved), &mut |user| {
+                witness.ask(user, shutdown)
+            })?;
             updates.clear();
             moved.clear();
             opened = None;
@@ -331,14 +437,21 @@ mod tests {
         dir
     }
 
+    /// A users service that is never asked.
+    fn unasked(user: &str) -> Asked {
+        panic!("{user} asked of the users service")
+    }
+
     #[test]
     fn keeps_the_newest_version_and_its_positions_across_opens() {
         let dir = scratch_dir("versions");
         let store = Store::open(&dir, "events", &[(0, 10), (0, 10)]).unwrap();
+        let updates = [1, 2, 3].map(|v| update("ann", &format!("ann@v{v}"), v));
         store
             .write(
-                &[update("ann", "ann@v3", 3), update("ann", "ann@v2", 2)],
+                &[&updates[..], &[update("ann", "ann@v2", 2)]].concat(),
                 &[(1, 7)],
+                &mut unasked,
             )
             .unwrap();
         assert_eq!(store.lookup("ann").unwrap(), Some(("ann@v3".into(), 3)));
@@ -354,7 +467,7 @@ mod tests {
         let dir = scratch_dir("foreign");
         let store = Store::open(&dir, "events", &[(0, 10)]).unwrap();
         store
-            .write(&[update("ann", "ann@v1", 1)], &[(0, 9)])
+            .write(&[update("ann", "ann@v1", 1)], &[(0, 9)], &mut unasked)
             .unwrap();
         drop(store);
         // Another topic: emptied.
@@ -364,7 +477,7 @@ mod tests {
             (-1, None)
         );
         store
-            .write(&[update("bob", "bob@v1", 1)], &[(0, 9)])
+            .write(&[update("bob", "bob@v1", 1)], &[(0, 9)], &mut unasked)
             .unwrap();
         drop(store);
         // The same name, recreated (ends before the stored position): emptied.
@@ -373,6 +486,55 @@ mod tests {
             (store.position(0), store.lookup("bob").unwrap()),
             (-1, None)
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The stream is taken at its word for the next version only; what
+    /// jumps ahead, comes without a version or changes an address under the
+    /// same version is the users service's to answer, and its answer is
+    /// what the store keeps.
+    #[test]
+    fn only_the_next_version_is_taken_on_the_streams_word() {
+        let dir = scratch_dir("trust");
+        let store = Store::open(&dir, "events", &[(0, 10)]).unwrap();
+        let mut asked = Vec::new();
+        let mut service = |user: &str| {
+            asked.push(user.to_owned());
+            match user {
+                "ann" => Asked::User {
+                    email: "ann@real".into(),
+                    version: 2,
+                },
+                "typed" => Asked::Unknown,
+                _ => Asked::Unanswered,
+            }
+        };
+        let unversioned = UserUpdated {
+            version: None,
+            ..update("typed", "typed@kcat", 0)
+        };
+        store
+            .write(
+                &[
+                    update("ann", "ann@v1", 1),
+                    update("ann", "ann@v2", 2),
+                    // Forged: far ahead, then the same version elsewhere.
+                    update("ann", "evil@forged", 999),
+                    update("ann", "evil@same", 2),
+                    unversioned,
+                    update("zed", "zed@v5", 5),
+                ],
+                &[(0, 6)],
+                &mut service,
+            )
+            .unwrap();
+        assert_eq!(asked, ["ann", "ann", "typed", "zed"]);
+        assert_eq!(store.lookup("ann").unwrap(), Some(("ann@real".into(), 2)));
+        assert_eq!(
+            store.lookup("typed").unwrap(),
+            Some(("typed@kcat".into(), 0))
+        );
+        assert_eq!(store.lookup("zed").unwrap(), None, "unanswered: not taken");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -41,7 +41,7 @@ const STORE_WAIT: Duration = Duration::from_secs(2);
 /// Where addresses come from: the article's two workers.
 pub enum Directory {
     /// Stateless: ask the users service, every time.
-    Remote(UsersClient),
+    Remote(Arc<UsersClient>),
     /// Stateful: the worker's own store, fed by `user_updated` events.
     Local {
         store: Arc<Store>,

@@ -124,6 +124,61 @@ async fn after_an_address_change_the_stateful_worker_uses_the_new_address() {
     stateful.stop().await;
 }
 
+/// Anyone who can write to the topic can write a `user_updated`: one
+/// keyed by its user with a version far ahead, and one keyed by another
+/// user. Neither moves the stateful worker's address: the first is asked of
+/// the users service (which says version 2), the second fails the gate
+/// every consumer has (`key_mismatch`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_address_change_leaves_the_store_and_the_mails_unchanged() {
+    let world = World::new("mail_forged", "").await;
+    world.user("probe", "probe@old.example.com").await;
+    world.user("probe", "probe@real.example.com").await;
+    let topic = world.env.settings.kafka.events_topic.clone();
+    world
+        .env
+        .read_exactly(&topic, 2, Duration::from_secs(30))
+        .await;
+    let producer = shared::kafka::producer(&world.env.settings.kafka).unwrap();
+    for (key, email) in [
+        ("probe", "evil@evil.example"),
+        ("other", "evil2@evil.example"),
+    ] {
+        let forged = serde_json::json!({"type": "user_updated", "user_id": "probe", "email": email, "version": 999});
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key(key)
+                    .payload(&forged.to_string()),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let id = "0193a5c2-7f1e-7000-8000-00000000f001";
+    world
+        .request(&[(id.into(), "probe".into(), "Your statement".into())])
+        .await;
+    let stateful = world.mailer(world.config(Mode::Stateful)).await;
+    let delivered = world.wait_delivered(1).await;
+    assert_eq!(
+        delivered[&message_id(id, Mode::Stateful)].to,
+        "probe@real.example.com"
+    );
+    let pool = world.env.pool().await;
+    let (address, version): (String, Option<i64>) =
+        sqlx::query_as("SELECT address, user_version FROM mail_log WHERE state = 'sent'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (address.as_str(), version),
+        ("probe@real.example.com", Some(2))
+    );
+    stateful.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_go_to_the_dlq_and_the_worker_goes_on() {
     // The SMTP server takes only example.com recipients.
@@ -178,6 +233,20 @@ async fn bad_requests_go_to_the_dlq_and_the_worker_goes_on() {
         .collect();
     codes.sort();
     assert_eq!(codes, ["missing_field", "smtp_refused", "unknown_user"]);
+    // The refused mail's row says so, not `pending` as if interrupted.
+    let pool = world.env.pool().await;
+    let (state, address, reason): (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT state, address, refused_reason FROM mail_log WHERE event_id = $1::uuid",
+    )
+    .bind(ids[1])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (state.as_str(), address.as_deref()),
+        ("refused", Some("eve@refused.test"))
+    );
+    assert!(reason.is_some_and(|r| !r.is_empty()));
     stateless.stop().await;
 }
 

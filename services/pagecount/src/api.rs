@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::config::KafkaConfig;
 use shared::event::{Event, EventBody, MapTask};
+use shared::http::extract::TimeRange;
 use shared::http::{Admin, ApiError, Json, Path, Query};
 use shared::kafka_batch::{BatchProducer, Outgoing};
 use shared::replay::{From, Span};
@@ -50,12 +51,13 @@ pub fn router(state: ApiState) -> OpenApiRouter {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewJob {
-    /// `earliest` (default) or an RFC 3339 time: the first record at or
-    /// after it, per partition.
+    /// `earliest` (default) or an RFC 3339 time, not before 1970: the first
+    /// record at or after it, per partition.
     from: Option<String>,
-    /// Up to the first record at or after this time (default: the end as
-    /// it is now).
-    to: Option<DateTime<Utc>>,
+    /// Up to the first record at or after this RFC 3339 time, after `from`
+    /// (default: the end as it is now).
+    #[schema(format = DateTime)]
+    to: Option<String>,
     /// Explicit offsets instead: `{"<partition>": [start, end]}`, end
     /// exclusive, within what the partition holds.
     #[schema(schema_with = offsets_schema)]
@@ -200,17 +202,13 @@ struct PageCount {
     count: i64,
 }
 
-/// No record is older than 1970; Kafka reads a negative time as a special
-/// offset (latest, earliest), so earlier times are the epoch.
-fn since_epoch(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.max(DateTime::UNIX_EPOCH)
-}
-
 /// Starts a job.
 ///
 /// Snapshots the input's offsets (from `from` to `to`, or `offsets`), splits
 /// each partition's range into chunks of `chunk_lines` and publishes one map
-/// task per chunk. An empty range is a job that succeeded at once.
+/// task per chunk. An empty range is a job that succeeded at once. A time
+/// before 1970, or a `to` not after `from`, is 400 `invalid_range` naming
+/// the field (the dashboard's replays answer the same).
 #[utoipa::path(post, path = "/jobs", tag = "pagecount", operation_id = "start_job",
     security(("bearer" = [])),
     request_body = NewJob,
@@ -227,25 +225,12 @@ async fn create(
                 .with("field", "chunk_lines"),
         );
     }
-    let from = match request.from.as_deref() {
-        None | Some("earliest") => From::Earliest,
-        Some(time) => From::Time(
-            DateTime::parse_from_rfc3339(time)
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_field",
-                        format!("from must be \"earliest\" or RFC 3339: {e}"),
-                    )
-                    .with("field", "from")
-                })?
-                .with_timezone(&Utc),
-        ),
-    };
-    let from = match from {
-        From::Time(time) => From::Time(since_epoch(time)),
-        earliest => earliest,
-    };
-    let to = request.to.map(since_epoch);
+    let range = TimeRange::parse(
+        request.from.as_deref().unwrap_or("earliest"),
+        request.to.as_deref(),
+    )?;
+    let from = range.from.map_or(From::Earliest, From::Time);
+    let to = range.to;
     let (kafka, topic) = (s.kafka.clone(), s.input_topic.clone());
     let plan = tokio::task::spawn_blocking(move || shared::replay::plan(&kafka, &topic, from, to))
         .await

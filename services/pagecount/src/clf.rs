@@ -5,8 +5,9 @@
 //! reason: IPv6 clients and `-` sizes are fine; a request that is not
 //! `METHOD PATH PROTOCOL` (a TLS handshake sent to port 80, an empty `"-"`),
 //! a line without its bracketed time or quoted fields, a status that is not
-//! three digits, bytes that are not UTF-8, or a page that is too long to
-//! be a key are rejected with a stable code.
+//! three digits, bytes that are not UTF-8, a page that is too long to be a
+//! key, or a page holding a bidirectional control (shown, it would read as
+//! another page) are rejected with a stable code.
 
 /// The longest page kept (the stream's bound on ids).
 pub const MAX_PAGE_BYTES: usize = 256;
@@ -22,6 +23,7 @@ pub enum Reject {
     NotHttp,
     BadStatus,
     PageTooLong,
+    PageBidiControl,
 }
 
 impl Reject {
@@ -33,6 +35,7 @@ impl Reject {
             Reject::NotHttp => "not_an_http_request",
             Reject::BadStatus => "bad_status",
             Reject::PageTooLong => "page_too_long",
+            Reject::PageBidiControl => "page_bidi_control",
         }
     }
 
@@ -48,6 +51,9 @@ impl Reject {
             }
             Reject::BadStatus => "the status is not three digits",
             Reject::PageTooLong => "the page is longer than 256 bytes",
+            Reject::PageBidiControl => {
+                "the page contains a bidirectional control character (U+202A to U+202E, U+2066 to U+2069, U+200E, U+200F, U+061C)"
+            }
         }
     }
 }
@@ -103,6 +109,9 @@ pub fn page(line: &[u8]) -> Result<&str, Reject> {
     let page = target.split(['?', '#']).next().unwrap_or(target);
     if page.len() > MAX_PAGE_BYTES || page.chars().any(char::is_control) {
         return Err(Reject::PageTooLong);
+    }
+    if shared::text::bidi_control(page).is_some() {
+        return Err(Reject::PageBidiControl);
     }
     Ok(page)
 }
@@ -166,5 +175,19 @@ mod tests {
         );
         assert_eq!(page(long.as_bytes()), Err(Reject::PageTooLong));
         assert_eq!(page(&vec![b'a'; MAX_LINE_BYTES + 1]), Err(Reject::TooLong));
+        // `/admin\u{202E}gnp.x` would be shown as `/adminx.png`.
+        for control in ['\u{202E}', '\u{2066}', '\u{200F}', '\u{061C}'] {
+            let line = format!(
+                r#"192.0.2.1 - - [26/Nov/2026:10:00:00 +0000] "GET /admin{control}gnp.x?q HTTP/1.1" 200 1 "-" "-""#
+            );
+            assert_eq!(
+                page(line.as_bytes()),
+                Err(Reject::PageBidiControl),
+                "{line}"
+            );
+        }
+        // Only the page is checked: a query string or an agent is not counted.
+        let elsewhere = "192.0.2.1 - - [26/Nov/2026:10:00:00 +0000] \"GET /a?\u{202E} HTTP/1.1\" 200 1 \"-\" \"\u{202E}\"";
+        assert_eq!(page(elsewhere.as_bytes()), Ok("/a"));
     }
 }

@@ -108,7 +108,7 @@ impl Branch {
             )));
         }
         match asset.kind {
-            AssetKind::Image => self.image(bytes).await,
+            AssetKind::Image => self.image(asset, bytes).await,
             AssetKind::Video => Ok(tokio::task::spawn_blocking(move || video::probe(&bytes))
                 .await?
                 .map(|probed| json!(probed))),
@@ -116,13 +116,30 @@ impl Branch {
         }
     }
 
-    async fn image(&self, bytes: Vec<u8>) -> anyhow::Result<Result<Value, String>> {
+    async fn image(
+        &self,
+        asset: &UploadedAsset,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Result<Value, String>> {
         let rules = self.image;
-        let processed =
-            match tokio::task::spawn_blocking(move || image::process(&bytes, rules)).await? {
-                Ok(processed) => processed,
-                Err(refused) => return Ok(Err(refused.to_string())),
-            };
+        let outcome = tokio::task::spawn_blocking(move || image::process(&bytes, rules)).await?;
+        let processed = match outcome {
+            Ok(processed) => processed,
+            Err(refused) => {
+                // The reason is fixed wording for the seller; what the
+                // decoder said is for operators only.
+                if let Some(detail) = refused.detail() {
+                    tracing::info!(
+                        part = %asset.part,
+                        token = %asset.token,
+                        reason = %refused,
+                        detail,
+                        "image refused"
+                    );
+                }
+                return Ok(Err(refused.to_string()));
+            }
+        };
         // Content addressed: a retried batch stores the same thumbnail again
         // under the same token, never a second copy.
         let thumbnail = content_ref(&processed.thumbnail, THUMBNAIL_TYPE);

@@ -27,9 +27,10 @@ pub fn router(state: AppState) -> OpenApiRouter {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
-    /// The user's id (1 to 256 bytes, no control characters or `/`); absent:
-    /// a new UUIDv7.
+    /// The user's id (1 to 256 bytes, no control characters, bidirectional
+    /// controls or `/`); absent: a new UUIDv7.
     id: Option<String>,
+    /// A bare address, `local@domain` (no display name, no IP literal).
     email: String,
     /// At most 1024 bytes.
     name: Option<String>,
@@ -39,6 +40,7 @@ struct NewUser {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Change {
+    /// A bare address, `local@domain` (no display name, no IP literal).
     email: String,
     /// At most 1024 bytes; absent: no name.
     name: Option<String>,
@@ -63,17 +65,28 @@ struct Users {
     next: Option<String>,
 }
 
-/// The fields every write checks: the id as the stream holds ids, the email.
-fn check(id: &str, email: &str, name: Option<&str>) -> Result<(), ApiError> {
-    let invalid = |field: &str, problem: &str| {
-        ApiError::bad_request("invalid_field", format!("`{field}` {problem}")).with("field", field)
-    };
-    if id.trim().is_empty() || id.len() > 256 || id.chars().any(|c| c.is_control() || c == '/') {
+/// 400 `invalid_field` naming the field.
+fn invalid(field: &str, problem: &str) -> ApiError {
+    ApiError::bad_request("invalid_field", format!("`{field}` {problem}")).with("field", field)
+}
+
+/// An id as the stream holds ids. A bidirectional control would make the id
+/// read as another one wherever it is shown (and the event carrying it is
+/// refused downstream), so it is refused here as well.
+fn check_id(id: &str) -> Result<(), ApiError> {
+    let bad = |c: char| c.is_control() || c == '/' || shared::text::is_bidi_control(c);
+    if id.trim().is_empty() || id.len() > 256 || id.chars().any(bad) {
         return Err(invalid(
             "id",
-            "must be 1 to 256 bytes without control characters or `/`",
+            "must be 1 to 256 bytes without control characters, bidirectional controls or `/`",
         ));
     }
+    Ok(())
+}
+
+/// The fields every write checks: the id, the email, the name.
+fn check(id: &str, email: &str, name: Option<&str>) -> Result<(), ApiError> {
+    check_id(id)?;
     if let Some(problem) = shared::event::email_problem(email) {
         return Err(invalid("email", problem));
     }
@@ -203,12 +216,8 @@ async fn fetch(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    // No stored id holds a NUL (writes refuse control characters), and
-    // PostgreSQL text cannot carry one: a query with it would fail.
-    let stored = match id.contains('\0') {
-        true => None,
-        false => store::get(&s.pool, &id).await?,
-    };
+    check_id(&id)?;
+    let stored = store::get(&s.pool, &id).await?;
     let user = stored.ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
     Ok(answer(StatusCode::OK, user))
 }

@@ -232,6 +232,102 @@ async fn users_are_created_read_updated_and_paged() {
     tokio::time::sleep(Duration::ZERO).await;
 }
 
+/// What a hostile client sends: an address with a display name or an IP
+/// literal (the mailer would send to something else than what is shown), an
+/// id with a bidirectional control (it would read as another id). Each is
+/// 400 naming its field, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn display_names_ip_literals_and_bidi_ids_are_refused() {
+    use reqwest::Method;
+    let env = TestEnv::new("users_hostile").await;
+    let s = Service::start(&env, false).await;
+    let (status, _, _) = s
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"id": "ann", "email": "ann@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    for email in [
+        "Bob<x@evil.com>",
+        "Bob <x@evil.com>",
+        "x@[127.0.0.1]",
+        "x@127.0.0.1",
+    ] {
+        let (status, _, body) = s
+            .call(Method::POST, "/users", Some(json!({"email": email})), None)
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str(), body["field"].as_str()),
+            (400, Some("invalid_field"), Some("email")),
+            "POST {email}: {body}"
+        );
+        let (status, _, body) = s
+            .call(
+                Method::PUT,
+                "/users/ann",
+                Some(json!({"email": email})),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some("email")),
+            "PUT {email}: {body}"
+        );
+    }
+
+    // `u\u{202E}gnp.exe` is shown as `uexe.png`.
+    let (status, _, body) = s
+        .call(
+            Method::POST,
+            "/users",
+            Some(json!({"id": "u\u{202E}gnp.exe", "email": "u@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str(), body["field"].as_str()),
+        (400, Some("invalid_field"), Some("id")),
+        "{body}"
+    );
+    for path in [
+        "/users/u%E2%80%AEx",
+        "/users/u%E2%81%A6x",
+        "/users/u%E2%80%8Fx",
+    ] {
+        let (status, _, body) = s
+            .call(
+                Method::PUT,
+                path,
+                Some(json!({"email": "u@example.com"})),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some("id")),
+            "PUT {path}: {body}"
+        );
+        let (status, _, body) = s.call(Method::GET, path, None, None).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some("id")),
+            "GET {path}: {body}"
+        );
+    }
+
+    let pool = env.pool().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM users_outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "only ann's creation was written");
+}
+
 async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     futures::future::join_all(futures).await
 }
@@ -296,11 +392,12 @@ async fn the_api_is_described_with_its_error_answers() {
         "unknown fields are refused, and described so"
     );
 
-    // What a fuzzer sends: a NUL in an id or a cursor is no 5xx.
+    // What a fuzzer sends: a NUL in an id or a cursor is no 5xx (an id no
+    // write accepts is refused as one, naming `id`).
     let (status, _, _) = s
         .call(reqwest::Method::GET, "/users/a%00b", None, None)
         .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 400);
     let (status, _, _) = s
         .call(reqwest::Method::GET, "/users?after=%00", None, None)
         .await;

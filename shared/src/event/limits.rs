@@ -3,7 +3,9 @@
 //! choke on later is refused here, with the field named.
 //!
 //! - ids (keys and references): non-empty, at most `max_id_bytes`, no
-//!   control characters (a NUL is not even storable in PostgreSQL text);
+//!   control characters (a NUL is not even storable in PostgreSQL text) and
+//!   no bidirectional controls (they make a shown id read as another one);
+//! - email addresses: a bare `local@domain` (see [`email_problem`]);
 //! - any text: no NUL;
 //! - amounts in cents: at most `max_amount_cents`, so that sums of many
 //!   stay far inside what every store can add (sums use checked arithmetic);
@@ -70,6 +72,15 @@ impl Limits {
                 format!("contains the control character U+{:04X}", c as u32),
             ));
         }
+        if let Some(c) = crate::text::bidi_control(value) {
+            return Err(ParseError::field(
+                field,
+                format!(
+                    "contains the bidirectional control character U+{:04X}",
+                    c as u32
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -128,10 +139,18 @@ impl Limits {
     }
 }
 
-/// Why `value` is not a usable email address, if it is not: one `@` between
-/// a non-empty local part and a domain with a dot, at most 254 bytes, no
-/// spaces or control characters. (Deliverability is the mail server's call.)
+/// Why `value` is not a usable email address, if it is not: a bare
+/// `local@domain` and nothing else. The local part is a dot-atom (RFC 5322:
+/// letters, digits and ``!#$%&'*+-/=?^_`{|}~``, dots between them), at most
+/// 64 bytes; the domain is a host name (letters, digits and hyphens in
+/// labels of at most 63, no label starting or ending with a hyphen) with a
+/// dot and a top-level label that is not all digits; at most 254 bytes in
+/// all. So no display name (`Bob <bob@example.com>`), no quoted local part,
+/// no IP literal (`x@[127.0.0.1]`, `x@127.0.0.1`), no spaces or comments: the
+/// address is the one the mailer sends to, as it is shown. (Deliverability
+/// is the mail server's call.)
 pub fn email_problem(value: &str) -> Option<&'static str> {
+    const EXAMPLE: &str = "expected a bare address such as ann@example.com";
     if value.len() > 254 {
         return Some("is longer than 254 bytes");
     }
@@ -139,14 +158,113 @@ pub fn email_problem(value: &str) -> Option<&'static str> {
         return Some("contains spaces or control characters");
     }
     let Some((local, domain)) = value.split_once('@') else {
-        return Some("expected an email address such as ann@example.com");
+        return Some(EXAMPLE);
     };
-    if local.is_empty() || domain.contains('@') {
-        return Some("expected an email address such as ann@example.com");
+    if local.is_empty() || domain.is_empty() || domain.contains('@') {
+        return Some(EXAMPLE);
+    }
+    if local.len() > 64 {
+        return Some("the part before `@` is longer than 64 bytes");
+    }
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
+    if local
+        .split('.')
+        .any(|atom| atom.is_empty() || !atom.bytes().all(atext))
+    {
+        return Some(
+            "the part before `@` must be letters, digits, ``!#$%&'*+-/=?^_`{|}~`` and single dots between them (no display name, quotes or angle brackets)",
+        );
     }
     let labels: Vec<&str> = domain.split('.').collect();
-    if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+    let host_label = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !labels.iter().all(host_label) {
+        return Some(
+            "the domain must be a host name: letters, digits and hyphens in dot-separated labels (no IP literal or brackets)",
+        );
+    }
+    if labels.len() < 2 {
         return Some("the domain must have a dot, such as example.com");
     }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Some("the domain must be a host name, not an IP address");
+    }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{email_problem, Limits};
+
+    #[test]
+    fn only_a_bare_address_is_an_email() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long_label = format!("a@{}.com", "b".repeat(64));
+        let too_long = format!("a@{}.com", vec!["b".repeat(60); 5].join("."));
+        for refused in [
+            "Bob<x@evil.com>",
+            "Bob <x@evil.com>",
+            "<x@evil.com>",
+            "x@evil.com>",
+            "x@[127.0.0.1]",
+            "x@[IPv6:::1]",
+            "x@127.0.0.1",
+            "\"bob\"@example.com",
+            "bob(comment)@example.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "a@b@example.com",
+            "a@example",
+            "a@example.com.",
+            "a@.example.com",
+            "a@-example.com",
+            "a@example-.com",
+            "a@exa_mple.com",
+            "a@exämple.com",
+            "ä@example.com",
+            "a@",
+            "@example.com",
+            "example.com",
+            "",
+            long_local.as_str(),
+            long_label.as_str(),
+            too_long.as_str(),
+        ] {
+            assert!(email_problem(refused).is_some(), "{refused}");
+        }
+        let longest_local = format!("{}@example.com", "a".repeat(64));
+        for accepted in [
+            "ann@example.com",
+            "first.last+tag@mail.example.co.uk",
+            "o'brien@example.ie",
+            "x!#$%&'*+-/=?^_`{|}~@a-b.example",
+            "u1@shop.example",
+            "a@1example.com",
+            longest_local.as_str(),
+        ] {
+            assert_eq!(email_problem(accepted), None, "{accepted}");
+        }
+    }
+
+    #[test]
+    fn ids_refuse_bidirectional_controls() {
+        let limits = Limits::default();
+        for c in [
+            '\u{202E}', '\u{202A}', '\u{2066}', '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}',
+        ] {
+            let error = limits.id("user_id", &format!("u1{c}x")).unwrap_err();
+            assert_eq!(error.code(), "invalid_field");
+            assert!(error.to_string().contains("user_id"), "{error}");
+            assert!(error.to_string().contains("bidirectional"), "{error}");
+        }
+        assert!(limits.id("user_id", "u1").is_ok());
+    }
 }

@@ -80,6 +80,38 @@ fn errors_name_the_field_and_expectation() {
     );
 }
 
+/// A bidirectional control in an id makes it read as another id where it is
+/// shown: refused like a NUL, by the fast path and the precise one alike.
+#[test]
+fn ids_with_bidi_controls_are_invalid_fields() {
+    let lines = [
+        (r#"{"type":"interaction","user_id":"u\u202Ex","product_id":"p1","action":"view"}"#, "user_id"),
+        ("{\"type\":\"interaction\",\"user_id\":\"u1\",\"product_id\":\"p\u{2066}1\",\"action\":\"view\"}", "product_id"),
+        (r#"{"type":"user_updated","user_id":"u\u200Fx","email":"a@example.com"}"#, "user_id"),
+        (r#"{"type":"page_access","page":"/a\u061Cb"}"#, "page"),
+        (r#"{"type":"product_uploaded","product_id":"p1","seller_id":"s\u202Ax","metadata":{},"assets":[]}"#, "seller_id"),
+    ];
+    for (line, field) in lines {
+        let error = err(line);
+        assert!(
+            matches!(&error, ParseError::InvalidField { field: f, message } if f == field && message.contains("bidirectional")),
+            "{line}: {error:?}"
+        );
+        assert_eq!(super::parse::parse_precisely(line.as_bytes()), Err(error));
+    }
+}
+
+#[test]
+fn display_names_and_ip_literals_are_not_emails() {
+    for email in ["Bob<x@evil.com>", "x@[127.0.0.1]"] {
+        let line = format!(r#"{{"type":"user_updated","user_id":"u1","email":"{email}"}}"#);
+        assert!(
+            matches!(err(&line), ParseError::InvalidField { field, .. } if field == "email"),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn every_type_parses_and_keys_by_its_entity() {
     let lines = [

@@ -80,12 +80,21 @@ fn bearer(header: &str) -> Option<&str> {
 }
 
 /// Compares without an early exit, so response time does not reveal how much
-/// of a guessed token was right.
+/// of a guessed token was right; nor its length: both sides are hashed to 32
+/// bytes first, and the digests are compared whole.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    fixed_eq(&Sha256::digest(a).into(), &Sha256::digest(b).into())
+}
+
+/// Every byte of two 32-byte digests compared, whatever they hold: the
+/// lengths compared are always the same, so no early exit tells a guess's
+/// length (or how much of it was right).
+fn fixed_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -95,6 +104,7 @@ mod tests {
         assert!(super::constant_time_eq(b"abc", b"abc"));
         assert!(!super::constant_time_eq(b"abc", b"abd"));
         assert!(!super::constant_time_eq(b"abc", b"ab"));
+        assert!(!super::constant_time_eq(b"", b"abc"));
     }
 
     #[test]

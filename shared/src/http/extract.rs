@@ -1,9 +1,12 @@
 //! Axum's extractors with this crate's JSON errors as rejections, so a bad
 //! path segment, query or body gets the same error shape (and status) as
-//! everything else: `Path`, `Query` and `Json` here, used as in axum.
+//! everything else: `Path`, `Query` and `Json` here, used as in axum. And
+//! [`TimeRange`]: the range of the stream a body asks to read, parsed with
+//! the same rules and errors by every service that takes one.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
@@ -58,5 +61,103 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let axum::Json(value) = axum::Json::from_request(request, state).await?;
         Ok(Json(value))
+    }
+}
+
+/// The range of the input topic a request asks to read (a replay, a
+/// pagecount job): `from` is `"earliest"` or an RFC 3339 time, `to` an RFC
+/// 3339 time or absent (the end as it is now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    /// None: the earliest offsets.
+    pub from: Option<DateTime<Utc>>,
+    /// None: the end offsets at the start.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl TimeRange {
+    /// Parses a request's `from` and `to`. Kafka timestamps start at the Unix
+    /// epoch, and the broker's offsets-for-times lookup reads negative ones
+    /// as sentinels (-1 latest, -2 earliest), so a time before 1970 is
+    /// refused rather than read as something else (or silently as the whole
+    /// topic); a `to` not after `from` is an empty range, refused rather
+    /// than run as a job that counts nothing. Each is 400 `invalid_range`
+    /// naming the field.
+    pub fn parse(from: &str, to: Option<&str>) -> Result<TimeRange, ApiError> {
+        let from = match from {
+            "earliest" => None,
+            time => Some(range_time("from", time)?),
+        };
+        let to = to.map(|t| range_time("to", t)).transpose()?;
+        if let (Some(from), Some(to)) = (from, to) {
+            if to <= from {
+                return Err(ApiError::bad_request(
+                    "invalid_range",
+                    format!("`to` ({to}) must be after `from` ({from})"),
+                )
+                .with("field", "to"));
+            }
+        }
+        Ok(TimeRange { from, to })
+    }
+}
+
+/// One bound of a [`TimeRange`]: RFC 3339, not before 1970.
+fn range_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    let invalid = |problem: String| {
+        ApiError::bad_request("invalid_range", format!("`{field}` {problem}")).with("field", field)
+    };
+    let time = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| {
+            let earliest = if field == "from" {
+                "\"earliest\" or "
+            } else {
+                ""
+            };
+            invalid(format!("must be {earliest}an RFC 3339 time: {e}"))
+        })?
+        .with_timezone(&Utc);
+    if time < DateTime::UNIX_EPOCH {
+        return Err(invalid(format!(
+            "({time}) is before 1970-01-01T00:00:00Z, where event times on the stream begin"
+        )));
+    }
+    Ok(time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TimeRange;
+
+    #[test]
+    fn a_range_starts_in_1970_and_ends_after_it_starts() {
+        let refused = [
+            ("0001-01-01T00:00:00Z", None, "from"),
+            ("1969-12-31T23:59:59Z", None, "from"),
+            ("earliest", Some("1900-01-01T00:00:00Z"), "to"),
+            ("yesterday", None, "from"),
+            ("earliest", Some("2026-11-26"), "to"),
+            ("2026-11-27T00:00:00Z", Some("2026-11-26T00:00:00Z"), "to"),
+            ("2026-11-26T00:00:00Z", Some("2026-11-26T00:00:00Z"), "to"),
+        ];
+        for (from, to, field) in refused {
+            let error = TimeRange::parse(from, to).unwrap_err();
+            assert_eq!(error.status(), 400, "{from} {to:?}");
+            assert_eq!(error.code(), "invalid_range", "{from} {to:?}");
+            assert_eq!(
+                error.detail("field"),
+                Some(&serde_json::json!(field)),
+                "{from} {to:?}"
+            );
+        }
+        let whole = TimeRange::parse("earliest", None).unwrap();
+        assert_eq!((whole.from, whole.to), (None, None));
+        let day =
+            TimeRange::parse("2026-11-26T00:00:00+01:00", Some("2026-11-27T00:00:00Z")).unwrap();
+        assert_eq!(
+            day.from.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-11-25T23:00:00+00:00")
+        );
+        assert!(TimeRange::parse("1970-01-01T00:00:00Z", Some("1970-01-01T00:00:01Z")).is_ok());
     }
 }

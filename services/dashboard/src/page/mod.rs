@@ -60,15 +60,23 @@ pub struct PageQuery {
 /// of a run (the same days as `GET /api/metrics/daily` with the same
 /// query), top products, the Kappa audit's last verdict, dead letters by
 /// reason, the product DAG, MapReduce jobs, and the replay runs. Public
-/// unless `auth.public_metrics` is false.
+/// unless `auth.public_metrics` is false. The page shows what the public
+/// APIs show: the products waiting for parts (`GET /pending-joins`) and a
+/// job's top pages (`GET /jobs/{id}/pages`) are the token's, so a request
+/// without it sees their counts only.
 #[utoipa::path(get, path = "/", tag = "dashboard",
     params(PageQuery),
     responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
 pub async fn page(
     _: shared::http::Viewer,
+    mut parts: axum::http::request::Parts,
     State(s): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> ([(HeaderName, HeaderValue); 4], Html<String>) {
+    use axum::extract::FromRequestParts as _;
+    let admin = shared::http::Admin::from_request_parts(&mut parts, &())
+        .await
+        .is_ok();
     let current = store::current_id(&s.pool).await.ok().flatten();
     let shown = match q.run.or(current) {
         Some(id) => store::get(&s.pool, id)
@@ -94,10 +102,13 @@ pub async fn page(
         s.dead_letters.snapshot().await.as_ref(),
     ));
     if let Ok(dag) = store::dag_summary(&s.pool).await {
-        html.push_str(&panels::products_panel(&dag));
+        html.push_str(&panels::products_panel(&dag, admin));
     }
     if let Ok(jobs) = store::mapreduce_jobs(&s.pool, 5).await {
-        let top = store::mapreduce_top_pages(&s.pool, 10).await.ok().flatten();
+        let top = match admin {
+            true => store::mapreduce_top_pages(&s.pool, 10).await.ok().flatten(),
+            false => None,
+        };
         html.push_str(&panels::mapreduce_panel(&jobs, top.as_ref()));
     }
     html.push_str(r#"<h2>Replays <button id="replay">Replay now</button></h2>"#);

@@ -6,8 +6,9 @@ use std::fmt::Write;
 use super::esc;
 use crate::store;
 
-/// Products by status, the joins still waiting and how long, the slowest branch.
-pub fn products_panel(dag: &store::DagSummary) -> String {
+/// Products by status, the slowest branch, and, with the token, the joins
+/// still waiting and for how long (what `GET /pending-joins` shows).
+pub fn products_panel(dag: &store::DagSummary, admin: bool) -> String {
     let mut html = String::from(r#"<h2>Products</h2><section class="cards" id="products">"#);
     for (status, count) in &dag.by_status {
         let _ = write!(
@@ -28,7 +29,11 @@ pub fn products_panel(dag: &store::DagSummary) -> String {
             .collect();
         let _ = write!(html, "{}.</p>", esc(&others.join(", ")));
     }
-    if !dag.waiting.is_empty() {
+    if !dag.waiting.is_empty() && !admin {
+        html.push_str(
+            r#"<p class="sub" id="pending-joins-hidden">Which products wait for which parts: <code>GET /pending-joins</code> on the products service, with the token.</p>"#,
+        );
+    } else if !dag.waiting.is_empty() {
         html.push_str(r#"<table id="pending-joins"><tr><th>waiting product</th><th>missing parts</th><th>waited</th><th>deadline in</th></tr>"#);
         for (id, missing, waited, left) in &dag.waiting {
             let _ = write!(
@@ -45,7 +50,8 @@ pub fn products_panel(dag: &store::DagSummary) -> String {
 }
 
 /// MapReduce jobs with their progress (chunks mapped, partitions reduced)
-/// and the top pages of the newest job that succeeded.
+/// and the top pages of the newest job that succeeded (given only to a
+/// request with the token).
 pub fn mapreduce_panel(jobs: &[store::JobRow], top: Option<&(i64, Vec<(String, i64)>)>) -> String {
     let mut html = String::from(
         r#"<h2>MapReduce page counts <button id="mapreduce-run">Count pages now</button></h2><table id="mapreduce"><tr><th>job</th><th>state</th><th>mapped</th><th>reduced</th><th>lines</th><th>time</th></tr>"#,

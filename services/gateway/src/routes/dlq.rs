@@ -937,7 +937,8 @@ impl DeadLetterQueue {
         }
         if !filter.dry_run {
             for r in &redriven {
-                metrics::counter!("kappa_dlq_redriven_total", "code" => r.code.clone())
+                // The code is the record's header: a label only if known.
+                metrics::counter!("kappa_dlq_redriven_total", "code" => shared::dlq::codes::bounded(&r.code))
                     .increment(1);
             }
         }

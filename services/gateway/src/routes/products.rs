@@ -23,6 +23,10 @@ use crate::{AppState, Incoming};
 /// The metadata part is small JSON; anything larger is not metadata.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
 
+/// A file name travels on the topic and is shown back to people: at most
+/// what filesystems take (255 bytes), so a name cannot outweigh its event.
+const MAX_FILE_NAME_BYTES: usize = 255;
+
 /// The content types each branch takes.
 fn accepted(kind: AssetKind) -> &'static [&'static str] {
     match kind {
@@ -132,7 +136,7 @@ pub async fn post_product(
                 ),
             ));
         }
-        let file_name = field.file_name().map(str::to_owned);
+        let file_name = file_name(&name, field.file_name())?;
         let bytes = read(field, &name, state.max_file_bytes).await?;
         files.push(File {
             kind,
@@ -266,6 +270,31 @@ async fn read(mut field: Field<'_>, part: &str, limit: usize) -> Result<Vec<u8>,
     Ok(bytes)
 }
 
+/// A part's file name, refused (400, naming the `filename` field) when
+/// longer than [`MAX_FILE_NAME_BYTES`] or holding a control character
+/// (a TAB, an escape, a C1 control): checked before the part's bytes are read.
+fn file_name(part: &str, name: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(name) = name else { return Ok(None) };
+    let refused = |message: String| {
+        Err(ApiError::bad_request("bad_upload", message)
+            .with("field", "filename")
+            .with("part", part))
+    };
+    if name.len() > MAX_FILE_NAME_BYTES {
+        return refused(format!(
+            "the filename of the {part} part is {} bytes long; at most {MAX_FILE_NAME_BYTES} bytes",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return refused(format!(
+            "the filename of the {part} part contains the control character U+{:04X}",
+            c as u32
+        ));
+    }
+    Ok(Some(name.to_owned()))
+}
+
 fn parse_metadata(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
@@ -300,4 +329,34 @@ fn multipart_error(error: MultipartError) -> ApiError {
         "bad_multipart"
     };
     ApiError::new(status, code, error.body_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_bounded_in_bytes_and_free_of_control_characters() {
+        let at_limit = "a".repeat(MAX_FILE_NAME_BYTES);
+        assert_eq!(file_name("image", Some(&at_limit)).unwrap(), Some(at_limit));
+        assert_eq!(file_name("image", None).unwrap(), None);
+        assert_eq!(
+            file_name("image", Some("lampe-été.png"))
+                .unwrap()
+                .as_deref(),
+            Some("lampe-été.png")
+        );
+        // Bytes, not characters: 128 two-byte characters are 256 bytes.
+        for name in ["a".repeat(MAX_FILE_NAME_BYTES + 1), "é".repeat(128)] {
+            let err = file_name("video", Some(&name)).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(err.detail("field"), Some(&Value::from("filename")));
+            assert!(format!("{err:?}").contains("256 bytes long"), "{err:?}");
+        }
+        for name in ["a\tb.png", "a\u{1b}b.png", "a\u{85}b.png", "a\u{7f}b.png"] {
+            let err = file_name("image", Some(name)).unwrap_err();
+            assert_eq!(err.detail("field"), Some(&Value::from("filename")));
+            assert!(format!("{err:?}").contains("control character"), "{err:?}");
+        }
+    }
 }
