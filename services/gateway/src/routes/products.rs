@@ -272,7 +272,9 @@ async fn read(mut field: Field<'_>, part: &str, limit: usize) -> Result<Vec<u8>,
 
 /// A part's file name, refused (400, naming the `filename` field) when
 /// longer than [`MAX_FILE_NAME_BYTES`] or holding a control character
-/// (a TAB, an escape, a C1 control): checked before the part's bytes are read.
+/// (a TAB, an escape, a C1 control) or a bidirectional control (which
+/// would show `invoice<U+202E>fdp.exe` as `invoiceexe.pdf`): checked before the
+/// part's bytes are read.
 fn file_name(part: &str, name: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(name) = name else { return Ok(None) };
     let refused = |message: String| {
@@ -286,9 +288,10 @@ fn file_name(part: &str, name: Option<&str>) -> Result<Option<String>, ApiError>
             name.len()
         ));
     }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
+    let shown_reversed = |c: &char| shared::text::is_bidi_control(*c);
+    if let Some(c) = name.chars().find(|c| c.is_control() || shown_reversed(c)) {
         return refused(format!(
-            "the filename of the {part} part contains the control character U+{:04X}",
+            "the filename of the {part} part contains the control character U+{:04X} (control and bidirectional characters are refused)",
             c as u32
         ));
     }
@@ -353,7 +356,13 @@ mod tests {
             assert_eq!(err.detail("field"), Some(&Value::from("filename")));
             assert!(format!("{err:?}").contains("256 bytes long"), "{err:?}");
         }
-        for name in ["a\tb.png", "a\u{1b}b.png", "a\u{85}b.png", "a\u{7f}b.png"] {
+        for name in [
+            "a\tb.png",
+            "a\u{1b}b.png",
+            "a\u{85}b.png",
+            "a\u{7f}b.png",
+            "invoice\u{202e}fdp.exe",
+        ] {
             let err = file_name("image", Some(name)).unwrap_err();
             assert_eq!(err.detail("field"), Some(&Value::from("filename")));
             assert!(format!("{err:?}").contains("control character"), "{err:?}");
