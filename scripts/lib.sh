@@ -40,6 +40,25 @@ wait_until() {
   done
 }
 
+# limit <seconds> <what> <command...>
+# Runs a command with a time limit: past it, SIGTERM, then SIGKILL 15 s
+# later (the whole process group of a script), and a failure naming what
+# hung with the tails of the suite's logs, instead of a run that never ends.
+limit() {
+  local seconds=$1 what=$2 rc=0; shift 2
+  timeout --kill-after=15 "$seconds" "$@" || rc=$?
+  if ((rc == 124 || rc == 137)); then
+    log "HUNG: $what ran past its limit of ${seconds}s and was killed"
+    local f
+    for f in "$RUN_DIR"/*.log; do
+      [[ -s $f ]] || continue
+      log "---- last lines of $(rel "$f") ----"
+      tail -n 5 "$f" >&2
+    done
+  fi
+  return "$rc"
+}
+
 # pid_alive <pidfile>: true if the file names a live process.
 pid_alive() {
   local f=$1 pid

@@ -533,6 +533,23 @@ kill_workers() {  # SIGKILL every worker process; prints what it killed
   done
 }
 
+# restarted_all <name:pid ...>: every process killed is gone and its pid
+# file names a new, live process (up.sh started it again).
+restarted_all() {
+  local entry name pid now problems=""
+  for entry in $1; do
+    name=${entry%%:*} pid=${entry##*:}
+    if kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]; then
+      problems+="$name (pid $pid) still alive; "
+    fi
+    now=$(cat "$RUN_DIR/$name.pid" 2>/dev/null || true)
+    if [[ -z $now || $now == "$pid" ]] || ! pid_alive "$RUN_DIR/$name.pid"; then
+      problems+="$name not restarted (pid file: ${now:-none}); "
+    fi
+  done
+  [[ -z $problems ]] || { echo "$problems"; return 1; }
+}
+
 scn_worker_kill() {
   local prefix="scn-$RUN-wk" day n=${WORKER_KILL_EVENTS:-200000} lines=100000 killed t0 before after offsets job
   day=$(kit free-day "$RUN-wk")
@@ -554,21 +571,29 @@ print(json.dumps({p: [int(b[p]), int(a[p])] for p in a if int(a[p]) > int(b[p])}
   local uploads=$!
   quiet_until 120 sent_at_least wk 40 || fail "sending stalled: $(cat "$TMP/wk.progress")"
   job=$(post_json http://127.0.0.1:8085/jobs "{\"offsets\":$offsets,\"chunk_lines\":5000}" | field '["id"]')
-  job_mapping() { (($(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["done"]') > 0)); }
-  quiet_until 20 job_mapping || true
+  # The precondition: the job is mapping (some chunks done, not all) when
+  # the workers die, or the kill would test nothing of MapReduce.
+  job_mid() {
+    local j; j=$(get "http://127.0.0.1:8085/jobs/$job")
+    (($(field '["chunks"]["done"]' <<<"$j") > 0)) && [[ $(field '["state"]' <<<"$j") == running ]]
+  }
+  quiet_until 20 job_mid || fail "precondition: job $job was not mapping when the workers were to be killed: $(get "http://127.0.0.1:8085/jobs/$job" | head -c 300)"
   local at_kill applied
   applied=$(kit rec-day "$day" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(v for k, v in d.items() if k != "revenue_cents"))')
   at_kill="$(cut -d' ' -f1 "$TMP/wk.progress") sent, $applied applied by recommendation, job $job at $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["done"]') of $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["total"]') chunks"
   on_fail_restore up_nobuild
   phase "killing the workers"
   killed=$(kill_workers)
+  (($(wc -w <<<"$killed") >= ${#WORKERS[@]})) || fail "precondition: only $(wc -w <<<"$killed") of the ${#WORKERS[@]} worker kinds were running to be killed: $killed"
   saw "killed $(wc -w <<<"$killed") worker processes when $at_kill"
   wait "$uploads" || fail "uploads failed: $(tail -n 2 "$TMP/uploads.log")"
   upload_products "$prefix" 6 12
   local t_up=$SECONDS
   up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")"
   restored
-  saw "up.sh restarted them in $((SECONDS - t_up)) s"
+  local not_restarted
+  not_restarted=$(restarted_all "$killed") || fail "after up.sh: $not_restarted"
+  saw "up.sh restarted them in $((SECONDS - t_up)) s, each with a new pid"
   wait_sender wk
   phase "checking the counts"
   local ok=1

@@ -45,7 +45,8 @@ binaries_answer_help_and_the_readme_example_runs() {
   local example
   example=$(awk '/^## Configure/ {on=1} on && /^```sh/ {code=1; next} code && /^```/ {exit} code' "$ROOT/README.md" | grep -v '^#')
   [[ $example == *target/release/gateway* ]] || { echo "no example found"; return 1; }
-  (cd "$ROOT" && bash -c "$example" >"$TMP/example.log" 2>&1) &
+  # At most two minutes, whatever happens: the wait below is bounded.
+  (cd "$ROOT" && timeout --kill-after=10 120 bash -c "$example" >"$TMP/example.log" 2>&1) &
   local pid=$!
   if ! wait_until 30 "the README's gateway on :18080" curl -fsS -o /dev/null http://127.0.0.1:18080/readyz; then
     cat "$TMP/example.log"; pkill -TERM -P "$pid" || true; kill -TERM "$pid" || true; return 1

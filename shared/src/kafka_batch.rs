@@ -3,8 +3,14 @@
 //! ticket (its batch and index); librdkafka's delivery callback, run on the
 //! producer's polling thread, records the outcome in the batch; the caller
 //! awaits the batch once.
+//!
+//! librdkafka settles every message within its delivery timeout, unless its
+//! polling thread is gone (seen once when the disk filled up): so the wait
+//! is bounded too. Past the delivery timeout and a grace, what is unsettled
+//! fails (`MessageTimedOut`) and the producer says it is stalled, which a
+//! service's readiness reports.
 
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,9 +83,16 @@ impl ProducerContext for Settle {
     }
 }
 
+/// How long past the delivery timeout a batch waits for its callbacks.
+const SETTLE_GRACE: Duration = Duration::from_secs(5);
+
 /// An idempotent, `acks=all` producer that sends batches and reports per message.
 pub struct BatchProducer {
     producer: ThreadedProducer<Settle>,
+    /// How long a batch waits for its outcomes, at most.
+    settle_within: Duration,
+    /// A batch was not settled in time: the polling thread is gone.
+    stalled: AtomicBool,
 }
 
 impl BatchProducer {
@@ -88,13 +101,32 @@ impl BatchProducer {
         let producer = crate::kafka::producer_config(cfg)
             .create_with_context(Settle)
             .context("creating Kafka producer")?;
-        Ok(Self { producer })
+        Ok(Self::with(producer, cfg.delivery_timeout() + SETTLE_GRACE))
+    }
+
+    fn with(producer: ThreadedProducer<Settle>, settle_within: Duration) -> Self {
+        Self {
+            producer,
+            settle_within,
+            stalled: AtomicBool::new(false),
+        }
+    }
+
+    /// True once a batch was not settled within the delivery timeout and
+    /// its grace: librdkafka no longer reports deliveries (its polling
+    /// thread is gone). Sends fail from then on; readiness reports it.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
     }
 
     /// Produces every message to `topic` and waits until each one is
-    /// acknowledged or failed (bounded by the delivery timeout). Outcomes are
-    /// in input order.
+    /// acknowledged or failed (bounded by the delivery timeout, and past it
+    /// and a grace, failed as timed out). Outcomes are in input order.
     pub async fn send_all(&self, topic: &str, messages: &[Outgoing<'_>]) -> Vec<Outcome> {
+        let timed_out = || KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        if self.stalled() {
+            return messages.iter().map(|_| Err(timed_out())).collect();
+        }
         let batch = Arc::new(Batch {
             partitions: (0..messages.len()).map(|_| AtomicI32::new(-1)).collect(),
             offsets: (0..messages.len()).map(|_| AtomicI64::new(-1)).collect(),
@@ -129,15 +161,27 @@ impl BatchProducer {
                 }
             }
         }
-        if !messages.is_empty() {
-            // notify_one stores a permit, so a batch settled before this await is not missed.
-            batch.done.notified().await;
+        // notify_one stores a permit, so a batch settled before this await is not missed.
+        let settled = messages.is_empty()
+            || tokio::time::timeout(self.settle_within, batch.done.notified())
+                .await
+                .is_ok();
+        if !settled {
+            self.stalled.store(true, Ordering::Relaxed);
+            tracing::error!(
+                unsettled = batch.pending.load(Ordering::Relaxed),
+                "the producer reported no delivery within its delivery timeout: its polling thread is gone; sends fail from now on"
+            );
         }
         let mut outcomes: Vec<Outcome> = batch
             .partitions
             .iter()
             .zip(&batch.offsets)
-            .map(|(p, o)| Ok((p.load(Ordering::Relaxed), o.load(Ordering::Relaxed))))
+            .map(|(p, o)| match p.load(Ordering::Relaxed) {
+                // Never settled (only when not `settled`).
+                -1 => Err(timed_out()),
+                p => Ok((p, o.load(Ordering::Relaxed))),
+            })
             .collect();
         for (index, error) in batch.errors.lock().expect("poisoned").drain(..) {
             outcomes[index] = Err(error);
@@ -153,5 +197,52 @@ impl BatchProducer {
     /// Waits for queued messages (shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A producer whose deliveries never come within the batch's bound (a
+    /// broker that is not there, a delivery timeout of minutes: what a gone
+    /// polling thread looks like from the caller): the batch fails as timed
+    /// out instead of waiting, and so does every send after it.
+    #[tokio::test]
+    async fn a_batch_without_deliveries_fails_in_time_and_the_producer_is_stalled() {
+        let producer: ThreadedProducer<Settle> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "300000")
+            .set("log_level", "0")
+            .create_with_context(Settle)
+            .unwrap();
+        let producer = BatchProducer::with(producer, Duration::from_millis(300));
+        let message = Outgoing {
+            key: b"k",
+            payload: b"{}",
+            timestamp: None,
+        };
+        let outcomes =
+            tokio::time::timeout(Duration::from_secs(60), producer.send_all("t", &[message]))
+                .await
+                .expect("the batch's wait is bounded");
+        assert!(matches!(
+            outcomes[..],
+            [Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            ))]
+        ));
+        assert!(producer.stalled());
+        let again = producer
+            .send_all(
+                "t",
+                &[Outgoing {
+                    key: b"k",
+                    payload: b"{}",
+                    timestamp: None,
+                }],
+            )
+            .await;
+        assert!(matches!(again[..], [Err(_)]));
     }
 }

@@ -29,7 +29,7 @@ pub struct Relay {
     /// The outbox table, and the column whose value keys each record.
     pub table: &'static str,
     pub key_column: &'static str,
-    pub producer: BatchProducer,
+    pub producer: std::sync::Arc<BatchProducer>,
     pub topic: String,
     /// Woken by this process's writes; other instances' rows are found by polling.
     pub wake: Arc<Notify>,

@@ -149,7 +149,10 @@ async fn slow_clients_and_floods_do_not_hold_the_server() {
         .map(|_| tokio::spawn(client.post(url("/slow")).send()))
         .collect();
     for _ in 0..2 {
-        arrivals.recv().await.expect("a slow request arrived");
+        let arrived = arrivals.recv();
+        shared::testkit::within(Duration::from_secs(30), "a slow request arriving", arrived)
+            .await
+            .expect("a slow request arrived");
     }
     let refused = client.post(url("/echo")).body("x").send().await.unwrap();
     assert_eq!(refused.status(), 503);

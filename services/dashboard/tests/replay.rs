@@ -413,7 +413,12 @@ async fn the_api_is_described_with_its_error_answers() {
         );
     }
     shutdown.cancel();
-    task.await.unwrap().unwrap();
+    let stopped = shared::testkit::within(
+        shared::testkit::STOP_LIMIT,
+        "the in-process dashboard stopping",
+        task,
+    );
+    stopped.await.unwrap().unwrap();
 }
 
 /// The known day the audit test plants, and a few records of the next one.
@@ -615,7 +620,12 @@ async fn the_audit_finds_the_halves_agree_and_reports_a_double_applied_batch() {
     // The batch ahead: the stream stopped, 15 more records replayed; they
     // are taken out of the batch numbers.
     stream_stop.cancel();
-    stream_task.await.unwrap().unwrap();
+    let stopped = shared::testkit::within(
+        shared::testkit::STOP_LIMIT,
+        "the streaming worker stopping",
+        stream_task,
+    );
+    stopped.await.unwrap().unwrap();
     produce_interactions(&env, AUDIT_NEXT, 90, 15).await;
     let (run, _) = service.replay(json!({"from": "earliest"})).await;
     assert_eq!(run["state"], "succeeded", "{run}");

@@ -59,7 +59,7 @@ impl Application {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let pool = shared::db::connect(&settings.database).await?;
-        let producer = BatchProducer::new(&settings.kafka)?;
+        let producer = Arc::new(BatchProducer::new(&settings.kafka)?);
         for reason in ParseError::CODES.into_iter().chain(["too_large"]) {
             shared::catalogue::zero(
                 "kappa_gateway_events_rejected_total",
@@ -69,7 +69,7 @@ impl Application {
         shared::catalogue::zero("kappa_gateway_events_failed_total", &[]);
         let claims = ClaimStore::new(pool.clone());
         let dlq = routes::dlq::DeadLetterQueue::new(&settings);
-        let publisher = Publisher::new(producer, claims.clone(), &settings);
+        let publisher = Publisher::new(producer.clone(), claims.clone(), &settings);
         let state = AppState {
             publisher: Arc::new(publisher),
             claims,
@@ -80,7 +80,8 @@ impl Application {
         };
         let readiness = Readiness::default()
             .postgres(pool)
-            .kafka(&settings.kafka, settings.kafka.events_topic.clone())?;
+            .kafka(&settings.kafka, settings.kafka.events_topic.clone())?
+            .producer(producer.clone());
         let routes =
             routes::router(state.clone()).layer(DefaultBodyLimit::max(http.body_limit_bytes));
         let router = shared::http::finish("gateway", routes, readiness, &settings.auth);

@@ -2,6 +2,7 @@
 //! everything concurrently (in slices of a bounded size), and report per
 //! event what the broker acknowledged.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -90,7 +91,7 @@ const SLICE: usize = 8192;
 
 /// Produces events to the events topic.
 pub struct Publisher {
-    producer: BatchProducer,
+    producer: Arc<BatchProducer>,
     claims: ClaimStore,
     topic: String,
     threshold: usize,
@@ -102,7 +103,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher to `settings.kafka.events_topic`.
-    pub fn new(producer: BatchProducer, claims: ClaimStore, settings: &Settings) -> Self {
+    pub fn new(producer: Arc<BatchProducer>, claims: ClaimStore, settings: &Settings) -> Self {
         Self {
             producer,
             claims,

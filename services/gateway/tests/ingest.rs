@@ -113,13 +113,28 @@ async fn ops_endpoints_answer() {
     assert_eq!(health.status(), 200);
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
-    app.post_ndjson("{\"type\":\"page_access\",\"page\":\"/\"}\n")
+    // Counted: the metrics are process-wide and sibling tests post too, so
+    // the check is that this request moved them, not that they exist.
+    let before = app.scrape().await;
+    let posted = app
+        .post_ndjson("{\"type\":\"page_access\",\"page\":\"/\"}\n")
         .await;
-    let metrics = app.scrape().await;
-    assert!(metrics.contains("kappa_http_requests_total"), "{metrics}");
+    assert_eq!(posted.status(), 202, "{:?}", posted.text().await);
+    let after = app.scrape().await;
+    let grew = |name: &str, labels: &[&str]| {
+        shared::testkit::metric(&after, name, labels)
+            - shared::testkit::metric(&before, name, labels)
+    };
     assert!(
-        metrics.contains("kappa_gateway_events_produced_total"),
-        "{metrics}"
+        grew("kappa_gateway_events_produced_total", &[]) >= 1.0,
+        "{after}"
+    );
+    assert!(
+        grew(
+            "kappa_http_requests_total",
+            &[r#"route="/events""#, r#"method="POST""#, r#"status="202""#]
+        ) >= 1.0,
+        "{after}"
     );
     app.stop().await;
 }

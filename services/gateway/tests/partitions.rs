@@ -34,7 +34,7 @@ fn pipe(program: &str, args: &[&str], input: &str) {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    let status = child.wait().unwrap();
+    let status = shared::testkit::wait_child(&mut child, Duration::from_secs(60), program);
     assert!(status.success(), "{program} failed: {status}");
 }
 

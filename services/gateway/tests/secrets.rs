@@ -48,7 +48,11 @@ impl Gateway {
                 .status()
                 .unwrap();
         }
-        self.child.wait().unwrap();
+        shared::testkit::wait_child(
+            &mut self.child,
+            shared::testkit::STOP_LIMIT,
+            "the gateway after SIGTERM",
+        );
         let text = std::fs::read_to_string(&self.log).unwrap();
         let _ = std::fs::remove_file(&self.log);
         text

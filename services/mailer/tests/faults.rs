@@ -12,6 +12,25 @@ use std::time::{Duration, Instant};
 use common::{message_id, World};
 use mailer::Mode;
 
+/// Batches of the worker in `group` that failed and were retried so far.
+fn failed_batches(group: &str) -> f64 {
+    let text = shared::catalogue::handle().render();
+    shared::testkit::metric(
+        &text,
+        "kappa_sink_commit_failures_total",
+        &[&format!("consumer=\"{group}\"")],
+    )
+}
+
+/// Waits until the worker in `group` failed a batch `more` times since `from`
+/// (it met the fault, it did not just idle).
+async fn until_failed(group: &str, from: f64, more: f64, what: &str) {
+    shared::testkit::eventually(what, Duration::from_secs(60), || async {
+        (failed_batches(group) >= from + more).then_some(())
+    })
+    .await;
+}
+
 /// `n` requests for `users` users: (event id, user, subject).
 fn requests(n: usize, users: usize) -> Vec<(String, String, String)> {
     (0..n)
@@ -30,15 +49,25 @@ async fn stateless_waits_while_the_users_service_is_down() {
             .user(&format!("user{u}"), &format!("user{u}@example.com"))
             .await;
     }
-    let mailer = world.mailer(world.config(Mode::Stateless)).await;
+    let config = world.config(Mode::Stateless);
+    let group = config.group.clone();
+    let mailer = world.mailer(config).await;
     let mails = requests(200, 10);
     world.request(&mails[..100]).await;
     world.wait_delivered(100).await;
     world.stop_users().await;
     let down = Instant::now();
+    let failed = failed_batches(&group);
     world.request(&mails[100..]).await;
-    // Nothing goes out while it is down (the worker waits, it does not skip).
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Nothing goes out while it is down (the worker waits, it does not
+    // skip): it has read the requests and failed on them, more than once.
+    until_failed(
+        &group,
+        failed,
+        2.0,
+        "the worker to fail on the down users service",
+    )
+    .await;
     assert_eq!(
         world.delivered().await.len(),
         100,
@@ -64,15 +93,19 @@ async fn mails_wait_for_an_smtp_server_killed_mid_stream() {
             .user(&format!("user{u}"), &format!("user{u}@example.com"))
             .await;
     }
-    let mailer = world.mailer(world.config(Mode::Stateless)).await;
+    let config = world.config(Mode::Stateless);
+    let group = config.group.clone();
+    let mailer = world.mailer(config).await;
     let mails = requests(300, 10);
     world.request(&mails[..100]).await;
     world.wait_delivered(100).await;
     // Killed with the worker's connections open: the next mails meet dead
     // sockets, then a refused port.
+    let failed = failed_batches(&group);
     world.mailpit.kill();
     world.request(&mails[100..]).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A send met the outage (a batch failed on it) before the server is back.
+    until_failed(&group, failed, 1.0, "a send to meet the dead SMTP server").await;
     world.mailpit.restart();
     let delivered = world.wait_delivered_allowing_resends(300).await;
     for (id, user, _) in &mails {

@@ -121,11 +121,14 @@ impl Application {
         let mut routes = utoipa_axum::router::OpenApiRouter::new();
         let work = match config.role {
             Role::Coordinator => {
-                readiness = readiness.kafka(kafka, config.tasks_topic.clone())?;
+                let producer = Arc::new(BatchProducer::new(kafka)?);
+                readiness = readiness
+                    .kafka(kafka, config.tasks_topic.clone())?
+                    .producer(producer.clone());
                 routes = api::router(api::ApiState {
                     pool: pool.clone(),
                     kafka: kafka.clone(),
-                    producer: Arc::new(BatchProducer::new(kafka)?),
+                    producer,
                     input_topic: kafka.access_logs_topic.clone(),
                     tasks_topic: config.tasks_topic.clone(),
                     shuffle_topic: config.shuffle_topic.clone(),

@@ -310,13 +310,14 @@ async fn overlapping_jobs_are_each_exact_a_cancelled_one_serves_nothing_and_bad_
     assert_eq!(status, 401);
 
     // Two jobs at once over overlapping ranges: everything, and partition 0's first half.
-    let (_, whole) = world
+    let (status, whole) = world
         .call(
             Method::POST,
             format!("{base}/jobs"),
             Some(json!({"chunk_lines": 300})),
         )
         .await;
+    assert_eq!(status, 202, "{whole}");
     let end0 = whole["ranges"]
         .as_array()
         .unwrap()
@@ -381,7 +382,8 @@ async fn overlapping_jobs_are_each_exact_a_cancelled_one_serves_nothing_and_bad_
         .call(Method::POST, format!("{base}/jobs/{whole}/cancel"), None)
         .await;
     assert_eq!(status, 409, "a finished job cannot be cancelled");
-    let (_, list) = world.call(Method::GET, format!("{base}/jobs"), None).await;
+    let (status, list) = world.call(Method::GET, format!("{base}/jobs"), None).await;
+    assert_eq!(status, 200, "{list}");
     assert_eq!(list["jobs"].as_array().unwrap().len(), 3);
 }
 

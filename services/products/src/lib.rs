@@ -162,15 +162,17 @@ impl Application {
                 Work::Branch(branch(kind), setup, health)
             }
             Role::Creator => {
+                let producer = Arc::new(BatchProducer::new(&settings.kafka)?);
                 readiness = readiness
                     .kafka(&settings.kafka, topic.clone())?
-                    .worker(health.clone());
+                    .worker(health.clone())
+                    .producer(producer.clone());
                 let wake = Arc::new(Notify::new());
                 let relay = Relay {
                     pool: pool.clone(),
                     table: "products_outbox",
                     key_column: "product_id",
-                    producer: BatchProducer::new(&settings.kafka)?,
+                    producer,
                     topic: topic.clone(),
                     wake: wake.clone(),
                     poll_interval: Duration::from_millis(config.relay_interval_ms),

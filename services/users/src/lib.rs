@@ -57,12 +57,13 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let pool = shared::db::connect(&settings.database).await?;
         let wake = Arc::new(Notify::new());
+        let producer = Arc::new(BatchProducer::new(&settings.kafka)?);
         let relay = match config.relay {
             true => Some(Relay {
                 table: "users_outbox",
                 key_column: "user_id",
                 pool: pool.clone(),
-                producer: BatchProducer::new(&settings.kafka)?,
+                producer: producer.clone(),
                 topic: settings.kafka.events_topic.clone(),
                 wake: wake.clone(),
                 poll_interval: Duration::from_millis(config.relay_interval_ms.max(10)),
@@ -71,7 +72,8 @@ impl Application {
         };
         let readiness = Readiness::default()
             .postgres(pool.clone())
-            .kafka(&settings.kafka, settings.kafka.events_topic.clone())?;
+            .kafka(&settings.kafka, settings.kafka.events_topic.clone())?
+            .producer(producer);
         let router = shared::http::finish(
             "users",
             routes::router(AppState { pool, wake }),

@@ -75,6 +75,20 @@ impl Readiness {
 }
 
 impl Readiness {
+    /// Ready while the producer reports deliveries (see
+    /// [`crate::kafka_batch::BatchProducer::stalled`]).
+    pub fn producer(self, producer: Arc<crate::kafka_batch::BatchProducer>) -> Self {
+        self.check("producer", move || {
+            let stalled = producer.stalled();
+            Box::pin(async move {
+                match stalled {
+                    false => Ok(()),
+                    true => Err("the producer reports no deliveries (its polling thread is gone): restart the service".to_owned()),
+                }
+            })
+        })
+    }
+
     /// Ready while the worker is not stuck (see [`crate::worker::Health`]).
     pub fn worker(self, health: std::sync::Arc<crate::worker::Health>) -> Self {
         self.check("worker", move || {

@@ -282,6 +282,40 @@ where
     }
 }
 
+/// How long a test waits for something to stop (a process after SIGTERM,
+/// an in-process service after its shutdown) before it fails.
+pub const STOP_LIMIT: Duration = Duration::from_secs(60);
+
+/// `future`'s output, if it comes within `limit`; past it, a failure naming
+/// `what` (a test never waits forever).
+pub async fn within<F: Future>(limit: Duration, what: &str, future: F) -> F::Output {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within {limit:?}"))
+}
+
+/// Waits for `child` to exit, at most `limit`; past it, SIGKILL and a
+/// failure naming `what` (a process that does not stop fails the test, it
+/// does not hang it).
+pub fn wait_child(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child's status") {
+            return status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}: killed with SIGKILL");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits (at most a minute) until `GET /readyz` on `addr` (`host:port`)
 /// answers 200; `what` names the process in the failure.
 pub async fn wait_ready(addr: &str, what: &str) {

@@ -106,7 +106,12 @@ impl Service {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        let stopped = shared::testkit::within(
+            shared::testkit::STOP_LIMIT,
+            "the in-process dashboard stopping",
+            self.task,
+        );
+        stopped.await.unwrap().unwrap();
     }
 }
 

@@ -32,9 +32,18 @@ pub struct Running {
 }
 
 impl Running {
+    /// Stops the worker; it must end without an error.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        let stopped = shared::testkit::within(
+            shared::testkit::STOP_LIMIT,
+            "the in-process mailer stopping",
+            self.task,
+        );
+        stopped
+            .await
+            .expect("the mailer's task")
+            .expect("the mailer stops without an error");
     }
 }
 

@@ -170,7 +170,12 @@ impl InProcess {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        let stopped = shared::testkit::within(
+            shared::testkit::STOP_LIMIT,
+            "the in-process recommendation service stopping",
+            self.task,
+        );
+        stopped.await.unwrap().unwrap();
     }
 }
 
@@ -286,7 +291,11 @@ pub fn kill9(child: &mut Child) {
 /// SIGTERM, then wait for a clean exit.
 pub fn terminate(child: &mut Child) {
     child.signal("-TERM");
-    let status = child.process.wait().unwrap();
+    let status = shared::testkit::wait_child(
+        &mut child.process,
+        shared::testkit::STOP_LIMIT,
+        "the recommendation process after SIGTERM",
+    );
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
 
