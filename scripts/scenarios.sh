@@ -37,12 +37,13 @@ RECOVERY=${RECOVERY_SECONDS:-30}
 EVENT_CONSUMERS=(mailer-stateless=http://127.0.0.1:8086 mailer-stateful=http://127.0.0.1:8087
   products-image=http://127.0.0.1:8088 products-video=http://127.0.0.1:8089
   products-metadata=http://127.0.0.1:8090 products-creator=http://127.0.0.1:8091)
-# Every worker kind, by pid file name (extra instances are found in .run/).
+# Every worker kind, by pid file name (extra instances are found in .run/),
+# and the products API (killed with them while uploads are in flight).
 WORKERS=(recommendation products-image products-video products-metadata products-creator
-  pagecount pagecount-map pagecount-reduce mailer-stateless mailer-stateful)
+  products pagecount pagecount-map pagecount-reduce mailer-stateless mailer-stateful)
 
 QUICK=(poison oversize duplicates redrive lag missing-asset mixed-load)
-DESTRUCTIVE=(worker-kill broker-restart db-restart users-down)
+DESTRUCTIVE=(worker-kill broker-restart db-restart job-crash users-down users-hang)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '/^# \(shellcheck\|Helpers defined\)/d; $d; s/^# \{0,1\}//' >&2; exit 2; }
 selected=()
@@ -247,8 +248,8 @@ scn_oversize() {
   check=$(kit envelope-check "$TMP/envelope.json" "$token" "$marker") || fail "record $TOPIC:$p:$o: $check"
   sha=$(field '["sha256"]' <<<"$check")
   saw "record $TOPIC:$p:$o is a $(field '["bytes"]' <<<"$check") B envelope with claim_check $token (payload $(fmt "$(field '["size"]' <<<"$check")") B not on the topic)"
-  local claim; claim=$(kit claim-check "$token" "$sha" "$marker") || fail "GET /claims/$token: $claim"
-  saw "GET /claims: $claim, sha256 as in the envelope"
+  local claim; claim=$(kit claim-check "$token" "$sha" "$marker" "$TMP/big.json") || fail "GET /claims/$token: $claim"
+  saw "GET /claims: $claim, sha256 as in the envelope, every field as posted"
   quiet_until 60 mails_are "$user@example.com" 1 1 || fail "mails: $(mail_count "$user@example.com")"
   local c texts; c=$(mail_count "$user@example.com")
   texts=$(kit mail-text-ends "to:$user@example.com" "$marker") || fail "$texts"
@@ -533,6 +534,25 @@ kill_workers() {  # SIGKILL every worker process; prints what it killed
   done
 }
 
+# job_mid <job>: the page-count job is mapping: some chunks done, still running.
+job_mid() {
+  local j; j=$(get "http://127.0.0.1:8085/jobs/$1")
+  (($(field '["chunks"]["done"]' <<<"$j") > 0)) && [[ $(field '["state"]' <<<"$j") == running ]]
+}
+# access_log_run <name> <lines>: the run's own access-log lines on the topic;
+# prints the job's `offsets` for exactly them (expected counts in $TMP/<name>.expected).
+access_log_run() {
+  local before after
+  kit gen-access-log "scn-$RUN-$1" "$2" 300 "$RUN-$1" "$TMP/$1.log" "$TMP/$1.expected" >/dev/null
+  before=$(topic_ends "$ACCESS_TOPIC")
+  kcat -P -b "$BROKER" -t "$ACCESS_TOPIC" -X enable.idempotence=true -l "$TMP/$1.log"
+  after=$(topic_ends "$ACCESS_TOPIC")
+  python3 -c '
+import json, sys
+b = dict(l.split() for l in sys.argv[1].splitlines()); a = dict(l.split() for l in sys.argv[2].splitlines())
+print(json.dumps({p: [int(b[p]), int(a[p])] for p in a if int(a[p]) > int(b[p])}))' "$before" "$after"
+}
+
 # restarted_all <name:pid ...>: every process killed is gone and its pid
 # file names a new, live process (up.sh started it again).
 restarted_all() {
@@ -557,14 +577,7 @@ scn_worker_kill() {
   expect "exact counts after the restart: the day's counters, one mail per request and worker, 12 products active, the job's page counts; no event dead-lettered"
   prepare_run wk "$prefix" "$day" "$n" 10
   t0=$(kit now-ms)
-  kit gen-access-log "scn-$RUN-wk" "$lines" 300 "$RUN-wk" "$TMP/access.log" "$TMP/access.expected" >/dev/null
-  before=$(topic_ends "$ACCESS_TOPIC")
-  kcat -P -b "$BROKER" -t "$ACCESS_TOPIC" -X enable.idempotence=true -l "$TMP/access.log"
-  after=$(topic_ends "$ACCESS_TOPIC")
-  offsets=$(python3 -c '
-import json, sys
-b = dict(l.split() for l in sys.argv[1].splitlines()); a = dict(l.split() for l in sys.argv[2].splitlines())
-print(json.dumps({p: [int(b[p]), int(a[p])] for p in a if int(a[p]) > int(b[p])}))' "$before" "$after")
+  offsets=$(access_log_run wk-pages "$lines")
   phase "sending"
   start_sender wk 10000 0.3
   upload_products "$prefix" 0 6 >"$TMP/uploads.log" 2>&1 &
@@ -573,11 +586,7 @@ print(json.dumps({p: [int(b[p]), int(a[p])] for p in a if int(a[p]) > int(b[p])}
   job=$(post_json http://127.0.0.1:8085/jobs "{\"offsets\":$offsets,\"chunk_lines\":5000}" | field '["id"]')
   # The precondition: the job is mapping (some chunks done, not all) when
   # the workers die, or the kill would test nothing of MapReduce.
-  job_mid() {
-    local j; j=$(get "http://127.0.0.1:8085/jobs/$job")
-    (($(field '["chunks"]["done"]' <<<"$j") > 0)) && [[ $(field '["state"]' <<<"$j") == running ]]
-  }
-  quiet_until 20 job_mid || fail "precondition: job $job was not mapping when the workers were to be killed: $(get "http://127.0.0.1:8085/jobs/$job" | head -c 300)"
+  quiet_until 20 job_mid "$job" || fail "precondition: job $job was not mapping when the workers were to be killed: $(get "http://127.0.0.1:8085/jobs/$job" | head -c 300)"
   local at_kill applied
   applied=$(kit rec-day "$day" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(v for k, v in d.items() if k != "revenue_cents"))')
   at_kill="$(cut -d' ' -f1 "$TMP/wk.progress") sent, $applied applied by recommendation, job $job at $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["done"]') of $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["total"]') chunks"
@@ -607,7 +616,7 @@ print(json.dumps({p: [int(b[p]), int(a[p])] for p in a if int(a[p]) > int(b[p])}
   quiet_until "$TIMEOUT" jd || true
   if [[ $state == succeeded ]]; then
     local pages
-    if pages=$(kit check-pages "$job" "$TMP/access.expected"); then saw "page-count job $job: $pages"
+    if pages=$(kit check-pages "$job" "$TMP/wk-pages.expected"); then saw "page-count job $job: $pages"
     else ok=0; saw "page-count job $job: $pages"; fi
   else ok=0; saw "job $job $state: $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]')"; fi
   no_dead_letters "$t0" "$TMP/wk.acks"
@@ -674,35 +683,81 @@ scn_db_restart() {
     "$ROOT/scripts/postgres.sh crash" "$ROOT/scripts/postgres.sh start"
 }
 
-scn_users_down() {
-  local prefix="scn-$RUN-ud" user n=5 i acks=$TMP/ud.acks t0 open=0 t_back
+scn_job_crash() {
+  local lines=${JOB_CRASH_LINES:-200000} offsets job old state t_back
+  did "$(fmt "$lines") access-log lines of the run's own and a page-count job over exactly them; once it maps (some chunks done, the job running: checked), SIGKILL of the pagecount coordinator and of the broker (scripts/kafka.sh kill); the broker started again 5 s later, then scripts/up.sh"
+  expect "the coordinator is started again with a new pid; the job succeeds, every page of the run counted exactly (nothing lost, nothing counted twice across the crash)"
+  offsets=$(access_log_run jc "$lines")
+  job=$(post_json http://127.0.0.1:8085/jobs "{\"offsets\":$offsets,\"chunk_lines\":2000}" | field '["id"]')
+  quiet_until 30 job_mid "$job" || fail "precondition: job $job was not mapping when it was to be crashed: $(get "http://127.0.0.1:8085/jobs/$job" | head -c 300)"
+  saw "job $job at $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["done"]') of $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["total"]') chunks when crashed"
+  old=$(<"$RUN_DIR/pagecount.pid")
+  on_fail_restore "$ROOT/scripts/kafka.sh" start
+  on_fail_restore up_nobuild
+  kill_pidfile "$RUN_DIR/pagecount.pid"
+  "$ROOT/scripts/kafka.sh" kill >>"$TMP/broker.log" 2>&1
+  sleep 5
+  t_back=$SECONDS
+  "$ROOT/scripts/kafka.sh" start >>"$TMP/broker.log" 2>&1 || fail "the broker did not start: $(tail -n 3 "$TMP/broker.log")"
+  up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")"
+  restored
+  local not_restarted; not_restarted=$(restarted_all "pagecount:$old") || fail "after up.sh: $not_restarted"
+  saw "broker back and the coordinator restarted (pid $old -> $(<"$RUN_DIR/pagecount.pid")) in $((SECONDS - t_back)) s"
+  job_done() { state=$(get "http://127.0.0.1:8085/jobs/$job" | field '["state"]'); [[ $state != running ]]; }
+  quiet_until "$TIMEOUT" job_done || fail "job $job still running $TIMEOUT s after the crash"
+  [[ $state == succeeded ]] || fail "job $job $state"
+  local pages; pages=$(kit check-pages "$job" "$TMP/jc.expected") || fail "page-count job $job: $pages"
+  saw "page-count job $job: $pages"
+}
+
+scn_users_down() { users_unavailable down; }
+scn_users_hang() { users_unavailable hang; }
+
+# users_unavailable down|hang: the users service stopped (SIGTERM: connections
+# refused), or hanging (SIGSTOP: the kernel still accepts connections, nothing
+# answers, so every call runs into mailer.users_timeout_ms).
+users_unavailable() {
+  local how=$1 prefix="scn-$RUN-u$1" user n=5 i acks=$TMP/ud.acks t0 open=0 t_back pid calls
   user="$prefix-m0"
-  did "users service stopped (SIGTERM); $n mail requests for $user (created before) sent; users restarted with scripts/up.sh after the stateful mailer sent them"
-  expect "stateful mailer sends all $n from its own store while users is down; stateless sends none and dead-letters none (it waits; its circuit breaker opens), then sends all $n once users is back; one mail per request and worker"
+  case $how in
+    down) did "users service stopped (SIGTERM); $n mail requests for $user (created before) sent; users restarted with scripts/up.sh after the stateful mailer sent them" ;;
+    hang) did "users service hanging (SIGSTOP: connections accepted, never answered); $n mail requests for $user (created before) sent; SIGCONT after the stateful mailer sent them" ;;
+  esac
+  expect "stateful mailer sends all $n from its own store while users is $how; stateless sends none and dead-letters none (it waits; its calls fail, time out when it hangs, and its circuit breaker opens), then sends all $n once users is back; one mail per request and worker"
   create_users "$user"
   t0=$(kit now-ms)
-  on_fail_restore up_nobuild
-  stop_pidfile "$RUN_DIR/users.pid" 30
+  calls=$(kit metric http://127.0.0.1:8086/metrics kappa_mailer_users_calls_total)
+  case $how in
+    down) on_fail_restore up_nobuild; stop_pidfile "$RUN_DIR/users.pid" 30 ;;
+    hang) pid=$(<"$RUN_DIR/users.pid"); on_fail_restore kill -CONT "$pid"; kill -STOP "$pid" ;;
+  esac
   for ((i = 0; i < n; i++)); do
     echo "{\"type\":\"mail_requested\",\"id\":\"$(uuid)\",\"user_id\":\"$user\",\"subject\":\"scn $RUN users-down $i\",\"body\":\"mail $i\"}"
   done >"$TMP/ud.ndjson"
   kit post "$TMP/ud.ndjson" "$acks" >/dev/null
   stateful_done() { [[ $(mail_count "$user@example.com" | field '["stateful"]') == "$n" ]]; }
   quiet_until 60 stateful_done || fail "stateful mailer sent $(mail_count "$user@example.com" | field '["stateful"]') of $n with users down"
-  local end=$((SECONDS + 15))
+  # Hanging, each lookup waits out users_timeout_ms (2 s) on every try (3):
+  # the breaker's 5 failed lookups take half a minute and more.
+  local end=$((SECONDS + $([[ $how == hang ]] && echo 120 || echo 15)))
   while ((SECONDS < end)); do
     [[ $(kit metric http://127.0.0.1:8086/metrics kappa_mailer_users_circuit_open) == 1 ]] && { open=1; break; }
     sleep 0.5
   done
   local c; c=$(mail_count "$user@example.com")
-  saw "users down: stateful sent $(field '["stateful"]' <<<"$c"), stateless $(field '["stateless"]' <<<"$c"); circuit $([[ $open == 1 ]] && echo opened || echo 'never opened')"
+  calls=$(($(kit metric http://127.0.0.1:8086/metrics kappa_mailer_users_calls_total) - calls))
+  saw "users $how: stateful sent $(field '["stateful"]' <<<"$c"), stateless $(field '["stateless"]' <<<"$c") after $calls calls to users; circuit $([[ $open == 1 ]] && echo opened || echo 'never opened')"
   [[ $(field '["stateless"]' <<<"$c") == 0 ]] || fail "the stateless mailer sent without the users service"
+  ((calls > 0)) || fail "the stateless mailer never called the users service"
   no_dead_letters "$t0" "$acks"
   t_back=$SECONDS
-  up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")"
+  case $how in
+    down) up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")" ;;
+    hang) kill -CONT "$pid" ;;
+  esac
   restored
   quiet_until 60 mails_are "$user@example.com" "$n" "$n" || fail "after users came back: $(mail_count "$user@example.com")"
-  saw "users back: stateless sent its $n within $((SECONDS - t_back)) s of the restart"
+  saw "users back: stateless sent its $n within $((SECONDS - t_back)) s"
   quiet_until 15 bash -c "[[ \$(python3 '$ROOT/scripts/scenarios/kit.py' metric http://127.0.0.1:8086/metrics kappa_mailer_users_circuit_open) == 0 ]]" \
     || fail "the circuit stays open"
   no_dead_letters "$t0" "$acks"

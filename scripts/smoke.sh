@@ -81,9 +81,14 @@ kcat_and_console_producer_write_events() {
   echo "smoke-u2:{\"type\":\"interaction\",\"user_id\":\"smoke-u2\",\"product_id\":\"console-$tag\",\"action\":\"click\"}" \
     | "$ROOT/scripts/kafka-cli.sh" console-producer --bootstrap-server "$BROKER" --topic "$TOPIC" \
         --property parse.key=true --property key.separator=: --property partitioner.class=org.apache.kafka.clients.producer.RoundRobinPartitioner >/dev/null
-  kcat -C -b "$BROKER" -t "$TOPIC" -p 0 -o "$before" -c 1 -e -q | grep -q "kcat-$tag"
+  # Read whole, then searched: `kcat | grep -q` fails under pipefail when
+  # grep stops reading first (kcat gets SIGPIPE).
+  local read
+  read=$(kcat -C -b "$BROKER" -t "$TOPIC" -p 0 -o "$before" -c 1 -e -q)
+  [[ $read == *"kcat-$tag"* ]] || return 1
   # The console producer chose the partition; look in all of them.
-  kcat -C -b "$BROKER" -t "$TOPIC" -o -20 -e -q | grep -q "console-$tag"
+  read=$(kcat -C -b "$BROKER" -t "$TOPIC" -o -20 -e -q)
+  [[ $read == *"console-$tag"* ]]
 }
 
 # An interaction typed into kcat becomes visible through the recommendation API.
@@ -115,7 +120,9 @@ replay_on_demand() {
     state=$(curl -fsS "$dash/api/replays/$id" | json_field '["state"]')
     [[ $state != failed ]] || return 1
   done
-  [[ $(curl -fsS "$dash/api/metrics/daily" | json_field '["run_id"]') == "$id" ]]
+  # This run's numbers, asked by its id: a scheduled or threshold replay
+  # may have become the current run since.
+  [[ $(curl -fsS "$dash/api/metrics/daily?run=$id" | json_field '["run_id"]') == "$id" ]]
 }
 
 # A user created over HTTP, a mail request typed into kcat: one mail from each

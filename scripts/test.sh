@@ -18,6 +18,9 @@ fi
 # the broker, the database or a child process, so a 2-core box runs 4 of
 # them side by side (KAPPA_TEST_JOBS). Each binary's output goes to
 # .run/test-logs/<binary>.log, shown when it fails.
+log "removing what killed test runs left behind (test databases and topics)"
+limit 300 "scripts/clean-tests.sh" "$ROOT/scripts/clean-tests.sh"
+
 log "building the workspace's tests"
 LIST=$RUN_DIR/test-binaries.txt
 (cd "$ROOT" && cargo test --workspace --no-run --quiet --message-format=json "$@") | python3 -c '

@@ -554,11 +554,19 @@ def cmd_envelope_check(record_json_path, token_, marker):
     sys.exit(1 if problems else 0)
 
 
-def cmd_claim_check(token_, sha, marker):
-    """GET /claims/{token}: the stored bytes have the envelope's sha256 and the marker."""
+def cmd_claim_check(token_, sha, marker, posted_path):
+    """GET /claims/{token}: the stored bytes have the envelope's sha256, and
+    they are the event that was posted (the file, not the gateway's word:
+    every field posted, with the same value)."""
     status, body = http("GET", f"{GATEWAY}/claims/{token_}", timeout=60)
-    ok = status == 200 and hashlib.sha256(body).hexdigest() == sha and marker.encode() in body
-    print(f"{status}, {len(body):,} B")
+    posted = json.load(open(posted_path))
+    try:
+        stored = json.loads(body)
+    except ValueError:
+        stored = {}
+    same = all(stored.get(k) == v for k, v in posted.items())
+    ok = status == 200 and hashlib.sha256(body).hexdigest() == sha and same
+    print(f"{status}, {len(body):,} B" + ("" if same else ", not the posted event"))
     sys.exit(0 if ok else 1)
 
 

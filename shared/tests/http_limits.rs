@@ -110,8 +110,9 @@ async fn slow_clients_and_floods_do_not_hold_the_server() {
         answer.as_deref().is_none_or(|a| !a.contains("200 OK")),
         "a trickled request was served: {answer:?}"
     );
+    // Cut off before the trickle could end (40 s), however loaded the box.
     assert!(
-        started.elapsed() < Duration::from_secs(20),
+        started.elapsed() < Duration::from_secs(35),
         "the connection was held for {:?}",
         started.elapsed()
     );

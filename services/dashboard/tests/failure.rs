@@ -135,9 +135,10 @@ async fn interrupted_replay(name: &str, stop: Stop) {
                 .status()
                 .unwrap();
             while child.try_wait().unwrap().is_none() {
+                // Generous: the point is that it stops, on a loaded box too.
                 assert!(
-                    started.elapsed() < Duration::from_secs(15),
-                    "still running 15 s after SIGTERM"
+                    started.elapsed() < Duration::from_secs(30),
+                    "still running 30 s after SIGTERM"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -85,7 +85,7 @@ async fn broker_outage_gives_503_then_recovers_without_duplicates() {
     assert_eq!(response.status(), 503);
     // Bounded: the delivery timeout plus scheduling slack, never a hang.
     assert!(
-        waited < Duration::from_millis(DELIVERY_TIMEOUT_MS) + Duration::from_secs(5),
+        waited < Duration::from_millis(DELIVERY_TIMEOUT_MS) + Duration::from_secs(30),
         "waited {waited:?}"
     );
     let request_id = response.headers()["x-request-id"]

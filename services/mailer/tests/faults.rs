@@ -215,7 +215,8 @@ async fn sigkill_mid_stream(mode: Mode) {
     };
     let log = format!("test-mailer-kill-{}", mode.as_str());
     let (mut child, _) = world.mailer_process(mode, &log);
-    for round in 1..=3 {
+    const KILLS: usize = 3;
+    for round in 1..=KILLS {
         let until = Instant::now() + Duration::from_secs(120);
         while world.delivered().await.len() < round * 200 {
             assert!(Instant::now() < until, "no progress");
@@ -234,6 +235,16 @@ async fn sigkill_mid_stream(mode: Mode) {
             (&format!("{user}@example.com"), subject)
         );
     }
+    // The bound from outside the worker (not its own log): a SIGKILL can
+    // interrupt a mail once, and only the mails in flight: at most
+    // `mailer.concurrency` (16, the child's default) per kill, and no mail
+    // more than once per kill.
+    let extra: usize = delivered.values().map(|d| d.copies - 1).sum();
+    assert!(
+        extra <= KILLS * 16,
+        "{extra} extra copies after {KILLS} kills"
+    );
+    assert!(delivered.values().all(|d| d.copies <= 1 + KILLS));
     let twice = world
         .assert_copies_within_the_resend_window(&delivered, mode)
         .await;

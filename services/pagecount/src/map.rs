@@ -71,11 +71,16 @@ fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<ChunkR
     let mut records = Vec::with_capacity((task.end - task.start) as usize);
     let until = Instant::now() + READ_DEADLINE;
     let mut next = task.start;
+    let mut last_error = None;
     while next < task.end {
         anyhow::ensure!(
             Instant::now() < until,
-            "reading chunk {} took over {READ_DEADLINE:?}",
-            task.chunk
+            "reading chunk {} took over {READ_DEADLINE:?} (last client error: {})",
+            task.chunk,
+            last_error
+                .as_ref()
+                .map_or("none".to_owned(), |e: &rdkafka::error::KafkaError| e
+                    .to_string())
         );
         match reader.poll(Duration::from_millis(500)) {
             Some(Ok(m)) if m.partition() == task.partition && m.offset() >= task.start => {
@@ -93,7 +98,16 @@ fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<ChunkR
             // The end of the partition before `end`: offsets were removed
             // (retention or compaction); what exists is the chunk.
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            Some(Err(error)) => return Err(error.into()),
+            // A client-wide error (brokers unreachable, a connection reset)
+            // is librdkafka's to recover from: read on until the deadline.
+            // The reader, idle between chunks, also holds the errors of an
+            // outage long past, and one of those must not fail every chunk
+            // after it (it did: a broker restart left the mappers failing
+            // each chunk on `AllBrokersDown` while the broker was back).
+            Some(Err(error)) => {
+                tracing::debug!(%error, chunk = task.chunk, "client error while reading a chunk; reading on");
+                last_error = Some(error);
+            }
             None => {}
         }
     }

@@ -185,7 +185,9 @@ async fn a_product_with_images_and_a_video_becomes_active_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_image_rejects_and_a_missing_branch_is_incomplete_at_the_deadline() {
-    let world = World::new("dag_failures", &[("KAPPA__PRODUCTS__DEADLINE_MS", "4000")]).await;
+    // The deadline leaves a loaded machine time to show the join waiting
+    // (both other parts in) before it decides; the test waits it out.
+    let world = World::new("dag_failures", &[("KAPPA__PRODUCTS__DEADLINE_MS", "15000")]).await;
     // No video worker: a product with a video waits for it in vain.
     let image_worker = world.spawn("image", "1").await;
     let _metadata = world.spawn("metadata", "1").await;

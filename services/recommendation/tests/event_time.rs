@@ -133,8 +133,13 @@ fn sample(name: &str, consumer: &str) -> f64 {
     shared::testkit::metric(&text, name, &[&format!("consumer=\"{consumer}\"")])
 }
 
+/// The clamp counter is process-wide and unlabelled: the tests of this
+/// binary take turns, so its delta is one test's alone.
+static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_interactions_shifted_by_decades_rank_the_same() {
+    let _turn = TURNS.lock().await;
     let (today, _) = rankings(TimeDelta::zero(), "rec_time_now").await;
     // Worked out from the dataset (weight x 2^(day / 7)): a's neighbours
     // are d (u2's add_to_cart on day 21: 4 x 2^3 = 32), c (u1, u2, u3:
@@ -172,6 +177,7 @@ async fn the_same_interactions_shifted_by_decades_rank_the_same() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_time_ahead_of_its_record_is_clamped_and_counted() {
+    let _turn = TURNS.lock().await;
     let env = TestEnv::new("rec_clamp").await;
     // The record's timestamp is when the producer sent it (now); the event
     // claims 50 minutes later: inside the parser's skew, so it is applied,

@@ -93,7 +93,7 @@ async fn a_commit_whose_acknowledgement_is_lost_is_not_applied_twice() {
     let postgres = PrivatePostgres::start();
     let proxy = PgProxy::start(postgres.port).await;
     let events = common::synthetic(EVENTS);
-    let group = "rec-lost-ack";
+    let group = &env.unique("rec-lost-ack");
     let mut child = common::spawn_child(
         &env,
         &proxy.url(&postgres.url()),

@@ -46,7 +46,7 @@ async fn sigterm_during_a_database_outage_ends_within_the_bound() {
         .wait_metric("kappa_sink_commit_failures_total", 1.0)
         .await;
     let took =
-        tokio::task::block_in_place(|| terminate_within(&mut child, Duration::from_secs(15)));
+        tokio::task::block_in_place(|| terminate_within(&mut child, Duration::from_secs(30)));
     eprintln!("stopped {took:?} after SIGTERM");
 
     // What it held is applied, once, by the next start.
@@ -76,7 +76,7 @@ async fn sigterm_during_a_broker_outage_ends_within_the_bound() {
         .wait_metric("kappa_kafka_client_errors_total", 1.0)
         .await;
     let took =
-        tokio::task::block_in_place(|| terminate_within(&mut child, Duration::from_secs(15)));
+        tokio::task::block_in_place(|| terminate_within(&mut child, Duration::from_secs(30)));
     eprintln!("stopped {took:?} after SIGTERM");
     assert_eq!(common::progress(&pool, &group, &topic).await, (1_000, 0));
     // The private broker goes with its topics: nothing to delete there.

@@ -168,7 +168,10 @@ impl TestEnv {
     }
 
     /// Reads exactly `count` messages from `topic` (failing after `deadline`),
-    /// then checks for a short while that no more arrive.
+    /// then reads on to the topic's end offsets of that moment, failing on
+    /// any message more: a late duplicate already written cannot hide behind
+    /// a quiet moment. (What is written after that moment is the caller's to
+    /// wait for: call this once the writers committed.)
     pub async fn read_exactly(
         &self,
         topic: &str,
@@ -189,14 +192,23 @@ impl TestEnv {
                 ),
             }
         }
-        if let Ok(Ok(extra)) =
-            tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
-        {
-            panic!(
-                "more than {count} messages on {topic}: offset {} in partition {}",
-                extra.offset(),
-                extra.partition()
-            );
+        let ends = kafka::watermarks(&self.settings.kafka, topic)
+            .await
+            .expect("the topic's end offsets");
+        // Past the end offsets on every partition; an open transaction
+        // holds a read_committed reader before its records, so the wait is
+        // bounded, and the records it holds are not committed anyway.
+        let settle = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < settle && !read_to(&consumer, topic, &ends) {
+            if let Ok(Ok(extra)) =
+                tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
+            {
+                panic!(
+                    "more than {count} messages on {topic}: offset {} in partition {}",
+                    extra.offset(),
+                    extra.partition()
+                );
+            }
         }
         out
     }
@@ -212,6 +224,22 @@ impl TestEnv {
     }
 }
 
+/// Whether `consumer` has read `topic` up to `ends` (per partition, the
+/// `(low, high)` watermarks): its position is at the high watermark, or the
+/// partition holds nothing.
+pub fn read_to(consumer: &StreamConsumer, topic: &str, ends: &[(i64, i64)]) -> bool {
+    use rdkafka::consumer::Consumer;
+    let Ok(positions) = consumer.position() else {
+        return false;
+    };
+    ends.iter().enumerate().all(|(partition, &(low, high))| {
+        let at = positions
+            .find_partition(topic, partition as i32)
+            .map(|p| p.offset());
+        high <= low || matches!(at, Some(rdkafka::Offset::Offset(at)) if at >= high)
+    })
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         let kafka = self.settings.kafka.clone();
@@ -224,17 +252,35 @@ impl Drop for TestEnv {
                 .enable_all()
                 .build()
                 .unwrap();
+            // What cannot be removed is said (scripts/clean-tests.sh removes
+            // it before the next run), never silently left.
             rt.block_on(async move {
-                if let Ok(admin) = kafka::admin(&kafka) {
-                    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-                    let _ = admin
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                let deleted = match kafka::admin(&kafka) {
+                    Ok(admin) => admin
                         .delete_topics(&names, &rdkafka::admin::AdminOptions::new())
-                        .await;
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(error) = deleted {
+                    eprintln!("test clean-up: topics {names:?} left behind: {error}");
                 }
-                if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
-                    for database in databases {
-                        let drop = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
-                        let _ = conn.execute(drop.as_str()).await;
+                match PgConnection::connect(&admin_database_url()).await {
+                    Ok(mut conn) => {
+                        for database in databases {
+                            let drop =
+                                format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+                            if let Err(error) = conn.execute(drop.as_str()).await {
+                                eprintln!(
+                                    "test clean-up: database {database} left behind: {error}"
+                                );
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        eprintln!("test clean-up: databases {databases:?} left behind: {error}")
                     }
                 }
             });
@@ -358,13 +404,28 @@ pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
     tail
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released), for a child process that
+/// takes its port from its configuration. Never the same port twice in one
+/// test process: two tests of a binary cannot be handed one port between
+/// its release and its use. (Across test binaries the kernel's choice of a
+/// just-released ephemeral port is what keeps them apart; in-process
+/// services bind port 0 themselves and report it.)
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut handed = HANDED.lock().unwrap_or_else(|p| p.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if handed.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The value of a Prometheus sample: the sum over every label set of

@@ -198,22 +198,31 @@ impl World {
         let topic = &self.env.settings.kafka.events_topic;
         let consumer = self.env.reader(topic);
         let mut out = Vec::new();
-        let mut idle_since = Instant::now();
         let until = Instant::now() + Duration::from_secs(60);
+        let mut ends: Option<(Vec<(i64, i64)>, Instant)> = None;
         loop {
-            match tokio::time::timeout(Duration::from_millis(300), consumer.recv()).await {
+            match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
                 Ok(Ok(m)) => {
                     let event =
                         Event::parse(m.payload().unwrap_or_default()).expect("events parse");
                     out.push((event.body.event_type().as_str().to_owned(), event));
-                    idle_since = Instant::now();
                 }
                 Ok(Err(e)) => panic!("reading {topic}: {e}"),
                 Err(_) => {}
             }
-            let quiet = idle_since.elapsed() > Duration::from_millis(1500);
-            if quiet && out.len() >= expected_at_least {
-                return out;
+            // Once the expected are in, on to the topic's end offsets of
+            // that moment: a late extra already written is read, not missed
+            // in a quiet moment (an open transaction is waited for 10 s).
+            if out.len() >= expected_at_least && ends.is_none() {
+                let now = shared::kafka::watermarks(&self.env.settings.kafka, topic)
+                    .await
+                    .expect("the topic's end offsets");
+                ends = Some((now, Instant::now() + Duration::from_secs(10)));
+            }
+            if let Some((at, settle)) = &ends {
+                if shared::testkit::read_to(&consumer, topic, at) || Instant::now() >= *settle {
+                    return out;
+                }
             }
             assert!(
                 Instant::now() < until,
