@@ -170,7 +170,6 @@ pub fn zero(name: &'static str, labels: &[(&'static str, String)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
 
     #[test]
     fn histograms_have_a_unit_with_buckets_and_names_are_unique() {
@@ -212,17 +211,6 @@ mod tests {
         assert!(text.contains("# HELP kappa_sink_batch_size Records per committed range"));
     }
 
-    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                sources(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-
     /// `(kind, name)` of every `metrics::<kind>!("name"` in `text`.
     fn used(text: &str) -> Vec<(Kind, String)> {
         let mut found = Vec::new();
@@ -246,14 +234,7 @@ mod tests {
 
     #[test]
     fn every_metric_in_the_code_is_catalogued_and_in_the_readme() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut files = Vec::new();
-        sources(&root.join("shared/src"), &mut files);
-        for service in std::fs::read_dir(root.join("services")).unwrap().flatten() {
-            if service.path().join("src").is_dir() {
-                sources(&service.path().join("src"), &mut files);
-            }
-        }
+        let files = crate::testkit::workspace_sources();
         let mut seen = 0;
         for file in &files {
             let text = std::fs::read_to_string(file).unwrap();
@@ -266,7 +247,8 @@ mod tests {
             }
         }
         assert!(seen > 40, "the scan found only {seen} metrics");
-        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(readme).unwrap();
         for metric in METRICS {
             assert!(
                 readme.contains(&format!("| `{}` |", metric.name)),

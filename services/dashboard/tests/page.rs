@@ -12,6 +12,16 @@ use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 use shared::testkit::{repo_root, TestEnv};
 
+/// The page at `base`, asked with the admin `token` or without one.
+async fn page_of(base: &str, token: Option<&str>) -> String {
+    let mut request = reqwest::Client::new().get(format!("{base}/"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the dashboard answers");
+    response.text().await.unwrap()
+}
+
 fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
     Command::new("chromium")
         .args([
@@ -213,27 +223,14 @@ async fn the_products_panel_shows_counts_waiting_joins_and_the_slowest_branch() 
     let service = Service::start(&env, common::config()).await;
     // Without the token, the page shows what the public APIs show: counts,
     // not which product waits for which part.
-    let public = reqwest::get(format!("{}/", service.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let public = page_of(&service.base, None).await;
     assert!(
         public.contains(r#"<b id="products-pending">1</b>"#),
         "{public}"
     );
     assert!(!public.contains(r#"id="pending-joins""#), "{public}");
     assert!(!public.contains("<td>w1</td>"), "{public}");
-    let page = reqwest::Client::new()
-        .get(format!("{}/", service.base))
-        .bearer_auth(env.settings.auth.admin_token.expose())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_of(&service.base, Some(env.settings.auth.admin_token.expose())).await;
     assert!(page.contains(r#"<b id="products-active">2</b>"#), "{page}");
     assert!(page.contains(r#"<b id="products-pending">1</b>"#), "{page}");
     assert!(
@@ -306,24 +303,11 @@ async fn the_mapreduce_panel_shows_progress_and_the_newest_top_pages() {
     let service = Service::start(&env, common::config()).await;
     // The top pages are the token's (`GET /jobs/{id}/pages`): not on the
     // public page.
-    let public = reqwest::get(format!("{}/", service.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let public = page_of(&service.base, None).await;
     assert!(public.contains(r#"id="mapreduce""#), "{public}");
     assert!(!public.contains(r#"id="top-pages""#), "{public}");
     assert!(!public.contains("/home"), "{public}");
-    let page = reqwest::Client::new()
-        .get(format!("{}/", service.base))
-        .bearer_auth(env.settings.auth.admin_token.expose())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_of(&service.base, Some(env.settings.auth.admin_token.expose())).await;
     let panel = page.split(r#"id="mapreduce""#).nth(1).unwrap();
     assert!(panel.contains(r#"<td>2</td><td class="state mr-running">running</td><td><div class="bar" title="2/4"><div style="width:50.0%">"#), "{panel}");
     assert!(panel.contains(r#"title="0/2""#), "{panel}");
@@ -364,12 +348,7 @@ async fn the_count_pages_button_starts_a_job_on_the_coordinator() {
     config.pagecount_url = format!("http://{}", coordinator.addr());
     tokio::spawn(coordinator.run());
     let service = Service::start(&env, config).await;
-    let page = reqwest::get(format!("{}/", service.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_of(&service.base, None).await;
     assert!(page.contains(r#"<button id="mapreduce-run">"#), "{page}");
 
     let url = format!("{}/api/mapreduce/jobs", service.base);
@@ -574,12 +553,7 @@ async fn dead_letters_are_counted_by_reason_and_day() {
         400
     );
 
-    let page = reqwest::get(format!("{}/", service.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_of(&service.base, None).await;
     let chart = page
         .split(r#"id="chart-dlq""#)
         .nth(1)

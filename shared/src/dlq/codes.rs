@@ -53,7 +53,6 @@ pub fn bounded(code: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
 
     use super::*;
     use crate::claim_check::ClaimError;
@@ -129,27 +128,9 @@ mod tests {
         Some(rest[..rest.find('"')?].to_owned())
     }
 
-    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                sources(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-
     #[test]
     fn every_code_in_the_sources_is_in_the_catalogue() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut files = Vec::new();
-        sources(&root.join("shared/src"), &mut files);
-        for service in std::fs::read_dir(root.join("services")).unwrap().flatten() {
-            if service.path().join("src").is_dir() {
-                sources(&service.path().join("src"), &mut files);
-            }
-        }
+        let files = crate::testkit::workspace_sources();
         let mut seen = 0;
         // The HTTP error's codes are no dead letter's; this file names the
         // patterns it looks for.

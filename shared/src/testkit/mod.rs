@@ -328,6 +328,30 @@ where
     }
 }
 
+/// Every `.rs` file of the workspace's code (`shared/src` and each
+/// service's `src/`), for the tests that scan the code for names.
+pub fn workspace_sources() -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    walk(&root.join("shared/src"), &mut files);
+    for service in std::fs::read_dir(root.join("services")).unwrap().flatten() {
+        if service.path().join("src").is_dir() {
+            walk(&service.path().join("src"), &mut files);
+        }
+    }
+    files
+}
+
 /// How long a test waits for something to stop (a process after SIGTERM,
 /// an in-process service after its shutdown) before it fails.
 pub const STOP_LIMIT: Duration = Duration::from_secs(60);
