@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks that `scripts/postgres.sh start` brings a cluster back in ONE run after
 # its postmaster was killed with SIGKILL (issue 12, item 8), on a PRIVATE
-# cluster (port CHECK_PG_PORT, default 55433, in a temp dir removed at exit;
+# cluster (port CHECK_PG_PORT, default 25433, in a temp dir removed at exit;
 # the suite's cluster on 5432 is never touched):
 #  1. postmaster killed while clients keep backends busy (a CPU-bound query
 #     outlives it): start at once succeeds, the cluster answers, the committed
@@ -18,7 +18,10 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PORT=${CHECK_PG_PORT:-55433}
+# Below the ephemeral range (32768-60999): a client connection of the
+# running suite may hold any port in it as its own local port, and a fixed
+# port there fails to bind now and then ("Address already in use").
+PORT=${CHECK_PG_PORT:-25433}
 PORT2=${CHECK_PG_PORT2:-$((PORT + 1))}   # the second cluster of case 4
 for p in "$PORT" "$PORT2"; do
   [[ $p =~ ^[0-9]+$ && $p != 5432 ]] || die "CHECK_PG_PORT(2) must be ports other than 5432 (the suite's cluster), got '$p'"
