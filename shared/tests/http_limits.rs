@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
-use shared::config::{AuthConfig, Secret};
-use shared::http::{HttpLimits, Readiness};
+use shared::http::HttpLimits;
 use shared::shutdown::CancellationToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,20 +45,7 @@ async fn start(gate: Gate) -> (std::net::SocketAddr, CancellationToken) {
                 }
             }),
         );
-    let router = shared::http::finish(
-        "limits",
-        routes.into(),
-        Readiness::default(),
-        &AuthConfig {
-            admin_token: Secret::new("t"),
-            public_metrics: true,
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(shared::http::serve(listener, router, shutdown.clone()));
-    (addr, shutdown)
+    shared::testkit::serve_finished("limits", routes).await
 }
 
 /// Writes `bytes` one at a time every `pace`, then reads what comes back

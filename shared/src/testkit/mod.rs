@@ -352,6 +352,29 @@ pub fn workspace_sources() -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Serves `routes` the way every service does (`shared::http::finish`:
+/// ops routes, request metrics, limits; metrics public, admin token `t`) on
+/// a free loopback port, until the returned token is cancelled.
+pub async fn serve_finished(
+    service: &'static str,
+    routes: axum::Router,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    let router = crate::http::finish(
+        service,
+        routes.into(),
+        crate::http::Readiness::default(),
+        &crate::config::AuthConfig {
+            admin_token: Secret::new("t"),
+            public_metrics: true,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(crate::http::serve(listener, router, shutdown.clone()));
+    (addr, shutdown)
+}
+
 /// How long a test waits for something to stop (a process after SIGTERM,
 /// an in-process service after its shutdown) before it fails.
 pub const STOP_LIMIT: Duration = Duration::from_secs(60);

@@ -876,6 +876,8 @@ impl DeadLetterQueue {
                         .and_then(|first| log.records.get(&first.place()))
                         .copied()
                         .unwrap_or(0);
+                    // Its record was redriven since this dead letter was written.
+                    let again = entry.is_some() || published > meta.redrive_count;
                     let (first, count) = match this.judge(&meta, entry, published, chosen.again) {
                         Ok(judged) => judged,
                         Err(refusal) => return refused.push(refusal.of(&meta, p, o, entry)),
@@ -886,7 +888,7 @@ impl DeadLetterQueue {
                         let copy = &mut candidates[at].redriven;
                         copy.dead_letters.push(format!("{p}:{o}"));
                         copy.redrive_count = copy.redrive_count.max(count);
-                        copy.again |= entry.is_some() || published > meta.redrive_count;
+                        copy.again |= again;
                         return;
                     }
                     if candidates.len() >= chosen.limit {
@@ -905,7 +907,7 @@ impl DeadLetterQueue {
                             event_id: meta.event_id.clone(),
                             origin: first,
                             redrive_count: count,
-                            again: entry.is_some() || published > meta.redrive_count,
+                            again,
                             rekeyed,
                             to: None,
                         },
