@@ -106,8 +106,10 @@ async fn start_mapreduce(
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// "earliest" or an RFC 3339 time (not before 1970).
+    #[schema(schema_with = shared::event::openapi::earliest_or_time)]
     from: String,
     /// An RFC 3339 time; none: up to the end offsets at the start.
+    #[schema(schema_with = shared::event::openapi::time_or_null)]
     to: Option<String>,
 }
 

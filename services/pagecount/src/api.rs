@@ -53,10 +53,11 @@ pub fn router(state: ApiState) -> OpenApiRouter {
 struct NewJob {
     /// `earliest` (default) or an RFC 3339 time, not before 1970: the first
     /// record at or after it, per partition.
+    #[schema(schema_with = shared::event::openapi::earliest_or_time_or_null)]
     from: Option<String>,
     /// Up to the first record at or after this RFC 3339 time, after `from`
     /// (default: the end as it is now).
-    #[schema(format = DateTime)]
+    #[schema(schema_with = shared::event::openapi::time_or_null)]
     to: Option<String>,
     /// Explicit offsets instead: `{"<partition>": [start, end]}`, end
     /// exclusive, within what the partition holds.
@@ -547,6 +548,7 @@ struct PageQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The last row of the previous page, as `count:page` (`next_after`).
+    #[param(pattern = r"^[+-]?[0-9]{1,18}:[^\u0000]*$")]
     after: Option<String>,
 }
 

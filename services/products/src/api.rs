@@ -83,6 +83,7 @@ struct Page {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The last id of the previous page (its `next_after`).
+    #[param(schema_with = shared::event::openapi::text)]
     after: Option<String>,
 }
 

@@ -37,6 +37,26 @@ impl Limit {
     }
 }
 
+/// The user a path names (a schema only: the handler takes `Path<String>`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct UserPath {
+    /// The user's id (no NUL)
+    #[param(schema_with = shared::event::openapi::text)]
+    id: String,
+}
+
+/// The product a path names (a schema only: the handler takes `Path<String>`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ProductPath {
+    /// The product's id (no NUL)
+    #[param(schema_with = shared::event::openapi::text)]
+    id: String,
+}
+
 /// An id as the stream can hold it: PostgreSQL text cannot carry a NUL, and
 /// the event parser refuses control characters in ids.
 fn checked_id(value: String) -> Result<String, ApiError> {
@@ -107,7 +127,7 @@ pub struct Daily {
 /// (`fallback`). Any instance gives the same answer.
 #[utoipa::path(get, path = "/users/{id}/recommendations", tag = "recommendation", operation_id = "recommendations_for_user",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The user's id"), Limit),
+    params(UserPath, Limit),
     responses((status = 200, description = "The user's recommendations (an unknown user gets popular products)", body = ForUser)))]
 async fn recommendations(
     _: Admin,
@@ -132,7 +152,7 @@ async fn recommendations(
 /// The products most often engaged with together with it, best first; an
 /// unknown product has none.
 #[utoipa::path(get, path = "/products/{id}/similar", tag = "recommendation", operation_id = "similar_products",
-    params(("id" = String, Path, description = "The product's id"), Limit),
+    params(ProductPath, Limit),
     responses((status = 200, description = "The similar products", body = Similar)))]
 async fn similar(
     State(s): State<AppState>,

@@ -29,10 +29,13 @@ pub fn router(state: AppState) -> OpenApiRouter {
 struct NewUser {
     /// The user's id (1 to 256 bytes, no control characters, bidirectional
     /// controls or `/`); absent: a new UUIDv7.
+    #[schema(schema_with = new_id)]
     id: Option<String>,
     /// A bare address, `local@domain` (no display name, no IP literal).
+    #[schema(schema_with = shared::event::openapi::email)]
     email: String,
     /// At most 1024 bytes.
+    #[schema(schema_with = name)]
     name: Option<String>,
 }
 
@@ -41,9 +44,40 @@ struct NewUser {
 #[serde(deny_unknown_fields)]
 struct Change {
     /// A bare address, `local@domain` (no display name, no IP literal).
+    #[schema(schema_with = shared::event::openapi::email)]
     email: String,
     /// At most 1024 bytes; absent: no name.
+    #[schema(schema_with = name)]
     name: Option<String>,
+}
+
+/// The schema of a user's id ([`check_id`]): an id as events hold them,
+/// without `/` (it is a path segment).
+fn user_id() -> utoipa::openapi::schema::Object {
+    shared::event::openapi::id_without("/")
+}
+
+/// [`user_id`] or null (a new UUIDv7).
+fn new_id() -> utoipa::openapi::schema::Object {
+    shared::event::openapi::id_without_or_null("/")
+}
+
+/// A user's name ([`check`]): no NUL, at most 1024 bytes (`maxLength`
+/// counts characters: the bytes are in the description), or null.
+fn name() -> utoipa::openapi::schema::Object {
+    let mut name = shared::event::openapi::text_or_null();
+    name.max_length = Some(1024);
+    name
+}
+
+/// The user a path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct UserPath {
+    /// The user's id
+    #[param(schema_with = user_id)]
+    #[allow(dead_code)] // A schema only: the handlers take `Path<String>`.
+    id: String,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -54,6 +88,7 @@ struct Page {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The last id of the previous page (its `next`).
+    #[param(schema_with = shared::event::openapi::text)]
     after: Option<String>,
 }
 
@@ -159,8 +194,9 @@ async fn create(
 #[utoipa::path(put, path = "/users/{id}", tag = "users", operation_id = "update_user",
     security(("bearer" = [])),
     params(
-        ("id" = String, Path, description = "The user's id"),
-        ("If-Match" = Option<String>, Header, description = "The version the change is based on, as `ETag` gave it (`\"3\"`)")),
+        UserPath,
+        ("If-Match" = Option<String>, Header, description = "The version the change is based on, as `ETag` gave it (`\"3\"`)",
+            pattern = r#"^"*[+-]?[0-9]{1,18}"*$"#)),
     request_body = Change,
     responses(
         (status = 200, description = "The user as changed", body = User, headers(
@@ -208,7 +244,7 @@ async fn update(
 /// The answer carries the user's version as `ETag` (for `If-Match`).
 #[utoipa::path(get, path = "/users/{id}", tag = "users", operation_id = "get_user",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The user's id")),
+    params(UserPath),
     responses((status = 200, description = "The user", body = User, headers(
         ("ETag" = String, description = "The user's version, quoted")))))]
 async fn fetch(

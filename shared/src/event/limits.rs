@@ -122,6 +122,23 @@ impl Limits {
         }
     }
 
+    /// A count, size or version: what a PostgreSQL `bigint` holds (every
+    /// store keeps them so), as the schema's `format: int64` says.
+    pub(super) fn count(&self, field: &str, value: Option<u64>) -> Result<(), ParseError> {
+        at_most(field, value, i64::MAX.unsigned_abs(), "64")
+    }
+
+    /// A chunk number: what a PostgreSQL `integer` holds, as the schema's
+    /// `format: int32` says.
+    pub(super) fn index(&self, field: &str, value: u32) -> Result<(), ParseError> {
+        at_most(
+            field,
+            Some(value.into()),
+            i32::MAX.unsigned_abs().into(),
+            "32",
+        )
+    }
+
     /// Checks an event time against the time the event arrived (the Kafka
     /// message timestamp on the stream, the clock at the gateway).
     pub fn time(&self, ts: DateTime<Utc>, arrival: DateTime<Utc>) -> Result<(), ParseError> {
@@ -136,6 +153,16 @@ impl Limits {
             });
         }
         Ok(())
+    }
+}
+
+fn at_most(field: &str, value: Option<u64>, max: u64, bits: &str) -> Result<(), ParseError> {
+    match value {
+        Some(v) if v > max => Err(ParseError::field(
+            field,
+            format!("{v} is more than {max} (a {bits}-bit signed integer)"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -11,7 +11,7 @@
 
 mod fast;
 mod limits;
-mod openapi;
+pub mod openapi;
 mod parse;
 mod schema;
 mod types;

@@ -113,6 +113,50 @@ fn display_names_and_ip_literals_are_not_emails() {
 }
 
 #[test]
+fn counts_sizes_versions_and_chunks_fit_their_columns() {
+    let events = [
+        (
+            "version",
+            r#"{"type":"user_updated","user_id":"u1","email":"a@example.com"}"#,
+        ),
+        ("count", r#"{"type":"page_count","job_id":1,"page":"/a"}"#),
+        (
+            "lines",
+            r#"{"type":"chunk_done","marker":"m","job_id":1,"chunk":0,"rejected":0,"records":1,"bytes":1}"#,
+        ),
+        (
+            "bytes",
+            r#"{"type":"chunk_done","marker":"m","job_id":1,"chunk":0,"lines":1,"rejected":0,"records":1}"#,
+        ),
+    ];
+    let largest = i64::MAX.unsigned_abs();
+    for (field, event) in events {
+        let with = |value: u64| {
+            let mut object: serde_json::Value = serde_json::from_str(event).unwrap();
+            object[field] = value.into();
+            object.to_string()
+        };
+        let ok = with(largest);
+        Event::parse(ok.as_bytes()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        let over = with(largest + 1);
+        assert!(
+            matches!(err(&over), ParseError::InvalidField { field: f, .. } if f == field),
+            "{over}"
+        );
+    }
+    let chunk = |n: u32| {
+        format!(
+            r#"{{"type":"chunk_done","marker":"m","job_id":1,"chunk":{n},"lines":1,"rejected":0,"records":1,"bytes":1}}"#
+        )
+    };
+    Event::parse(chunk(i32::MAX.unsigned_abs()).as_bytes()).unwrap();
+    assert!(matches!(
+        err(&chunk(i32::MAX.unsigned_abs() + 1)),
+        ParseError::InvalidField { field, .. } if field == "chunk"
+    ));
+}
+
+#[test]
 fn every_type_parses_and_keys_by_its_entity() {
     let lines = [
         (

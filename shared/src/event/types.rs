@@ -25,11 +25,14 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Interaction {
+    #[schema(schema_with = super::openapi::id)]
     pub user_id: String,
+    #[schema(schema_with = super::openapi::id)]
     pub product_id: String,
     pub action: Action,
     /// Required for purchases, in cents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::cents_or_null)]
     pub price_cents: Option<u64>,
 }
 
@@ -37,9 +40,12 @@ pub struct Interaction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdated {
+    #[schema(schema_with = super::openapi::id)]
     pub user_id: String,
+    #[schema(schema_with = super::openapi::email)]
     pub email: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::text_or_null)]
     pub name: Option<String>,
     /// The user's version after this change; a reader keeps the highest it
     /// saw (an update typed in without one counts as newest).
@@ -51,8 +57,11 @@ pub struct UserUpdated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MailRequested {
+    #[schema(schema_with = super::openapi::id)]
     pub user_id: String,
+    #[schema(schema_with = super::openapi::text)]
     pub subject: String,
+    #[schema(schema_with = super::openapi::text)]
     pub body: String,
 }
 
@@ -82,14 +91,18 @@ impl AssetKind {
 #[serde(deny_unknown_fields)]
 pub struct UploadedAsset {
     /// The part's name in the join (`image-1`, `image-2`, `video`).
+    #[schema(schema_with = super::openapi::id)]
     pub part: String,
     pub kind: AssetKind,
     pub token: uuid::Uuid,
+    #[schema(schema_with = super::openapi::id)]
     pub sha256: String,
     pub size: u64,
+    #[schema(schema_with = super::openapi::text)]
     pub content_type: String,
     /// The file name the seller gave, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::text_or_null)]
     pub name: Option<String>,
 }
 
@@ -98,8 +111,10 @@ pub struct UploadedAsset {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductUploaded {
+    #[schema(schema_with = super::openapi::id)]
     pub product_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::id_or_null)]
     pub seller_id: Option<String>,
     pub metadata: serde_json::Value,
     pub assets: Vec<UploadedAsset>,
@@ -120,7 +135,9 @@ impl ProductUploaded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssetProcessed {
+    #[schema(schema_with = super::openapi::id)]
     pub product_id: String,
+    #[schema(schema_with = super::openapi::id)]
     pub part: String,
     pub kind: AssetKind,
     /// Branch-specific output (dimensions and thumbnail, duration and codec,
@@ -132,9 +149,12 @@ pub struct AssetProcessed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssetFailed {
+    #[schema(schema_with = super::openapi::id)]
     pub product_id: String,
+    #[schema(schema_with = super::openapi::id)]
     pub part: String,
     pub kind: AssetKind,
+    #[schema(schema_with = super::openapi::text)]
     pub reason: String,
 }
 
@@ -142,7 +162,9 @@ pub struct AssetFailed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductCreated {
+    #[schema(schema_with = super::openapi::id)]
     pub product_id: String,
+    #[schema(schema_with = super::openapi::text)]
     pub title: String,
     /// Each part's result, by part name.
     pub parts: serde_json::Value,
@@ -152,12 +174,16 @@ pub struct ProductCreated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductFailed {
+    #[schema(schema_with = super::openapi::id)]
     pub product_id: String,
     /// `rejected` or `incomplete`.
+    #[schema(schema_with = super::openapi::id)]
     pub status: String,
+    #[schema(schema_with = super::openapi::text)]
     pub reason: String,
     /// Incomplete: the parts that never came.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = super::openapi::ids)]
     pub missing: Vec<String>,
 }
 
@@ -166,14 +192,20 @@ pub struct ProductFailed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MapTask {
+    #[schema(schema_with = super::openapi::id)]
     pub task: String,
     pub job_id: i64,
     pub chunk: u32,
+    #[schema(schema_with = super::openapi::id)]
     pub topic: String,
     pub partition: i32,
+    #[schema(minimum = 0)]
     pub start: i64,
+    #[schema(minimum = 0)]
     pub end: i64,
+    #[schema(schema_with = super::openapi::id)]
     pub shuffle_topic: String,
+    #[schema(minimum = 1)]
     pub shuffle_partitions: i32,
     /// Sum per page within the chunk before the shuffle (off: one record per line).
     pub combiner: bool,
@@ -185,6 +217,7 @@ pub struct MapTask {
 #[serde(deny_unknown_fields)]
 pub struct PageCount {
     pub job_id: i64,
+    #[schema(schema_with = super::openapi::id)]
     pub page: String,
     pub count: u64,
 }
@@ -194,6 +227,7 @@ pub struct PageCount {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkDone {
+    #[schema(schema_with = super::openapi::id)]
     pub marker: String,
     pub job_id: i64,
     pub chunk: u32,
@@ -208,8 +242,10 @@ pub struct ChunkDone {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PageAccess {
+    #[schema(schema_with = super::openapi::id)]
     pub page: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::id_or_null)]
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
@@ -234,6 +270,7 @@ impl Validate for UserUpdated {
     fn validate(&self, l: &Limits) -> Result<(), ParseError> {
         l.id("user_id", &self.user_id)?;
         l.email("email", &self.email)?;
+        l.count("version", self.version)?;
         self.name.as_deref().map_or(Ok(()), |n| l.text("name", n))
     }
 }
@@ -257,6 +294,7 @@ impl Validate for ProductUploaded {
             l.id("assets.part", &asset.part)?;
             l.id("assets.sha256", &asset.sha256)?;
             l.text("assets.content_type", &asset.content_type)?;
+            l.count("assets.size", Some(asset.size))?;
             asset
                 .name
                 .as_deref()
@@ -304,6 +342,7 @@ impl Validate for MapTask {
         l.id("task", &self.task)?;
         l.id("topic", &self.topic)?;
         l.id("shuffle_topic", &self.shuffle_topic)?;
+        l.index("chunk", self.chunk)?;
         if self.start < 0 || self.end < self.start {
             return Err(ParseError::field(
                 "end",
@@ -322,13 +361,19 @@ impl Validate for MapTask {
 
 impl Validate for PageCount {
     fn validate(&self, l: &Limits) -> Result<(), ParseError> {
-        l.id("page", &self.page)
+        l.id("page", &self.page)?;
+        l.count("count", Some(self.count))
     }
 }
 
 impl Validate for ChunkDone {
     fn validate(&self, l: &Limits) -> Result<(), ParseError> {
-        l.id("marker", &self.marker)
+        l.id("marker", &self.marker)?;
+        l.index("chunk", self.chunk)?;
+        l.count("lines", Some(self.lines))?;
+        l.count("rejected", Some(self.rejected))?;
+        l.count("records", Some(self.records))?;
+        l.count("bytes", Some(self.bytes))
     }
 }
 

@@ -10,7 +10,7 @@
 //! router itself, so the description cannot drift from what is served.
 
 use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 use utoipa::{PartialSchema, ToSchema};
@@ -114,7 +114,48 @@ pub fn complete(api: &mut OpenApi, service: &str) {
             .flatten()
             .any(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Path);
         for operation in operations(item) {
+            one_per_name(operation);
             add_errors(operation, has_path_params);
+        }
+    }
+}
+
+/// A path parameter described by a handler's `IntoParams` (for its
+/// schema) is one utoipa also adds from the path template, as a bare
+/// string: the first, declared one is kept, and a path parameter is
+/// required (OpenAPI says so; a schema-built one does not know it is one).
+fn one_per_name(operation: &mut Operation) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::Required;
+    let Some(parameters) = operation.parameters.as_mut() else {
+        return;
+    };
+    let mut seen: Vec<(String, ParameterIn)> = Vec::new();
+    parameters.retain(|p| {
+        let key = (p.name.clone(), p.parameter_in.clone());
+        let first = !seen.contains(&key);
+        seen.push(key);
+        first
+    });
+    for parameter in parameters.iter_mut() {
+        if parameter.parameter_in == ParameterIn::Path {
+            parameter.required = Required::True;
+        }
+        // A parameter is text: absent or a value, never JSON's null (an
+        // `Option` field's schema says null, which a client would send as
+        // the text `null`).
+        if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() {
+            if let SchemaType::Array(types) = &object.schema_type {
+                let kept: Vec<Type> = types
+                    .iter()
+                    .filter(|t| **t != Type::Null)
+                    .cloned()
+                    .collect();
+                object.schema_type = match kept.as_slice() {
+                    [one] => SchemaType::Type(one.clone()),
+                    _ => SchemaType::Array(kept),
+                };
+            }
         }
     }
 }

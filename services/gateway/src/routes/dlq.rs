@@ -250,11 +250,15 @@ pub struct DeadLetterPage {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Only dead letters with this reason: their code, e.g. `invalid_json`.
+    /// Only dead letters with this reason: their code, e.g. `invalid_json`
+    /// (at most 256 bytes, no control characters; empty: any reason).
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     reason: Option<String>,
     /// The cursor: the `next` of the previous page, `partition:offset`
-    /// pairs separated by commas (`0:41,2:7`); a page holds what follows
-    /// them. Partitions not named start at their earliest offset.
+    /// pairs separated by commas (`0:41,2:7`), each partition once; a page
+    /// holds what follows them. Partitions not named start at their
+    /// earliest offset.
+    #[param(pattern = r"^(?:\+?[0-9]{1,9}:\+?[0-9]{1,18}(?:,\+?[0-9]{1,9}:\+?[0-9]{1,18})*)?$")]
     after: Option<String>,
     /// Dead letters per page, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
