@@ -50,6 +50,7 @@ pub const METRICS: &[Metric] = &[
     m("kappa_sink_skipped_total", Counter, "consumer", "Records that are not the worker's (other event types, events it does not act on): read, their offsets committed with the next commit."),
     m("kappa_sink_duplicates_skipped_total", Counter, "consumer", "Events skipped (offsets committed, nothing applied): their id came within kafka.dedupe_window records before."),
     m("kappa_sink_commit_failures_total", Counter, "consumer", "Commits that failed and were retried (database or broker unavailable)."),
+    m("kappa_sink_claim_check_failures_total", Counter, "consumer", "Reads of the claim-check store that failed and were retried (store unavailable): the batch waits, no payload is judged missing."),
     m("kappa_sink_fenced_total", Counter, "consumer", "Commits refused because a newer owner of the partition fenced this one."),
     m("kappa_sink_batch_size", Histogram, "consumer", "Records per committed range (a count)."),
     m("kappa_sink_commit_seconds", Histogram, "consumer", "Time from a range's first apply to its commit."),

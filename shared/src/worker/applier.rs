@@ -106,6 +106,7 @@ where
         "kappa_sink_duplicates_skipped_total",
         "kappa_sink_skipped_total",
         "kappa_sink_commit_failures_total",
+        "kappa_sink_claim_check_failures_total",
         "kappa_sink_fenced_total",
     ] {
         crate::catalogue::zero(failure, &[("consumer", options.group.clone())]);

@@ -23,7 +23,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 
 use super::batch::{Batch, Slot};
-use super::commit::{Backoff, Commit, Committed};
+use super::commit::{Commit, Committed};
 use super::dedupe::Dedupe;
 use super::filter::Filter;
 use super::outputs::{send, Outputs, TxProducer};
@@ -111,12 +111,8 @@ impl<W: Worker<Mode = KafkaTransactions>> Commit<W> for KafkaCommit {
         batch: &mut Batch,
         shutdown: &CancellationToken,
     ) -> Committed {
-        let mut backoff = Backoff::new();
-        while let Err(error) = resolve::claims(&self.claims, batch).await {
-            tracing::warn!(consumer = %self.name, %error, "resolving claim checks failed; retrying");
-            if !backoff.wait(shutdown).await {
-                return Committed::Cancelled;
-            }
+        if !resolve::claims_or_wait(&self.claims, batch, &self.name, shutdown).await {
+            return Committed::Cancelled;
         }
         ranges::commit(self, worker, batch, shutdown).await
     }

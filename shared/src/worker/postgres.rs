@@ -87,12 +87,8 @@ impl<W: Worker<Mode = Postgres>> Commit<W> for PgCommit {
         batch: &mut Batch,
         shutdown: &CancellationToken,
     ) -> Committed {
-        let mut backoff = Backoff::new();
-        while let Err(error) = resolve::claims(&self.claims, batch).await {
-            tracing::warn!(consumer = %self.name, %error, "resolving claim checks failed; retrying");
-            if !backoff.wait(shutdown).await {
-                return Committed::Cancelled;
-            }
+        if !resolve::claims_or_wait(&self.claims, batch, &self.name, shutdown).await {
+            return Committed::Cancelled;
         }
         let committed = ranges::commit(self, worker, batch, shutdown).await;
         if matches!(committed, Committed::Done) {

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use rdkafka::message::Message;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-use shared::config::HttpConfig;
-use shared::event::{Event, EventBody};
+use shared::claim_check::ClaimStore;
+use shared::config::{HttpConfig, Settings};
+use shared::event::{Envelope, Event, EventBody};
 use shared::shutdown::{CancellationToken, DropGuard};
 use shared::testkit::{free_port, KillOnDrop, TestEnv};
 
@@ -38,6 +39,16 @@ impl Child {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.process.0.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill(mut self) {
         let _ = self.process.0.kill();
@@ -52,7 +63,19 @@ impl Child {
 
 impl World {
     pub async fn new(name: &str, extra: &[(&str, &str)]) -> World {
-        let env = TestEnv::new(name).await;
+        Self::configured(name, extra, |_| {}).await
+    }
+
+    /// A world whose settings (the gateway's, and the database every role
+    /// is given) `adjust` changes first: e.g. a private PostgreSQL the test
+    /// crashes, or a lower claim-check threshold.
+    pub async fn configured(
+        name: &str,
+        extra: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Settings),
+    ) -> World {
+        let mut env = TestEnv::new(name).await;
+        adjust(&mut env.settings);
         let shutdown = CancellationToken::new();
         let http = HttpConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -193,18 +216,33 @@ impl World {
         }
     }
 
-    /// Every event on the events topic now (read_committed), by type name.
+    /// Every event on the events topic now (read_committed), by type name;
+    /// claim-checked envelopes opened from the store.
     pub async fn events(&self, expected_at_least: usize) -> Vec<(String, Event)> {
         let topic = &self.env.settings.kafka.events_topic;
         let consumer = self.env.reader(topic);
         let mut out = Vec::new();
         let until = Instant::now() + Duration::from_secs(60);
         let mut ends: Option<(Vec<(i64, i64)>, Instant)> = None;
+        // Envelopes too large for the topic are opened from the store.
+        let mut claims: Option<ClaimStore> = None;
         loop {
             match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
                 Ok(Ok(m)) => {
-                    let event =
-                        Event::parse(m.payload().unwrap_or_default()).expect("events parse");
+                    let payload = m.payload().unwrap_or_default();
+                    let event = match shared::event::parse(payload).expect("events parse") {
+                        Envelope::Inline(event) => event,
+                        Envelope::Claimed(claimed) => {
+                            let store = match &claims {
+                                Some(store) => store,
+                                None => claims.insert(ClaimStore::new(self.env.pool().await)),
+                            };
+                            let token = claimed.claim_check.token;
+                            let (bytes, _) =
+                                store.fetch_typed(token).await.expect("a claimed payload");
+                            ClaimStore::open(&claimed, &bytes).expect("the claimed event")
+                        }
+                    };
                     out.push((event.body.event_type().as_str().to_owned(), event));
                 }
                 Ok(Err(e)) => panic!("reading {topic}: {e}"),
