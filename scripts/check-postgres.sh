@@ -59,7 +59,6 @@ use_cluster() {
     PG_LOG_FILE=$TMP/$1/postgres.log PG_SOCKET_DIR=$TMP/$1/sock
   mkdir -p "$TMP/$1"
 }
-pg_bin() { find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
 pg() { "$ROOT/scripts/postgres.sh" "$@" >>"$LOG" 2>&1; }
 q() {  # q <sql>: one query over TCP as the superuser, unaligned output
   PGPASSWORD=$PW PGCONNECT_TIMEOUT=5 "$(pg_bin)/psql" -X -qAt -v ON_ERROR_STOP=1 \

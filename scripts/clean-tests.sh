@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BROKER=${KAPPA_TEST_BROKERS:-127.0.0.1:9092}
 URL=${KAPPA_TEST_DATABASE_URL:-postgres://kappa:kappa@127.0.0.1:5432/kappa}
-PSQL=$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/psql' 2>/dev/null | sort -V | tail -n 1)
+PSQL=$(pg_bin)/psql
 [[ -x $PSQL ]] || die "psql not found under /usr/lib/postgresql (scripts/postgres.sh installs it)"
 
 databases=$("$PSQL" -X -At "$URL" -c "SELECT datname FROM pg_database WHERE datname ~ '^t_[a-z0-9_]*_[0-9a-f]{10}(_[0-9]+)?$'")

@@ -59,6 +59,10 @@ limit() {
   return "$rc"
 }
 
+# The newest installed PostgreSQL binaries (Debian keeps them off PATH;
+# scripts/postgres.sh installs them).
+pg_bin() { find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
+
 # pid_alive <pidfile>: true if the file names a live process.
 pid_alive() {
   local f=$1 pid

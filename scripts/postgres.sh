@@ -26,8 +26,6 @@ PG_SOCKET_DIR=$(realpath -m "$PG_SOCKET_DIR")
 PG_SUPERUSER_PASSWORD=${PG_SUPERUSER_PASSWORD:-postgres}
 APP_USER=kappa APP_PASSWORD=kappa APP_DB=kappa
 
-# Newest installed server binaries (Debian keeps them off PATH).
-pg_bin() { find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
 
 # The server refuses to run as root: as root we run it as the `postgres` OS
 # user; as any other user the cluster simply belongs to that user.

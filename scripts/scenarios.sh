@@ -28,6 +28,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BROKER=127.0.0.1:9092
 TOPIC=${EVENTS_TOPIC:-events}
+DATABASE_URL=postgres://kappa:kappa@127.0.0.1:5432/kappa
 DLQ_TOPIC=${DLQ_TOPIC:-events.dlq}
 ACCESS_TOPIC=${ACCESS_TOPIC:-access-logs}
 export EVENTS_TOPIC=$TOPIC KAPPA_TOKEN_FILE=$RUN_DIR/token
@@ -372,35 +373,48 @@ for line in sys.stdin:
 }
 
 scn_lag() {
-  local prefix="scn-$RUN-lag" day n=${LAG_EVENTS:-60000} pid expected max=0 lag start t_max="" t_zero=""
+  local prefix="scn-$RUN-lag" day n=${LAG_EVENTS:-60000} expected max=0 lag parts locked t_zero=""
+  local app="kappa-scn-lag-$RUN" psql; psql="$(pg_bin)/psql"
   day=$(kit free-day "$RUN-lag")
-  pid=$(<"$RUN_DIR/recommendation.pid")
-  did "recommendation (pid $pid) paused with SIGSTOP; $(fmt "$n") interactions on day $day sent; SIGCONT after 3 s"
-  expect "kappa_sink_consumer_lag{consumer=recommendation}, summed over partitions, rises above $(fmt $((n / 10))) after the resume (the paused process serves no /metrics), then falls to 0; day $day counts exactly the events sent"
+  did "the recommendation's offset rows locked by a session of the scenario's own (SELECT ... FOR UPDATE): its commits wait, its process runs on; $(fmt "$n") interactions on day $day sent; the lock released"
+  expect "kappa_sink_consumer_lag{consumer=recommendation}, summed over partitions, reaches the $(fmt "$n") events sent while no commit can pass, then falls to 0 after the release; day $day counts exactly the events sent"
   kit gen-run "$prefix" "$day" "$n" 2000 20000 "" "$RUN-lag" "$TMP/lag.ndjson" "$TMP/lag.expected" >/dev/null
   expected=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["day"], sort_keys=True))' "$TMP/lag.expected")
+  # Every partition has its offset row: one record each, committed, first.
+  parts=$(kcat -L -b "$BROKER" -t "$TOPIC" | grep -c 'partition [0-9]*,')
+  kit sentinels "$prefix" "$parts" "$TMP/lag-ends.ndjson"
+  kit post "$TMP/lag-ends.ndjson" "$TMP/lag-ends.acks" >/dev/null || fail "POST of one record per partition failed"
+  quiet_until 60 kit passed "$TMP/lag-ends.acks" recommendation || fail "the recommendation did not commit one record per partition within 60 s"
   lag=$(kit lag http://127.0.0.1:8082/metrics recommendation)
   saw "lag before: $lag"
-  on_fail_restore kill -CONT "$pid"
-  kill -STOP "$pid"
-  start=$SECONDS
-  kit post "$TMP/lag.ndjson" "$TMP/lag.acks" >/dev/null || { kill -CONT "$pid"; fail "POST /events failed"; }
-  sleep 3   # longer than the gauge's refresh period
-  kill -CONT "$pid"
+  on_fail_restore "$psql" -X -q "$DATABASE_URL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '$app'"
+  PGAPPNAME=$app "$psql" -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "BEGIN" \
+    -c "SELECT 1 FROM consumer_offsets WHERE consumer = 'recommendation' AND topic = '$TOPIC' FOR UPDATE" \
+    -c "SELECT pg_sleep(300)" >"$TMP/lag-lock.log" 2>&1 &
+  holding() {  # the session waits in its sleep, the rows locked
+    [[ $("$psql" -X -qAt "$DATABASE_URL" -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$app' AND query LIKE 'SELECT pg_sleep%'") == 1 ]]
+  }
+  quiet_until 30 holding || fail "the lock session did not start: $(cat "$TMP/lag-lock.log")"
+  locked=$("$psql" -X -qAt "$DATABASE_URL" -c "SELECT count(*) FROM consumer_offsets WHERE consumer = 'recommendation' AND topic = '$TOPIC'")
+  ((locked == parts)) || fail "precondition: $locked offset rows of the recommendation locked, expected $parts"
+  kit post "$TMP/lag.ndjson" "$TMP/lag.acks" >/dev/null || fail "POST /events failed"
+  reaches() { (($(kit lag http://127.0.0.1:8082/metrics recommendation) >= n)); }
+  quiet_until 60 reaches || fail "with no commit passing, the lag did not reach $(fmt "$n") within 60 s: $(kit lag http://127.0.0.1:8082/metrics recommendation)"
+  max=$(kit lag http://127.0.0.1:8082/metrics recommendation)
+  saw "lag $(fmt "$max") while the offset rows are locked"
+  "$psql" -X -q "$DATABASE_URL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '$app'" >/dev/null
   restored
-  local resumed paused=$((SECONDS - start)); resumed=$(kit now-ms)
+  local released; released=$(kit now-ms)
   local end=$((SECONDS + 60))
   while ((SECONDS < end)); do
     lag=$(kit lag http://127.0.0.1:8082/metrics recommendation 2>/dev/null) || { sleep 0.1; continue; }
-    if ((lag > max)); then max=$lag t_max=$(($(kit now-ms) - resumed)); fi
-    if ((max > 0 && lag == 0)); then t_zero=$(($(kit now-ms) - resumed)); break; fi
+    if ((lag == 0)); then t_zero=$(($(kit now-ms) - released)); break; fi
     sleep 0.1
   done
-  saw "paused $paused s; max lag $(fmt "$max") at +${t_max:-?} ms after SIGCONT; 0 at +${t_zero:-never} ms"
+  saw "lag 0 at +${t_zero:-never} ms after the release"
   quiet_until 30 day_is "$day" "$expected" || true
   local got; got=$(kit rec-day "$day")
   if [[ $got == "$expected" ]]; then saw "day $day exact ($(field '["views"]' <<<"$got") views)"; else saw "day $day: $got, expected $expected"; fi
-  ((max > n / 10)) || fail "the lag did not rise above $(fmt $((n / 10)))"
   [[ -n $t_zero ]] || fail "the lag did not fall to 0 within 60 s"
   [[ $got == "$expected" ]] || exit 1
 }

@@ -188,25 +188,29 @@ impl World {
 
     /// Produces `mail_requested` events, keyed by user: (id, user, subject).
     pub async fn request(&self, mails: &[(String, String, String)]) {
+        let records: Vec<(String, String)> = mails
+            .iter()
+            .map(|(id, user, subject)| {
+                let payload = json!({"type": "mail_requested", "id": id, "user_id": user, "subject": subject, "body": "hello"});
+                (user.clone(), payload.to_string())
+            })
+            .collect();
+        self.produce(&records).await;
+    }
+
+    /// Writes `(key, payload)` records to the events topic, each acknowledged.
+    pub async fn produce(&self, records: &[(String, String)]) {
         let producer = shared::kafka::producer(&self.env.settings.kafka).unwrap();
-        let sends = mails.iter().map(|(id, user, subject)| {
-            let payload = json!({"type": "mail_requested", "id": id, "user_id": user, "subject": subject, "body": "hello"})
-                .to_string();
-            let producer = producer.clone();
-            let topic = self.env.settings.kafka.events_topic.clone();
-            let user = user.clone();
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to(&topic).key(&user).payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-                    .unwrap();
-            }
+        let topic = &self.env.settings.kafka.events_topic;
+        let sends = records.iter().map(|(key, payload)| {
+            producer.send(
+                FutureRecord::to(topic).key(key).payload(payload),
+                Duration::from_secs(30),
+            )
         });
-        futures::future::join_all(sends).await;
+        for sent in futures::future::join_all(sends).await {
+            sent.map_err(|(e, _)| e).unwrap();
+        }
     }
 
     /// Every message in Mailpit by Message-ID, with how many copies arrived.
