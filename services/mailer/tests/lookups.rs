@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::World;
 use mailer::Mode;
 use rdkafka::message::Message;
-use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use shared::dlq::{header, header_str};
 use shared::testkit::{eventually, metric};
@@ -46,16 +45,7 @@ async fn each_user_is_looked_up_once_and_refusals_cost_no_retry() {
             }
         }
     }
-    let producer = shared::kafka::producer(&world.env.settings.kafka).unwrap();
-    let sends = records.iter().map(|(key, payload)| {
-        producer.send(
-            FutureRecord::to(topic).key(key).payload(payload),
-            Duration::from_secs(30),
-        )
-    });
-    for sent in futures::future::join_all(sends).await {
-        sent.map_err(|(e, _)| e).unwrap();
-    }
+    world.produce(&records).await;
     // The users' own updates are on the topic too (the outbox): the worker
     // starts on everything at once.
     let total = (records.len() + USERS) as i64;
