@@ -54,6 +54,8 @@ pub struct AppState {
     pub consumer: String,
     pub topic: String,
     pub half_life_secs: f64,
+    /// The popular fill-in of the last committed position answered.
+    pub popular: Arc<query::PopularCache>,
 }
 
 /// A built service: bound, connected, not yet running.
@@ -86,6 +88,7 @@ impl Application {
             consumer: config.group.clone(),
             topic: settings.kafka.events_topic.clone(),
             half_life_secs: config.half_life_secs(),
+            popular: Arc::default(),
         };
         let health = Health::new(Duration::from_millis(config.stuck_after_ms));
         let readiness = Readiness::default()

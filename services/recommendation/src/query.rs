@@ -1,12 +1,14 @@
 //! Answers combine every partition's rows, so any instance gives the same
-//! answer whichever partitions it owns.
+//! answer whichever partitions it owns. An answer and its `as_of` are read
+//! in one snapshot ([`snapshot`]): the position is exactly what it includes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::model::{linear, log_add, log_growth, rank};
 use crate::store::{finite_scores, products, Json};
@@ -53,20 +55,31 @@ pub struct Day {
     pub revenue_cents: i64,
 }
 
-/// The freshness of the committed state.
-pub async fn as_of(pool: &PgPool, consumer: &str, topic: &str) -> sqlx::Result<AsOf> {
-    let last: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT max(last_event_at) FROM rec_partitions")
-            .fetch_one(pool)
-            .await?;
-    let next_offsets = shared::worker::offsets::progress(pool, consumer, topic)
-        .await?
-        .into_iter()
-        .map(|(p, next, _, _)| (p.to_string(), next))
-        .collect();
+/// A read-only transaction on one snapshot (REPEATABLE READ): every read
+/// in it sees the same commits, whatever the worker commits meanwhile.
+pub async fn snapshot(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+}
+
+/// The freshness of the committed state, in one query: the offsets, and
+/// the newest event time beside each (rows of both tables move in the same
+/// transactions, so no offsets means no events).
+pub async fn as_of(conn: &mut PgConnection, consumer: &str, topic: &str) -> sqlx::Result<AsOf> {
+    let rows: Vec<(i32, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT partition, next_offset, (SELECT max(last_event_at) FROM rec_partitions)
+         FROM consumer_offsets WHERE consumer = $1 AND topic = $2 ORDER BY partition",
+    )
+    .bind(consumer)
+    .bind(topic)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(AsOf {
-        last_event_at: last,
-        next_offsets,
+        last_event_at: rows.first().and_then(|r| r.2),
+        next_offsets: rows
+            .into_iter()
+            .map(|(partition, next, _)| (partition.to_string(), next))
+            .collect(),
     })
 }
 
@@ -103,7 +116,8 @@ fn accumulate(scores: &mut HashMap<String, f64>, item: String, score: f64) {
 
 /// Recommendations for `user`; `fallback` when popularity had to fill in.
 pub async fn for_user(
-    pool: &PgPool,
+    conn: &mut PgConnection,
+    cache: &PopularCache,
     user: &str,
     limit: usize,
     as_of: &AsOf,
@@ -112,7 +126,7 @@ pub async fn for_user(
     let rows: Vec<(Json<Value>, Json<Value>)> =
         sqlx::query_as("SELECT recent, purchased FROM rec_users WHERE user_id = $1")
             .bind(user)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
     let mut recent: HashMap<String, f64> = HashMap::new();
     let mut purchased: HashSet<String> = HashSet::new();
@@ -130,7 +144,7 @@ pub async fn for_user(
         let rows: Vec<(String, Json<Value>)> =
             sqlx::query_as("SELECT item, neighbors FROM rec_cooc WHERE item = ANY($1)")
                 .bind(&items)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?;
         for (item, neighbors) in rows {
             // weight x score, both decayed to now: a product of two factors.
@@ -148,7 +162,7 @@ pub async fn for_user(
     if fallback {
         let have: HashSet<String> = ranked.iter().map(|s| s.product_id.clone()).collect();
         let skip: HashSet<String> = have.union(&purchased).cloned().collect();
-        for item in popular(pool, limit + skip.len(), as_of, half_life_secs).await? {
+        for item in popular(conn, cache, limit + skip.len(), as_of, half_life_secs).await? {
             if ranked.len() == limit {
                 break;
             }
@@ -161,30 +175,130 @@ pub async fn for_user(
     Ok((ranked, fallback))
 }
 
-/// The most popular products (decayed), all partitions combined: the
-/// per-partition log-scores of a product add up with log-sum-exp in SQL
-/// (a term more than 1,000 halvings below the largest is 0, not an
-/// underflow error).
+/// The most popular products (decayed), all partitions combined: a
+/// product's score is the log-sum of its partitions' log-scores. Exact
+/// without reading every row (Fagin's threshold algorithm): each
+/// partition's best `depth` rows by score (`rec_popularity_rank_idx`),
+/// then every partition's score of each product seen. No product unseen
+/// can score more than the log-sum of the lowest score read in each
+/// partition not read to its end, so once `limit` seen products score
+/// above that, they are the answer; else the read goes four times deeper.
+async fn most_popular(
+    conn: &mut PgConnection,
+    limit: usize,
+    partitions: &[i32],
+) -> sqlx::Result<Vec<(String, f64)>> {
+    if limit == 0 || partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut depth = i64::try_from(limit.max(8) * 2).unwrap_or(i64::MAX);
+    loop {
+        let best: Vec<(i32, String, f64)> = sqlx::query_as(
+            "SELECT p, r.item, r.score FROM unnest($1::int4[]) AS p
+             CROSS JOIN LATERAL (SELECT item, score FROM rec_popularity WHERE partition = p
+                                 ORDER BY score DESC, item LIMIT $2) AS r",
+        )
+        .bind(partitions)
+        .bind(depth)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut read: HashMap<i32, (i64, f64)> = HashMap::new();
+        for (partition, _, score) in &best {
+            let (rows, lowest) = read.entry(*partition).or_insert((0, f64::INFINITY));
+            *rows += 1;
+            *lowest = lowest.min(*score);
+        }
+        let bound = read
+            .values()
+            .filter(|(rows, _)| *rows == depth)
+            .fold(f64::NEG_INFINITY, |sum, (_, lowest)| log_add(sum, *lowest));
+        let seen: BTreeSet<&str> = best.iter().map(|(_, item, _)| item.as_str()).collect();
+        let seen: Vec<&str> = seen.into_iter().collect();
+        let rows: Vec<(String, i32, f64)> = sqlx::query_as(
+            "SELECT item, partition, score FROM rec_popularity WHERE item = ANY($1)
+             ORDER BY item, partition",
+        )
+        .bind(&seen)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut totals: HashMap<String, f64> = HashMap::new();
+        for (item, _, score) in rows {
+            accumulate(&mut totals, item, score);
+        }
+        let mut ranked: Vec<(String, f64)> = totals.into_iter().collect();
+        rank(&mut ranked);
+        let read_all = bound == f64::NEG_INFINITY;
+        if read_all
+            || ranked
+                .get(limit - 1)
+                .is_some_and(|(_, score)| *score > bound)
+        {
+            ranked.truncate(limit);
+            return Ok(ranked);
+        }
+        depth = depth.saturating_mul(4);
+    }
+}
+
+/// The popular list of one committed position, kept for the answers that
+/// follow at that position: the list is a function of the committed state
+/// alone, so a kept one is what a fresh read would give (every new user
+/// gets the same fill-in until the next commit).
+#[derive(Debug, Default)]
+pub struct PopularCache(Mutex<Option<Kept>>);
+
+#[derive(Debug)]
+struct Kept {
+    position: BTreeMap<String, i64>,
+    /// The best `asked` products, or all there are if fewer.
+    asked: usize,
+    ranked: Vec<(String, f64)>,
+}
+
+/// Reads at least this many, so that answers asking a few more than the
+/// last one (a fill-in skips what the user has) still find them kept.
+const POPULAR_AT_LEAST: usize = 100;
+
+/// The `limit` most popular products at `as_of`'s position.
 pub async fn popular(
-    pool: &PgPool,
+    conn: &mut PgConnection,
+    cache: &PopularCache,
     limit: usize,
     as_of: &AsOf,
     half_life_secs: f64,
 ) -> sqlx::Result<Vec<Scored>> {
-    let rows: Vec<(String, f64)> = sqlx::query_as(
-        "SELECT item, top + log(2.0, sum(CASE WHEN score - top < -1000 THEN 0 ELSE power(2.0, score - top) END)::numeric)::float8 AS s
-         FROM (SELECT item, score, max(score) OVER (PARTITION BY item) AS top FROM rec_popularity) AS p
-         GROUP BY item, top ORDER BY s DESC, item LIMIT $1",
-    )
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
+    let kept = {
+        let kept = cache.0.lock().expect("the popular cache's lock");
+        kept.as_ref()
+            .filter(|k| k.position == as_of.next_offsets)
+            .filter(|k| limit <= k.asked || k.ranked.len() < k.asked)
+            .map(|k| k.ranked.iter().take(limit).cloned().collect::<Vec<_>>())
+    };
+    let ranked = match kept {
+        Some(ranked) => ranked,
+        None => {
+            let partitions: Vec<i32> = as_of
+                .next_offsets
+                .keys()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            let asked = limit.max(POPULAR_AT_LEAST);
+            let ranked = most_popular(conn, asked, &partitions).await?;
+            let answer = ranked.iter().take(limit).cloned().collect();
+            *cache.0.lock().expect("the popular cache's lock") = Some(Kept {
+                position: as_of.next_offsets.clone(),
+                asked,
+                ranked,
+            });
+            answer
+        }
+    };
     let now = now(as_of, half_life_secs);
-    Ok(rows
+    Ok(ranked
         .into_iter()
-        .map(|(product_id, s)| Scored {
+        .map(|(product_id, score)| Scored {
             product_id,
-            score: linear(s, now),
+            score: linear(score, now),
             source: Source::Popular,
         })
         .collect())
@@ -192,7 +306,7 @@ pub async fn popular(
 
 /// Products most often engaged with together with `item`.
 pub async fn similar(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     item: &str,
     limit: usize,
     as_of: &AsOf,
@@ -201,7 +315,7 @@ pub async fn similar(
     let rows: Vec<(Json<Value>,)> =
         sqlx::query_as("SELECT neighbors FROM rec_cooc WHERE item = $1")
             .bind(item)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
     let mut scores: HashMap<String, f64> = HashMap::new();
     for (neighbors,) in rows {

@@ -136,9 +136,18 @@ async fn recommendations(
     Query(limit): Query<Limit>,
 ) -> Result<Json<ForUser>, ApiError> {
     let (user, limit) = (checked_id(user)?, limit.get()?);
-    let as_of = query::as_of(&s.pool, &s.consumer, &s.topic).await?;
-    let (items, fallback) =
-        query::for_user(&s.pool, &user, limit, &as_of, s.half_life_secs).await?;
+    let mut snapshot = query::snapshot(&s.pool).await?;
+    let as_of = query::as_of(&mut snapshot, &s.consumer, &s.topic).await?;
+    let (items, fallback) = query::for_user(
+        &mut snapshot,
+        &s.popular,
+        &user,
+        limit,
+        &as_of,
+        s.half_life_secs,
+    )
+    .await?;
+    snapshot.commit().await?;
     Ok(Json(ForUser {
         user_id: user,
         items,
@@ -160,8 +169,10 @@ async fn similar(
     Query(limit): Query<Limit>,
 ) -> Result<Json<Similar>, ApiError> {
     let (product, limit) = (checked_id(product)?, limit.get()?);
-    let as_of = query::as_of(&s.pool, &s.consumer, &s.topic).await?;
-    let items = query::similar(&s.pool, &product, limit, &as_of, s.half_life_secs).await?;
+    let mut snapshot = query::snapshot(&s.pool).await?;
+    let as_of = query::as_of(&mut snapshot, &s.consumer, &s.topic).await?;
+    let items = query::similar(&mut snapshot, &product, limit, &as_of, s.half_life_secs).await?;
+    snapshot.commit().await?;
     Ok(Json(Similar {
         product_id: product,
         items,
