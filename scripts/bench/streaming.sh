@@ -9,8 +9,9 @@
 #     pair of interactions every 100 ms (a long-lived producer) and polls the
 #     HTTP API until it is visible; p50/p99 of sent -> visible;
 #  3. the instance's peak RSS;
-#  4. the peer: a Kafka Streams count-by-key app (exactly_once_v2) reading the
-#     same topic from scratch (scripts/bench/streams-peer.sh; PEER=0 skips it).
+#  4. the peers: Kafka Streams apps (exactly_once_v2) reading the same topic
+#     from scratch, count-by-key and the co-occurrence model
+#     (scripts/bench/streams-peer.sh; PEER=0 skips them).
 # BENCH_RESULTS=<file> appends the figures to it as key=value.
 #   scripts/bench/streaming.sh [events=1000000] [seconds_per_rate=60]
 # Env: RATES (default "1000 2000 5000"); BENCH_RECOMMENDATION_BIN, another
@@ -69,13 +70,18 @@ t1=$(now)
 svc_ns=$((t1 - t0))
 rss_after_catchup=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
 
-# The peer on the same topic and box: a Kafka Streams count-by-key app with
-# exactly_once_v2 (bench/peers/streams-count), reading the same records from
-# scratch while the service is idle. PEER=0 skips it.
+# The peers on the same topic and box, reading the same records from scratch
+# while the service is idle, exactly_once_v2 both: a Kafka Streams
+# count-by-key app (bench/peers/streams-count: what the runtime alone costs)
+# and the co-occurrence app (bench/peers/streams-cooc: the recommendation's
+# own model in RocksDB stores). PEER=0 skips them.
 peer_line="streams-count records=0 seconds=0 records_per_second=0"
+cooc_line="streams-cooc records=0 seconds=0 records_per_second=0"
 if [[ ${PEER:-1} == 1 ]]; then
   log "Kafka Streams peer: counting the $total records by key, exactly_once_v2"
-  peer_line=$("$ROOT/scripts/bench/streams-peer.sh" "$TOPIC" "$total")
+  peer_line=$(STREAMS_PEER=count "$ROOT/scripts/bench/streams-peer.sh" "$TOPIC" "$total")
+  log "Kafka Streams peer: the co-occurrence model over the $total records, exactly_once_v2"
+  cooc_line=$(STREAMS_PEER=cooc "$ROOT/scripts/bench/streams-peer.sh" "$TOPIC" "$total")
 fi
 
 # Latency: every 100 ms a probe user views two fresh products through one
@@ -108,12 +114,15 @@ for rate in $RATES; do
 done
 rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
 
-python3 - "$total" "$interactions" "$kcat_ns" "$svc_ns" "$rss_after_catchup" "$rss_peak" "$SECONDS_PER_RATE" "$latency_report" "$peer_line" <<'PY'
+python3 - "$total" "$interactions" "$kcat_ns" "$svc_ns" "$rss_after_catchup" "$rss_peak" "$SECONDS_PER_RATE" "$latency_report" "$peer_line" "$cooc_line" <<'PY'
 import os, statistics, sys
-peer = dict(kv.split("=", 1) for kv in sys.argv[9].split()[1:])
-# Timed like the service: to the commit that covers the last record.
-peer_secs = float(peer.get("committed_seconds", peer["seconds"]))
-peer_eps = int(peer["records"]) / peer_secs if peer_secs else 0.0
+def peer_rate(line):
+    peer = dict(kv.split("=", 1) for kv in line.split()[1:])
+    # Timed like the service: to the commit that covers the last record.
+    secs = float(peer.get("committed_seconds", peer["seconds"]))
+    return secs, (int(peer["records"]) / secs if secs else 0.0)
+peer_secs, peer_eps = peer_rate(sys.argv[9])
+cooc_secs, cooc_eps = peer_rate(sys.argv[10])
 results = {}
 total, interactions, kcat, svc = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) / 1e9, int(sys.argv[4]) / 1e9
 rss_catchup, rss_peak, secs = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
@@ -124,8 +133,12 @@ print(f"  ratio recommendation/kcat            {kcat / svc:>10.2f}x")
 if peer_eps:
     print(f"  Kafka Streams count-by-key peer      {peer_eps:>10,.0f} events/s  (exactly_once_v2, {peer_secs:.1f} s from start to the last commit)")
     print(f"  ratio recommendation/peer            {total / svc / peer_eps:>10.2f}x")
+if cooc_eps:
+    print(f"  Kafka Streams co-occurrence peer     {cooc_eps:>10,.0f} events/s  (exactly_once_v2, {cooc_secs:.1f} s from start to the last commit)")
+    print(f"  ratio recommendation/cooc peer       {total / svc / cooc_eps:>10.2f}x")
 results.update(streaming_events=total, streaming_kcat_eps=round(total / kcat), recommendation_eps=round(total / svc),
-               peer_eps=round(peer_eps), recommendation_peer_ratio=round(total / svc / peer_eps, 2) if peer_eps else 0)
+               peer_eps=round(peer_eps), recommendation_peer_ratio=round(total / svc / peer_eps, 2) if peer_eps else 0,
+               cooc_peer_eps=round(cooc_eps), recommendation_cooc_ratio=round(total / svc / cooc_eps, 2) if cooc_eps else 0)
 for line in sys.argv[8].strip().splitlines():
     rate, reached, *values = line.split()
     ok = sorted(float(v) for v in values if v != "timeout")
