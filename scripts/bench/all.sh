@@ -3,19 +3,19 @@
 # Markdown in docs/benchmarks.md (machine, date, commit, each figure beside its
 # goal, each script's own report below). Needs the suite's infrastructure
 # (scripts/up.sh); each script works on a topic and database of its own.
-# Takes about 30 minutes on 2 cores. Not part of CI: figures are only claimed
+# Takes about 40 minutes on 2 cores. Not part of CI: figures are only claimed
 # from a run of this script.
 #   scripts/bench/all.sh [output=docs/benchmarks.md]
 # Env: EVENTS (1000000: replay, streaming and suite), INGEST_EVENTS (400000),
 # SECONDS_PER_RATE (60: streaming's rates, suite's live phase), BENCHES
-# (default "replay streaming ingest suite"; a subset re-runs those and keeps
+# (default "replay streaming ingest suite answers"; a subset re-runs those and keeps
 # the other figures of the last run, which the document then says).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 OUT=${1:-$ROOT/docs/benchmarks.md}
 EVENTS=${EVENTS:-1000000}
-BENCHES=${BENCHES:-replay streaming ingest suite}
+BENCHES=${BENCHES:-replay streaming ingest suite answers}
 WORK="$RUN_DIR/bench-all"
 mkdir -p "$WORK"
 
@@ -36,16 +36,17 @@ for name in $BENCHES; do
     streaming) bench streaming "$ROOT/scripts/bench/streaming.sh" "$EVENTS" "${SECONDS_PER_RATE:-60}" ;;
     ingest) bench ingest "$ROOT/scripts/bench/ingest.sh" "${INGEST_EVENTS:-400000}" ;;
     suite) bench suite "$ROOT/scripts/bench/suite.sh" "$EVENTS" "${SECONDS_PER_RATE:-60}" 5000 ;;
-    *) die "unknown benchmark $name (replay, streaming, ingest, suite)" ;;
+    answers) bench answers "$ROOT/scripts/bench/answers.sh" "$EVENTS" ;;
+    *) die "unknown benchmark $name (replay, streaming, ingest, suite, answers)" ;;
   esac
 done
 
-cat "$WORK"/{replay,streaming,ingest,suite}.env >"$WORK/results.env"
+cat "$WORK"/{replay,streaming,ingest,suite,answers}.env >"$WORK/results.env"
 python3 - "$WORK/results.env" "$WORK" "$OUT" "$(git -C "$ROOT" rev-parse --short HEAD)" \
   "$(git -C "$ROOT" status --porcelain | grep -q . && echo ' (with uncommitted changes)' || true)" "$BENCHES" <<'PY'
 import datetime, os, platform, subprocess, sys
 results_path, work, out, commit, dirty, benches = sys.argv[1:]
-rerun = "" if set(benches.split()) == {"replay", "streaming", "ingest", "suite"} else (
+rerun = "" if set(benches.split()) == {"replay", "streaming", "ingest", "suite", "answers"} else (
     f" This run re-measured {', '.join(benches.split())}; the other figures are from the run before it"
     " (same machine and commit, `BENCHES` in `scripts/bench/all.sh`).")
 r = dict(line.strip().split("=", 1) for line in open(results_path) if "=" in line)
@@ -64,6 +65,14 @@ rows = [
     row("recommendation (exactly-once into PostgreSQL) vs Kafka Streams co-occurrence, the same model (exactly_once_v2)",
         f"{f('recommendation_cooc_ratio'):.2f}x ({f('recommendation_eps'):,.0f} vs {f('cooc_peer_eps'):,.0f} events/s)",
         ">= 1.5x", f("recommendation_cooc_ratio") >= 1.5),
+    row("PostgreSQL WAL per event during the recommendation's catch-up (pg_stat_wal)",
+        f"{f('wal_bytes_per_event'):,.0f} bytes", "reported", True),
+    row("`GET /users/{id}/recommendations` at 50 concurrent, p99: users with history; new users (warm / after 60 s idle)",
+        f"{f('answers_known_warm_p99_ms'):.0f} / {f('answers_known_cold_p99_ms'):.0f} ms; "
+        f"{f('answers_new_warm_p99_ms'):.0f} / {f('answers_new_cold_p99_ms'):.0f} ms "
+        f"(the former fill-in alone: {f('answers_former_fill_in_ms'):.0f} ms)", "<= 20 ms",
+        max(f(k) for k in ("answers_known_warm_p99_ms", "answers_known_cold_p99_ms",
+                           "answers_new_warm_p99_ms", "answers_new_cold_p99_ms")) <= 20),
     row("event -> visible over HTTP at 5,000 events/s, p99",
         f"{f('latency_p99_ms_5000'):.0f} ms (p50 {f('latency_p50_ms_5000'):.0f} ms)", "<= 100 ms",
         f("latency_p99_ms_5000") <= 100),
@@ -115,7 +124,7 @@ suite_rows = [
 ]
 rows += suite_rows
 reports = []
-for name in ("replay", "streaming", "ingest", "suite"):
+for name in ("replay", "streaming", "ingest", "suite", "answers"):
     text = open(os.path.join(work, f"{name}.txt")).read().rstrip()
     reports.append(f"### {name}\n\n```text\n{text}\n```\n")
 doc = f"""# Benchmarks
@@ -125,7 +134,7 @@ Measured by `scripts/bench/all.sh` on {datetime.date.today().isoformat()}, commi
 broker, PostgreSQL, the service and the baseline client all on this one machine.
 Each ratio compares two sides measured in the same run on the same data.{rerun}
 What each figure measures, and how, is in the script that printed it
-(`scripts/bench/replay.sh`, `streaming.sh`, `ingest.sh`, `suite.sh`); their
+(`scripts/bench/replay.sh`, `streaming.sh`, `ingest.sh`, `suite.sh`, `answers.sh`); their
 reports follow the table. The last six rows are the suite as users run it:
 every worker kind on one shared `events` topic (`suite.sh`). Where a goal is not met, `docs/performance.md` explains the gap
 with a profile.

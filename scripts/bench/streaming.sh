@@ -9,6 +9,7 @@
 #     pair of interactions every 100 ms (a long-lived producer) and polls the
 #     HTTP API until it is visible; p50/p99 of sent -> visible;
 #  3. the instance's peak RSS;
+#     Also the PostgreSQL WAL written during that catch-up, per event.
 #  4. the peers: Kafka Streams apps (exactly_once_v2) reading the same topic
 #     from scratch, count-by-key and the co-occurrence model
 #     (scripts/bench/streams-peer.sh; PEER=0 skips them).
@@ -43,7 +44,11 @@ kcat -C -b "$BROKER" -t "$TOPIC" -o beginning -e -q >/dev/null
 t1=$(now)
 kcat_ns=$((t1 - t0))
 
+# WAL the cluster writes (pg_stat_wal is cluster-wide: anything else running
+# on this PostgreSQL, such as an idle suite, counts too).
+wal_bytes() { psql -h 127.0.0.1 -U kappa -d "$DB" -qAt -c "SELECT wal_bytes FROM pg_stat_wal"; }
 log "recommendation: consuming $total messages from scratch, exactly-once"
+wal0=$(wal_bytes)
 t0=$(now)
 KAPPA__DATABASE__URL=$DB_URL KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT \
   KAPPA__RECOMMENDATION__GROUP=$TOPIC KAPPA__AUTH__ADMIN_TOKEN=bench KAPPA__LOG__LEVEL=warn \
@@ -68,6 +73,7 @@ wait_committed() {
 wait_committed "$total" 1800
 t1=$(now)
 svc_ns=$((t1 - t0))
+wal=$(($(wal_bytes) - wal0))
 rss_after_catchup=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
 
 # The peers on the same topic and box, reading the same records from scratch
@@ -114,7 +120,7 @@ for rate in $RATES; do
 done
 rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
 
-python3 - "$total" "$interactions" "$kcat_ns" "$svc_ns" "$rss_after_catchup" "$rss_peak" "$SECONDS_PER_RATE" "$latency_report" "$peer_line" "$cooc_line" <<'PY'
+python3 - "$total" "$interactions" "$kcat_ns" "$svc_ns" "$rss_after_catchup" "$rss_peak" "$SECONDS_PER_RATE" "$latency_report" "$peer_line" "$cooc_line" "$wal" <<'PY'
 import os, statistics, sys
 def peer_rate(line):
     peer = dict(kv.split("=", 1) for kv in line.split()[1:])
@@ -130,6 +136,8 @@ print(f"streaming benchmark: {total:,} loadgen events ({interactions:,} interact
 print(f"  kcat -C to /dev/null                 {total / kcat:>10,.0f} events/s  ({kcat:.1f} s)")
 print(f"  recommendation, exactly-once commits {total / svc:>10,.0f} events/s  ({svc:.1f} s, from process start to the last commit)")
 print(f"  ratio recommendation/kcat            {kcat / svc:>10.2f}x")
+wal = int(sys.argv[11])
+print(f"  PostgreSQL WAL during the catch-up   {wal / total:>10,.0f} bytes/event  ({wal / 2**20:,.0f} MiB, pg_stat_wal, cluster-wide)")
 if peer_eps:
     print(f"  Kafka Streams count-by-key peer      {peer_eps:>10,.0f} events/s  (exactly_once_v2, {peer_secs:.1f} s from start to the last commit)")
     print(f"  ratio recommendation/peer            {total / svc / peer_eps:>10.2f}x")
@@ -138,7 +146,8 @@ if cooc_eps:
     print(f"  ratio recommendation/cooc peer       {total / svc / cooc_eps:>10.2f}x")
 results.update(streaming_events=total, streaming_kcat_eps=round(total / kcat), recommendation_eps=round(total / svc),
                peer_eps=round(peer_eps), recommendation_peer_ratio=round(total / svc / peer_eps, 2) if peer_eps else 0,
-               cooc_peer_eps=round(cooc_eps), recommendation_cooc_ratio=round(total / svc / cooc_eps, 2) if cooc_eps else 0)
+               cooc_peer_eps=round(cooc_eps), recommendation_cooc_ratio=round(total / svc / cooc_eps, 2) if cooc_eps else 0,
+               wal_bytes_per_event=round(wal / total))
 for line in sys.argv[8].strip().splitlines():
     rate, reached, *values = line.split()
     ok = sorted(float(v) for v in values if v != "timeout")
