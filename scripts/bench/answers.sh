@@ -30,21 +30,8 @@ log "filling $TOPIC with $EVENTS loadgen events"
 total=$(topic_count)
 
 log "recommendation: consuming the $total records"
-KAPPA__DATABASE__URL=$DB_URL KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT \
-  KAPPA__RECOMMENDATION__GROUP=$TOPIC KAPPA__AUTH__ADMIN_TOKEN=bench KAPPA__LOG__LEVEL=warn \
-  "$ROOT/target/release/recommendation" >"$WORK/service.log" 2>&1 &
-svc_pid=$!
-SCRATCH_PIDS+=("$svc_pid")
-committed() {
-  curl -fsS "http://127.0.0.1:$PORT/stats" 2>/dev/null \
-    | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["next_offsets"].values()))' 2>/dev/null || echo 0
-}
-end=$((SECONDS + 1800))
-until [[ $(committed) == "$total" ]]; do
-  kill -0 "$svc_pid" 2>/dev/null || die "the service died; see $WORK/service.log"
-  ((SECONDS < end)) || die "only $(committed) of $total records committed after 1800 s"
-  sleep 0.5
-done
+start_recommendation "$PORT"
+wait_committed "$total" 1800
 rows=$(psql -h 127.0.0.1 -U kappa -d "$DB" -qAt -c "SELECT count(*) FROM rec_popularity")
 
 # The fill-in's former query, 5 times: the median of psql's \timing.

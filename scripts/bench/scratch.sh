@@ -3,6 +3,8 @@
 # background process the script registered in SCRATCH_PIDS.
 #   scratch <name> <cargo package...>   builds the packages (release) and sets
 #                                       TOPIC, DB, DB_URL, WORK (.run/<name>)
+#   start_recommendation <port>, committed, wait_committed <count> <deadline>
+#                                       a recommendation service on them
 BROKER=127.0.0.1:9092
 export PGPASSWORD=kappa
 SCRATCH_PIDS=()
@@ -36,4 +38,33 @@ scratch_cleanup() {
 topic_count() {
   kcat -Q -b "$BROKER" $(for p in 0 1 2 3 4 5; do printf -- '-t %s:%s:-1 ' "$TOPIC" "$p"; done) 2>/dev/null \
     | awk '{s += $NF} END {print s}'
+}
+
+# start_recommendation <port>: a recommendation service (BENCH_RECOMMENDATION_BIN,
+# default the release build) consuming $TOPIC into $DB_URL as group $TOPIC,
+# token `bench`, log in $WORK/service.log; its pid in svc_pid.
+start_recommendation() {
+  REC_PORT=$1
+  KAPPA__DATABASE__URL=$DB_URL KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$REC_PORT \
+    KAPPA__RECOMMENDATION__GROUP=$TOPIC KAPPA__AUTH__ADMIN_TOKEN=bench KAPPA__LOG__LEVEL=warn \
+    "${BENCH_RECOMMENDATION_BIN:-$ROOT/target/release/recommendation}" >"$WORK/service.log" 2>&1 &
+  svc_pid=$!
+  SCRATCH_PIDS+=("$svc_pid")
+}
+
+# Records the recommendation committed: the offsets it stored (interactions
+# applied, other records read past).
+committed() {
+  curl -fsS "http://127.0.0.1:$REC_PORT/stats" 2>/dev/null \
+    | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["next_offsets"].values()))' 2>/dev/null || echo 0
+}
+
+# wait_committed <count> <deadline s>: until the service committed every record.
+wait_committed() {
+  local end=$((SECONDS + $2))
+  until [[ $(committed) == "$1" ]]; do
+    kill -0 "$svc_pid" 2>/dev/null || die "the service died; see $WORK/service.log"
+    ((SECONDS < end)) || die "only $(committed) of $1 records committed after $2 s"
+    sleep 0.1
+  done
 }

@@ -50,26 +50,7 @@ wal_bytes() { psql -h 127.0.0.1 -U kappa -d "$DB" -qAt -c "SELECT wal_bytes FROM
 log "recommendation: consuming $total messages from scratch, exactly-once"
 wal0=$(wal_bytes)
 t0=$(now)
-KAPPA__DATABASE__URL=$DB_URL KAPPA__RECOMMENDATION__ADDR=127.0.0.1:$PORT \
-  KAPPA__RECOMMENDATION__GROUP=$TOPIC KAPPA__AUTH__ADMIN_TOKEN=bench KAPPA__LOG__LEVEL=warn \
-  "${BENCH_RECOMMENDATION_BIN:-$ROOT/target/release/recommendation}" >"$WORK/service.log" 2>&1 &
-svc_pid=$!
-SCRATCH_PIDS+=("$svc_pid")
-# Records committed: the offsets the service stored (interactions applied,
-# the users' updates read past).
-committed() {
-  curl -fsS "http://127.0.0.1:$PORT/stats" 2>/dev/null \
-    | python3 -c 'import json,sys; print(sum(json.load(sys.stdin)["next_offsets"].values()))' 2>/dev/null || echo 0
-}
-# wait_committed <count> <deadline s>: until the service committed every record.
-wait_committed() {
-  local end=$((SECONDS + $2))
-  until [[ $(committed) == "$1" ]]; do
-    kill -0 "$svc_pid" 2>/dev/null || die "the service died; see $WORK/service.log"
-    ((SECONDS < end)) || die "only $(committed) of $1 records committed after $2 s"
-    sleep 0.1
-  done
-}
+start_recommendation "$PORT"
 wait_committed "$total" 1800
 t1=$(now)
 svc_ns=$((t1 - t0))
