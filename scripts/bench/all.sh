@@ -56,9 +56,9 @@ mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemT
 def row(what, measured, goal, met):
     return f"| {what} | {measured} | {goal} | {'met' if met else '**not met**'} |"
 rows = [
-    row("full replay vs `kcat -C` raw read, same topic",
-        f"{f('replay_ratio'):.2f}x ({f('replay_eps'):,.0f} vs {f('replay_kcat_eps'):,.0f} events/s)",
-        ">= 0.8x", f("replay_ratio") >= 0.8),
+    row("full replay vs `kcat -C` raw read, same topic: warm; cold (after 60 s of quiet)",
+        f"{f('replay_ratio'):.2f}x ({f('replay_eps'):,.0f} vs {f('replay_kcat_eps'):,.0f} events/s); {f('replay_cold_ratio'):.2f}x",
+        ">= 0.8x both", min(f("replay_ratio"), f("replay_cold_ratio")) >= 0.8),
     row("recommendation (exactly-once, from scratch) vs Kafka Streams count-by-key (exactly_once_v2)",
         f"{f('recommendation_peer_ratio'):.2f}x ({f('recommendation_eps'):,.0f} vs {f('peer_eps'):,.0f} events/s)",
         ">= 1.0x", f("recommendation_peer_ratio") >= 1.0),

@@ -11,6 +11,7 @@
 # and one more replay shows how peak memory grows (it follows distinct users
 # and products per day, not events; DOUBLE=0 skips it). Resident memory is
 # read again IDLE_SECONDS (10) after the last run: what the idle service keeps.
+# Then a cold round after COLD_SECONDS (60) of quiet: a replay, then kcat.
 # With BENCH_RESULTS=<file>, the figures are also appended to it as key=value.
 #   scripts/bench/replay.sh [events=2000000] [rounds=3]
 set -euo pipefail
@@ -77,6 +78,14 @@ rss=$(awk '/VmHWM/ {print $2}' "/proc/$svc_pid/status")
 # the last one has finished): resident memory IDLE_SECONDS after the run.
 sleep "${IDLE_SECONDS:-10}"
 idle=$(awk '/VmRSS/ {print $2}' "/proc/$svc_pid/status")
+# The cold case: one more round after COLD_SECONDS (60) of quiet in all, the
+# way a scheduled replay meets the service (memory handed back, threads
+# parked, pages of the topic maybe evicted): kcat reads after the same quiet.
+sleep $((${COLD_SECONDS:-60} - ${IDLE_SECONDS:-10} > 0 ? ${COLD_SECONDS:-60} - ${IDLE_SECONDS:-10} : 0))
+log "cold round, after ${COLD_SECONDS:-60} s of quiet: a replay, then kcat"
+read -r cold_ns cold_run < <(replay)
+cold_k=$(kcat_read)
+echo "$cold_k $cold_ns $cold_run" >"$WORK/cold.txt"
 stop_dashboard
 
 if [[ ${DOUBLE:-1} == 1 ]]; then
@@ -91,7 +100,7 @@ else
   total2=0 ns2=0 rss2=0 run2=null
 fi
 
-python3 - "$total" "$rss" "$results" "$total2" "$ns2" "$rss2" "$run2" "$idle" <<'PY'
+python3 - "$total" "$rss" "$results" "$total2" "$ns2" "$rss2" "$run2" "$idle" "$WORK/cold.txt" <<'PY'
 import json, os, statistics, sys
 total, rss, path, total2, ns2, rss2, run2 = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), json.loads(sys.argv[7])
 idle = int(sys.argv[8])
@@ -107,6 +116,9 @@ for line in open(path):
     rounds.append((int(k) / 1e9, int(r) / 1e9))
 if run2 is not None:
     checked(run2, total2)
+cold_k, cold_r, cold_run = open(sys.argv[9]).read().split(" ", 2)
+checked(json.loads(cold_run), total)
+cold_k, cold_r = int(cold_k) / 1e9, int(cold_r) / 1e9
 kcat = statistics.median(k for k, _ in rounds)
 replay = statistics.median(r for _, r in rounds)
 print(f"replay benchmark: {total:,} loadgen events (50,000 users, 5,000 products, 60 days); broker, Postgres and dashboard on this machine")
@@ -116,11 +128,13 @@ for i, (k, r) in enumerate(rounds, 1):
 print(f"  kcat -C to /dev/null   {total / kcat:>10,.0f} events/s ({kcat:.2f} s)")
 print(f"  full replay            {total / replay:>10,.0f} events/s ({replay:.2f} s)")
 print(f"  ratio replay/kcat      {kcat / replay:>10.2f}x")
+print(f"  cold, after {os.environ.get('COLD_SECONDS', '60')} s of quiet: replay {cold_r:.2f} s, kcat -C {cold_k:.2f} s: ratio {cold_k / cold_r:.2f}x")
 print(f"  every run read all {total:,} records (events + rejected); dashboard peak RSS {rss / 1024:.0f} MiB, idle after the runs {idle / 1024:.0f} MiB")
 if run2 is not None:
     print(f"  doubled to {total2:,} events: replay {total2 / (ns2 / 1e9):,.0f} events/s, peak RSS {rss2 / 1024:.0f} MiB")
 if os.environ.get("BENCH_RESULTS"):
     with open(os.environ["BENCH_RESULTS"], "a") as out:
         out.write(f"replay_events={total}\nreplay_kcat_eps={total / kcat:.0f}\nreplay_eps={total / replay:.0f}\n"
-                  f"replay_ratio={kcat / replay:.2f}\ndashboard_peak_mib={rss / 1024:.0f}\ndashboard_idle_mib={idle / 1024:.0f}\n")
+                  f"replay_ratio={kcat / replay:.2f}\nreplay_cold_ratio={cold_k / cold_r:.2f}\n"
+                  f"dashboard_peak_mib={rss / 1024:.0f}\ndashboard_idle_mib={idle / 1024:.0f}\n")
 PY
