@@ -375,6 +375,8 @@ for line in sys.stdin:
 scn_lag() {
   local prefix="scn-$RUN-lag" day n=${LAG_EVENTS:-60000} expected max=0 lag parts locked t_zero=""
   local app="kappa-scn-lag-$RUN" psql; psql="$(pg_bin)/psql"
+  local release="SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '$app'"
+  sql() { "$psql" -X -qAt "$DATABASE_URL" -c "$1"; }
   day=$(kit free-day "$RUN-lag")
   did "the recommendation's offset rows locked by a session of the scenario's own (SELECT ... FOR UPDATE): its commits wait, its process runs on; $(fmt "$n") interactions on day $day sent; the lock released"
   expect "kappa_sink_consumer_lag{consumer=recommendation}, summed over partitions, reaches the $(fmt "$n") events sent while no commit can pass, then falls to 0 after the release; day $day counts exactly the events sent"
@@ -387,22 +389,22 @@ scn_lag() {
   quiet_until 60 kit passed "$TMP/lag-ends.acks" recommendation || fail "the recommendation did not commit one record per partition within 60 s"
   lag=$(kit lag http://127.0.0.1:8082/metrics recommendation)
   saw "lag before: $lag"
-  on_fail_restore "$psql" -X -q "$DATABASE_URL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '$app'"
+  on_fail_restore "$psql" -X -q "$DATABASE_URL" -c "$release"
   PGAPPNAME=$app "$psql" -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "BEGIN" \
     -c "SELECT 1 FROM consumer_offsets WHERE consumer = 'recommendation' AND topic = '$TOPIC' FOR UPDATE" \
     -c "SELECT pg_sleep(300)" >"$TMP/lag-lock.log" 2>&1 &
   holding() {  # the session waits in its sleep, the rows locked
-    [[ $("$psql" -X -qAt "$DATABASE_URL" -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$app' AND query LIKE 'SELECT pg_sleep%'") == 1 ]]
+    [[ $(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$app' AND query LIKE 'SELECT pg_sleep%'") == 1 ]]
   }
   quiet_until 30 holding || fail "the lock session did not start: $(cat "$TMP/lag-lock.log")"
-  locked=$("$psql" -X -qAt "$DATABASE_URL" -c "SELECT count(*) FROM consumer_offsets WHERE consumer = 'recommendation' AND topic = '$TOPIC'")
+  locked=$(sql "SELECT count(*) FROM consumer_offsets WHERE consumer = 'recommendation' AND topic = '$TOPIC'")
   ((locked == parts)) || fail "precondition: $locked offset rows of the recommendation locked, expected $parts"
   kit post "$TMP/lag.ndjson" "$TMP/lag.acks" >/dev/null || fail "POST /events failed"
   reaches() { (($(kit lag http://127.0.0.1:8082/metrics recommendation) >= n)); }
   quiet_until 60 reaches || fail "with no commit passing, the lag did not reach $(fmt "$n") within 60 s: $(kit lag http://127.0.0.1:8082/metrics recommendation)"
   max=$(kit lag http://127.0.0.1:8082/metrics recommendation)
   saw "lag $(fmt "$max") while the offset rows are locked"
-  "$psql" -X -q "$DATABASE_URL" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '$app'" >/dev/null
+  sql "$release" >/dev/null
   restored
   local released; released=$(kit now-ms)
   local end=$((SECONDS + 60))

@@ -52,6 +52,7 @@ run() {
   KAPPA_TOKEN=bench "$ROOT/target/release/http-bench" --paths "$2" --base "http://127.0.0.1:$PORT" \
     --concurrency "$CONCURRENCY" --requests "$REQUESTS"
 }
+p99() { awk '{for (i = 1; i < NF; i++) if ($i == "p99_ms") print $(i + 1)}' <<<"$1"; }
 report=()
 for kind in known new; do
   run "$kind" "$WORK/$kind.txt" >/dev/null   # the first pass: connections and caches warm
@@ -60,7 +61,6 @@ for kind in known new; do
   sleep "$IDLE"
   cold=$(run "$kind" "$WORK/$kind.txt")
   report+=("$kind warm: $warm" "$kind cold: $cold")
-  p99() { awk '{for (i = 1; i < NF; i++) if ($i == "p99_ms") print $(i + 1)}' <<<"$1"; }
   if [[ -n ${BENCH_RESULTS:-} ]]; then
     [[ $kind == known ]] && echo "answers_former_fill_in_ms=$old_ms" >>"$BENCH_RESULTS"
     echo "answers_${kind}_warm_p99_ms=$(p99 "$warm")" >>"$BENCH_RESULTS"

@@ -92,7 +92,7 @@ pub async fn advance(
 
 /// Per partition of a consumer: next offset, events applied, messages dead-lettered.
 pub async fn progress(
-    db: impl sqlx::PgExecutor<'_>,
+    pool: &PgPool,
     consumer: &str,
     topic: &str,
 ) -> sqlx::Result<Vec<(i32, i64, i64, i64)>> {
@@ -102,6 +102,6 @@ pub async fn progress(
     )
     .bind(consumer)
     .bind(topic)
-    .fetch_all(db)
+    .fetch_all(pool)
     .await
 }
