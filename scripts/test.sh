@@ -48,9 +48,14 @@ xargs -P "${KAPPA_TEST_JOBS:-4}" -L 1 bash -c '
   echo "$status $name $((SECONDS - start))s $(grep -E "^(test result:|HUNG:)" "$LOGS/$name.log" | tail -n 1)"
 ' <"$LIST" | tee "$RUN_DIR/test-summary.txt"
 if grep -q '^FAIL' "$RUN_DIR/test-summary.txt"; then
+  # Why each test failed first (the panic and the lines after it), then
+  # the end of the binary's output without backtrace frames: a tail alone
+  # can be all backtrace and log lines.
   for name in $(awk '/^FAIL/ {print $2}' "$RUN_DIR/test-summary.txt"); do
-    log "---- $name ----"
-    grep -vE '^test .* ok$' "$LOGS/$name.log" | tail -n 60 >&2
+    log "---- $name: the panics ----"
+    grep -A 8 'panicked at' "$LOGS/$name.log" | cut -c1-800 | head -n 80 >&2 || true
+    log "---- $name: the end of its output ----"
+    grep -vE '^test .* ok$|^ +at |^ +[0-9]+: ' "$LOGS/$name.log" | cut -c1-800 | tail -n 40 >&2
   done
   die "test binaries failed: $(awk '/^FAIL/ {print $2}' "$RUN_DIR/test-summary.txt" | tr '\n' ' ')"
 fi

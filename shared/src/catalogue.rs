@@ -111,6 +111,7 @@ pub const METRICS: &[Metric] = &[
     m("kappa_pagecount_jobs_succeeded_total", Counter, "", "Page-count jobs finished."),
     m("kappa_pagecount_chunks_mapped_total", Counter, "", "Map tasks (chunks) completed."),
     m("kappa_pagecount_map_seconds", Histogram, "", "Time to map one chunk."),
+    m("kappa_pagecount_chunk_read_stalls_total", Counter, "", "Chunk reads that saw nothing of their chunk for 15 s and assigned its partition again."),
 ];
 
 /// Buckets of histograms in seconds: 0.5 ms to 15 min.

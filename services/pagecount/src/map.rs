@@ -27,6 +27,9 @@ use crate::clf;
 
 /// How long a chunk may take to read before the task is retried.
 const READ_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a chunk's read may see nothing of it before its partition is
+/// assigned again (a read of a whole chunk takes well under a second).
+const STALL: Duration = Duration::from_secs(15);
 
 pub struct Mapper {
     pub pool: PgPool,
@@ -70,6 +73,7 @@ fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<ChunkR
     reader.assign(&assignment)?;
     let mut records = Vec::with_capacity((task.end - task.start) as usize);
     let until = Instant::now() + READ_DEADLINE;
+    let mut stalled_since = Instant::now();
     let mut next = task.start;
     let mut last_error = None;
     while next < task.end {
@@ -82,9 +86,16 @@ fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<ChunkR
                 .map_or("none".to_owned(), |e: &rdkafka::error::KafkaError| e
                     .to_string())
         );
+        if stalled_since.elapsed() >= STALL {
+            if !restart_stalled(reader, task, next, last_error.as_ref())? {
+                break;
+            }
+            stalled_since = Instant::now();
+        }
         match reader.poll(Duration::from_millis(500)) {
             Some(Ok(m)) if m.partition() == task.partition && m.offset() >= task.start => {
                 next = m.offset() + 1;
+                stalled_since = Instant::now();
                 if m.offset() < task.end {
                     records.push(ChunkRecord {
                         offset: m.offset(),
@@ -97,7 +108,7 @@ fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<ChunkR
             Some(Ok(_)) => {}
             // The end of the partition before `end`: offsets were removed
             // (retention or compaction); what exists is the chunk.
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) if p == task.partition => break,
             // A client-wide error (brokers unreachable, a connection reset)
             // is librdkafka's to recover from: read on until the deadline.
             // The reader, idle between chunks, also holds the errors of an
@@ -113,6 +124,38 @@ fn read_chunk(reader: &ChunkReader, task: &MapTask) -> anyhow::Result<Vec<ChunkR
     }
     reader.unassign()?;
     Ok(records)
+}
+
+/// Nothing of the chunk came for [`STALL`]: says so with where the
+/// partition stands, and assigns the partition again at `next` (a fetcher
+/// that stopped starts anew). `false` when the partition ends before
+/// `next` (offsets were removed: what was read is the chunk).
+fn restart_stalled(
+    reader: &ChunkReader,
+    task: &MapTask,
+    next: i64,
+    last_error: Option<&rdkafka::error::KafkaError>,
+) -> anyhow::Result<bool> {
+    let watermarks = reader.fetch_watermarks(&task.topic, task.partition, STALL);
+    tracing::warn!(
+        job = task.job_id,
+        chunk = task.chunk,
+        partition = task.partition,
+        next,
+        end = task.end,
+        watermarks = ?watermarks,
+        last_error = ?last_error,
+        "no record of the chunk for {STALL:?}; assigning its partition again"
+    );
+    metrics::counter!("kappa_pagecount_chunk_read_stalls_total").increment(1);
+    if matches!(watermarks, Ok((_, high)) if high <= next) {
+        return Ok(false);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&task.topic, task.partition, Offset::Offset(next))?;
+    reader.unassign()?;
+    reader.assign(&assignment)?;
+    Ok(true)
 }
 
 impl Worker for Mapper {
