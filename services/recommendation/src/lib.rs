@@ -3,6 +3,7 @@
 //! per interaction, with state partitioned like the topic (see `model` and
 //! `shared::worker`).
 
+pub mod codec;
 pub mod model;
 pub mod query;
 mod recommender;

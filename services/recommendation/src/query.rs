@@ -7,11 +7,10 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::model::{linear, log_add, log_growth, rank};
-use crate::store::{finite_scores, products, Json};
+use crate::store::{finite_scores, products};
 
 /// Where a recommended product comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -108,7 +107,10 @@ fn top(scores: HashMap<String, f64>, limit: usize, now: f64, source: Source) -> 
         .collect()
 }
 
-/// Adds `score` to the log-score of `item`.
+/// Adds `score` to the log-score of `item`. Sums of floats depend on their
+/// order in the last bits: callers add rows in key order (not the table's
+/// physical order, which a rewrite or a migration changes), so equal state
+/// gives equal answers bit for bit.
 fn accumulate(scores: &mut HashMap<String, f64>, item: String, score: f64) {
     let total = scores.entry(item).or_insert(f64::NEG_INFINITY);
     *total = log_add(*total, score);
@@ -123,7 +125,7 @@ pub async fn for_user(
     as_of: &AsOf,
     half_life_secs: f64,
 ) -> sqlx::Result<(Vec<Scored>, bool)> {
-    let rows: Vec<(Json<Value>, Json<Value>)> =
+    let rows: Vec<(Vec<u8>, Vec<u8>)> =
         sqlx::query_as("SELECT recent, purchased FROM rec_users WHERE user_id = $1")
             .bind(user)
             .fetch_all(&mut *conn)
@@ -131,25 +133,26 @@ pub async fn for_user(
     let mut recent: HashMap<String, f64> = HashMap::new();
     let mut purchased: HashSet<String> = HashSet::new();
     for (r, p) in rows {
-        for (item, weight) in finite_scores(&r.0) {
+        for (item, weight) in finite_scores(&r) {
             let w = recent.entry(item).or_insert(f64::NEG_INFINITY);
             *w = w.max(weight);
         }
-        purchased.extend(products(&p.0));
+        purchased.extend(products(&p));
     }
     let now = now(as_of, half_life_secs);
     let mut scores: HashMap<String, f64> = HashMap::new();
     if !recent.is_empty() {
         let items: Vec<&str> = recent.keys().map(String::as_str).collect();
-        let rows: Vec<(String, Json<Value>)> =
-            sqlx::query_as("SELECT item, neighbors FROM rec_cooc WHERE item = ANY($1)")
-                .bind(&items)
-                .fetch_all(&mut *conn)
-                .await?;
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT item, neighbors FROM rec_cooc WHERE item = ANY($1) ORDER BY item, partition",
+        )
+        .bind(&items)
+        .fetch_all(&mut *conn)
+        .await?;
         for (item, neighbors) in rows {
             // weight x score, both decayed to now: a product of two factors.
             let weight = recent[&item] - now;
-            for (candidate, score) in finite_scores(&neighbors.0) {
+            for (candidate, score) in finite_scores(&neighbors) {
                 if !purchased.contains(&candidate) {
                     accumulate(&mut scores, candidate, weight + score);
                 }
@@ -312,14 +315,14 @@ pub async fn similar(
     as_of: &AsOf,
     half_life_secs: f64,
 ) -> sqlx::Result<Vec<Scored>> {
-    let rows: Vec<(Json<Value>,)> =
-        sqlx::query_as("SELECT neighbors FROM rec_cooc WHERE item = $1")
+    let rows: Vec<(Vec<u8>,)> =
+        sqlx::query_as("SELECT neighbors FROM rec_cooc WHERE item = $1 ORDER BY partition")
             .bind(item)
             .fetch_all(&mut *conn)
             .await?;
     let mut scores: HashMap<String, f64> = HashMap::new();
     for (neighbors,) in rows {
-        for (candidate, score) in finite_scores(&neighbors.0) {
+        for (candidate, score) in finite_scores(&neighbors) {
             accumulate(&mut scores, candidate, score);
         }
     }

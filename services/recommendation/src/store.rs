@@ -4,31 +4,25 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
+use crate::codec;
 use crate::model::{Neighbors, PartitionModel, Popularity, UserState};
 
-/// A stored JSON column.
-pub type Json<T> = sqlx::types::Json<T>;
-
-/// The `[product, score]` pairs of a stored list that are well-formed with a
-/// finite score (queries skip anything else rather than fail).
-pub fn finite_scores(stored: &Value) -> impl Iterator<Item = (String, f64)> + '_ {
-    stored.as_array().into_iter().flatten().filter_map(|item| {
-        let pair = item.as_array()?;
-        let score = pair.get(1)?.as_f64().filter(|s| s.is_finite())?;
-        Some((pair.first()?.as_str()?.to_owned(), score))
-    })
+/// The well-formed entries with a finite score of a stored scored list
+/// (queries skip anything else rather than fail).
+pub fn finite_scores(stored: &[u8]) -> impl Iterator<Item = (String, f64)> + '_ {
+    codec::scores(stored)
+        .map_while(Result::ok)
+        .filter(|(_, score)| score.is_finite())
+        .map(|(id, score)| (id.to_owned(), score))
 }
 
-/// The product ids of a stored list.
-pub fn products(stored: &Value) -> impl Iterator<Item = String> + '_ {
-    stored
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.as_str().map(str::to_owned))
+/// The product ids of a stored list of ids.
+pub fn products(stored: &[u8]) -> impl Iterator<Item = String> + '_ {
+    codec::ids(stored)
+        .map_while(Result::ok)
+        .map(|(id, _)| id.to_owned())
 }
 
 /// Reads a partition's whole model. A stored entry that is not a product
@@ -37,14 +31,14 @@ pub fn products(stored: &Value) -> impl Iterator<Item = String> + '_ {
 /// the partition from loading.
 pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionModel> {
     let mut model = PartitionModel::default();
-    let users: Vec<(String, Json<Value>, Json<Value>)> =
+    let users: Vec<(String, Vec<u8>, Vec<u8>)> =
         sqlx::query_as("SELECT user_id, recent, purchased FROM rec_users WHERE partition = $1")
             .bind(partition)
             .fetch_all(pool)
             .await?;
     for (user, recent, purchased) in users {
-        let recent = scores(partition, "rec_users", &user, &recent.0);
-        let purchased = products(&purchased.0).collect();
+        let recent = scores(partition, "rec_users", &user, &recent);
+        let purchased = ids(partition, &user, &purchased);
         model.users.insert(
             user,
             UserState {
@@ -54,13 +48,13 @@ pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionMode
             },
         );
     }
-    let cooc: Vec<(String, Json<Value>)> =
+    let cooc: Vec<(String, Vec<u8>)> =
         sqlx::query_as("SELECT item, neighbors FROM rec_cooc WHERE partition = $1")
             .bind(partition)
             .fetch_all(pool)
             .await?;
     for (item, neighbors) in cooc {
-        let scores = scores(partition, "rec_cooc", &item, &neighbors.0)
+        let scores = scores(partition, "rec_cooc", &item, &neighbors)
             .into_iter()
             .collect();
         model.cooc.insert(
@@ -90,13 +84,31 @@ pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionMode
     Ok(model)
 }
 
-/// `[[product, score], ...]` as stored; entries that are not that, with a
-/// finite score, are dropped (and reported).
-fn scores(partition: i32, table: &str, row: &str, stored: &Value) -> Vec<(String, f64)> {
-    let out: Vec<(String, f64)> = finite_scores(stored).collect();
-    let stored_len = stored.as_array().map_or(0, Vec::len);
-    if out.len() != stored_len || !stored.is_array() {
+/// A stored scored list; entries that are not a product with a finite
+/// score, and whatever follows a malformed entry, are dropped (and reported).
+fn scores(partition: i32, table: &str, row: &str, stored: &[u8]) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let mut bad = false;
+    for entry in codec::scores(stored) {
+        match entry {
+            Ok((id, score)) if score.is_finite() => out.push((id.to_owned(), score)),
+            _ => bad = true,
+        }
+    }
+    if bad {
         bad_row(partition, table, row);
+    }
+    out
+}
+
+/// A stored list of ids; a malformed tail is dropped (and reported).
+fn ids(partition: i32, row: &str, stored: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in codec::ids(stored) {
+        match entry {
+            Ok((id, _)) => out.push(id.to_owned()),
+            Err(_) => bad_row(partition, "rec_users", row),
+        }
     }
     out
 }
@@ -108,12 +120,12 @@ fn bad_row(partition: i32, table: &str, row: &str) {
         partition,
         table,
         row,
-        "dropped a stored entry that is not a finite score"
+        "dropped a stored entry that is not a product (with a finite score)"
     );
 }
 
 /// Writes what changed in `model` since the last save. Lists go to
-/// Postgres as JSON text written straight from the values (no JSON tree).
+/// Postgres as bytes ([`codec`]) in binary arrays: nothing to parse there.
 pub async fn save(
     conn: &mut PgConnection,
     partition: i32,
@@ -122,13 +134,20 @@ pub async fn save(
     let (mut ids, mut recents, mut purchases) = (Vec::new(), Vec::new(), Vec::new());
     for (id, user) in model.users.iter().filter(|(_, u)| u.dirty) {
         ids.push(id.as_str());
-        recents.push(json(&user.recent));
-        purchases.push(json(&user.purchased));
+        let mut recent = Vec::with_capacity(user.recent.len() * 24);
+        codec::put_scores(
+            &mut recent,
+            user.recent.iter().map(|(k, v)| (k.as_str(), *v)),
+        );
+        recents.push(recent);
+        let mut purchased = Vec::with_capacity(user.purchased.len() * 16);
+        codec::put_ids(&mut purchased, user.purchased.iter().map(String::as_str));
+        purchases.push(purchased);
     }
     if !ids.is_empty() {
         sqlx::query(
             "INSERT INTO rec_users (partition, user_id, recent, purchased)
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[]::jsonb[], $4::text[]::jsonb[])
+             SELECT $1, * FROM UNNEST($2::text[], $3::bytea[], $4::bytea[])
              ON CONFLICT (user_id, partition) DO UPDATE SET recent = EXCLUDED.recent, purchased = EXCLUDED.purchased",
         )
         .bind(partition)
@@ -147,12 +166,14 @@ pub async fn save(
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         items.push(item.as_str());
-        lists.push(json(&ranked));
+        let mut list = Vec::with_capacity(ranked.len() * 24);
+        codec::put_scores(&mut list, ranked);
+        lists.push(list);
     }
     if !items.is_empty() {
         sqlx::query(
             "INSERT INTO rec_cooc (partition, item, neighbors)
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[]::jsonb[])
+             SELECT $1, * FROM UNNEST($2::text[], $3::bytea[])
              ON CONFLICT (item, partition) DO UPDATE SET neighbors = EXCLUDED.neighbors",
         )
         .bind(partition)
@@ -179,10 +200,6 @@ pub async fn save(
         .await?;
     }
     Ok(())
-}
-
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).expect("lists of strings and finite floats serialize")
 }
 
 /// Per-day interaction counts of one batch.
