@@ -96,6 +96,29 @@ pub fn linear(log_score: f64, now: f64) -> f64 {
 /// SipHash on short keys and still seeded per process (no chosen-key floods).
 pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Where an entry of the model stands against its stored row: a save
+/// updates the changed rows in place and inserts the new ones (an upsert
+/// of an existing row also locks it, a WAL record of its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stored {
+    /// No row yet.
+    #[default]
+    New,
+    /// A row, older than the entry.
+    Changed,
+    /// A row equal to the entry.
+    Saved,
+}
+
+impl Stored {
+    /// The entry changed.
+    pub fn touch(&mut self) {
+        if *self == Stored::Saved {
+            *self = Stored::Changed;
+        }
+    }
+}
+
 /// What the model remembers of one user.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserState {
@@ -103,22 +126,21 @@ pub struct UserState {
     pub recent: Vec<(String, f64)>,
     /// Purchased products, oldest first.
     pub purchased: Vec<String>,
-    /// Changed since the last save.
-    pub dirty: bool,
+    pub stored: Stored,
 }
 
 /// A product's co-occurrence log-scores with other products.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Neighbors {
     pub scores: Map<String, f64>,
-    pub dirty: bool,
+    pub stored: Stored,
 }
 
 /// A product's decayed popularity (a log-score).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Popularity {
     pub score: f64,
-    pub dirty: bool,
+    pub stored: Stored,
 }
 
 impl Default for Popularity {
@@ -126,7 +148,7 @@ impl Default for Popularity {
     fn default() -> Self {
         Self {
             score: f64::NEG_INFINITY,
-            dirty: false,
+            stored: Stored::New,
         }
     }
 }
@@ -192,7 +214,7 @@ impl PartitionModel {
                 if neighbors.scores.len() >= 2 * NEIGHBORS {
                     prune(&mut neighbors.scores);
                 }
-                neighbors.dirty = true;
+                neighbors.stored.touch();
             }
         }
 
@@ -215,11 +237,11 @@ impl PartitionModel {
                 user.purchased.remove(0);
             }
         }
-        user.dirty = true;
+        user.stored.touch();
 
         let popularity = slot(&mut self.popularity, product);
         popularity.score = log_add(popularity.score, weight);
-        popularity.dirty = true;
+        popularity.stored.touch();
         if !popularity.score.is_finite() {
             return Err(Refused::new(
                 "refused",
@@ -229,11 +251,11 @@ impl PartitionModel {
         Ok(())
     }
 
-    /// Clears the change flags (after a save).
+    /// Marks every entry saved (after a save).
     pub fn clean(&mut self) {
-        self.users.values_mut().for_each(|u| u.dirty = false);
-        self.cooc.values_mut().for_each(|n| n.dirty = false);
-        self.popularity.values_mut().for_each(|p| p.dirty = false);
+        self.users.values_mut().for_each(|u| u.stored = Stored::Saved);
+        self.cooc.values_mut().for_each(|n| n.stored = Stored::Saved);
+        self.popularity.values_mut().for_each(|p| p.stored = Stored::Saved);
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use crate::codec;
-use crate::model::{Neighbors, PartitionModel, Popularity, UserState};
+use crate::model::{Neighbors, PartitionModel, Popularity, Stored, UserState};
 
 /// The well-formed entries with a finite score of a stored scored list
 /// (queries skip anything else rather than fail).
@@ -44,7 +44,7 @@ pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionMode
             UserState {
                 recent,
                 purchased,
-                dirty: false,
+                stored: Stored::Saved,
             },
         );
     }
@@ -61,7 +61,7 @@ pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionMode
             item,
             Neighbors {
                 scores,
-                dirty: false,
+                stored: Stored::Saved,
             },
         );
     }
@@ -77,7 +77,7 @@ pub async fn load(pool: &PgPool, partition: i32) -> anyhow::Result<PartitionMode
         }
         let popularity = Popularity {
             score,
-            dirty: false,
+            stored: Stored::Saved,
         };
         model.popularity.insert(item, popularity);
     }
@@ -124,80 +124,125 @@ fn bad_row(partition: i32, table: &str, row: &str) {
     );
 }
 
-/// Writes what changed in `model` since the last save. Lists go to
-/// Postgres as bytes ([`codec`]) in binary arrays: nothing to parse there.
+/// Writes what changed in `model` since the last save, in two statements
+/// per table: the changed rows updated in place, the new ones inserted.
+/// Lists go to Postgres as bytes ([`codec`]) in binary arrays: nothing to
+/// parse there.
 pub async fn save(
     conn: &mut PgConnection,
     partition: i32,
     model: &PartitionModel,
 ) -> sqlx::Result<()> {
-    let (mut ids, mut recents, mut purchases) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, user) in model.users.iter().filter(|(_, u)| u.dirty) {
-        ids.push(id.as_str());
+    let users = Rows::of(&model.users, |u| u.stored, |user| {
         let mut recent = Vec::with_capacity(user.recent.len() * 24);
-        codec::put_scores(
-            &mut recent,
-            user.recent.iter().map(|(k, v)| (k.as_str(), *v)),
-        );
-        recents.push(recent);
+        codec::put_scores(&mut recent, user.recent.iter().map(|(k, v)| (k.as_str(), *v)));
         let mut purchased = Vec::with_capacity(user.purchased.len() * 16);
         codec::put_ids(&mut purchased, user.purchased.iter().map(String::as_str));
-        purchases.push(purchased);
+        (recent, purchased)
+    });
+    for (stored, rows) in users.by_kind() {
+        let (ids, lists): (Vec<&str>, Vec<_>) = rows.into_iter().unzip();
+        let (recents, purchases): (Vec<Vec<u8>>, Vec<Vec<u8>>) = lists.into_iter().unzip();
+        let sql = match stored {
+            Stored::New => "INSERT INTO rec_users (partition, user_id, recent, purchased)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::bytea[], $4::bytea[])
+                 ON CONFLICT (user_id, partition) DO UPDATE SET recent = EXCLUDED.recent, purchased = EXCLUDED.purchased",
+            _ => "UPDATE rec_users AS r SET recent = v.recent, purchased = v.purchased
+                 FROM UNNEST($2::text[], $3::bytea[], $4::bytea[]) AS v (user_id, recent, purchased)
+                 WHERE r.partition = $1 AND r.user_id = v.user_id",
+        };
+        let query = sqlx::query(sql).bind(partition).bind(&ids).bind(recents).bind(purchases);
+        expect_rows(stored, "rec_users", ids.len(), query.execute(&mut *conn).await?)?;
     }
-    if !ids.is_empty() {
-        sqlx::query(
-            "INSERT INTO rec_users (partition, user_id, recent, purchased)
-             SELECT $1, * FROM UNNEST($2::text[], $3::bytea[], $4::bytea[])
-             ON CONFLICT (user_id, partition) DO UPDATE SET recent = EXCLUDED.recent, purchased = EXCLUDED.purchased",
-        )
-        .bind(partition)
-        .bind(ids)
-        .bind(recents)
-        .bind(purchases)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let (mut items, mut lists) = (Vec::new(), Vec::new());
-    for (item, neighbors) in model.cooc.iter().filter(|(_, n)| n.dirty) {
+    let cooc = Rows::of(&model.cooc, |n| n.stored, |neighbors| {
         let mut ranked: Vec<(&str, f64)> = neighbors
             .scores
             .iter()
             .map(|(k, v)| (k.as_str(), *v))
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        items.push(item.as_str());
         let mut list = Vec::with_capacity(ranked.len() * 24);
         codec::put_scores(&mut list, ranked);
-        lists.push(list);
+        list
+    });
+    for (stored, rows) in cooc.by_kind() {
+        let (items, lists): (Vec<&str>, Vec<Vec<u8>>) = rows.into_iter().unzip();
+        let sql = match stored {
+            Stored::New => "INSERT INTO rec_cooc (partition, item, neighbors)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::bytea[])
+                 ON CONFLICT (item, partition) DO UPDATE SET neighbors = EXCLUDED.neighbors",
+            _ => "UPDATE rec_cooc AS r SET neighbors = v.neighbors
+                 FROM UNNEST($2::text[], $3::bytea[]) AS v (item, neighbors)
+                 WHERE r.partition = $1 AND r.item = v.item",
+        };
+        let query = sqlx::query(sql).bind(partition).bind(&items).bind(lists);
+        expect_rows(stored, "rec_cooc", items.len(), query.execute(&mut *conn).await?)?;
     }
-    if !items.is_empty() {
-        sqlx::query(
-            "INSERT INTO rec_cooc (partition, item, neighbors)
-             SELECT $1, * FROM UNNEST($2::text[], $3::bytea[])
-             ON CONFLICT (item, partition) DO UPDATE SET neighbors = EXCLUDED.neighbors",
-        )
-        .bind(partition)
-        .bind(items)
-        .bind(lists)
-        .execute(&mut *conn)
-        .await?;
+    let popularity = Rows::of(&model.popularity, |p| p.stored, |p| p.score);
+    for (stored, rows) in popularity.by_kind() {
+        let (items, scores): (Vec<&str>, Vec<f64>) = rows.into_iter().unzip();
+        let sql = match stored {
+            Stored::New => "INSERT INTO rec_popularity (partition, item, score)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::float8[])
+                 ON CONFLICT (item, partition) DO UPDATE SET score = EXCLUDED.score",
+            _ => "UPDATE rec_popularity AS r SET score = v.score
+                 FROM UNNEST($2::text[], $3::float8[]) AS v (item, score)
+                 WHERE r.partition = $1 AND r.item = v.item",
+        };
+        let query = sqlx::query(sql).bind(partition).bind(&items).bind(scores);
+        expect_rows(stored, "rec_popularity", items.len(), query.execute(&mut *conn).await?)?;
     }
-    let (mut items, mut scores) = (Vec::new(), Vec::new());
-    for (item, popularity) in model.popularity.iter().filter(|(_, p)| p.dirty) {
-        items.push(item.as_str());
-        scores.push(popularity.score);
+    Ok(())
+}
+
+/// A table's rows to write, new and changed apart.
+struct Rows<'m, T> {
+    new: Vec<(&'m str, T)>,
+    changed: Vec<(&'m str, T)>,
+}
+
+impl<'m, T> Rows<'m, T> {
+    fn of<V>(
+        entries: &'m crate::model::Map<String, V>,
+        stored: impl Fn(&V) -> Stored,
+        row: impl Fn(&V) -> T,
+    ) -> Self {
+        let mut rows = Rows {
+            new: Vec::new(),
+            changed: Vec::new(),
+        };
+        for (key, entry) in entries {
+            match stored(entry) {
+                Stored::New => rows.new.push((key.as_str(), row(entry))),
+                Stored::Changed => rows.changed.push((key.as_str(), row(entry))),
+                Stored::Saved => {}
+            }
+        }
+        rows
     }
-    if !items.is_empty() {
-        sqlx::query(
-            "INSERT INTO rec_popularity (partition, item, score)
-             SELECT $1, * FROM UNNEST($2::text[], $3::float8[])
-             ON CONFLICT (item, partition) DO UPDATE SET score = EXCLUDED.score",
-        )
-        .bind(partition)
-        .bind(items)
-        .bind(scores)
-        .execute(&mut *conn)
-        .await?;
+
+    /// The non-empty kinds, each with its rows.
+    fn by_kind(self) -> impl Iterator<Item = (Stored, Vec<(&'m str, T)>)> {
+        [(Stored::New, self.new), (Stored::Changed, self.changed)]
+            .into_iter()
+            .filter(|(_, rows)| !rows.is_empty())
+    }
+}
+
+/// An update in place must meet every row it names: one missing means the
+/// model in memory is not the stored one, and the batch must not commit
+/// (the runtime reloads the partition from what is stored and retries).
+fn expect_rows(
+    stored: Stored,
+    table: &str,
+    rows: usize,
+    done: sqlx::postgres::PgQueryResult,
+) -> sqlx::Result<()> {
+    if stored == Stored::Changed && done.rows_affected() != rows as u64 {
+        return Err(sqlx::Error::Protocol(format!(
+            "{table}: {} of {rows} rows to update were there; the stored model differs from memory",
+            done.rows_affected()
+        )));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use recommendation::model::PartitionModel;
+use recommendation::model::{PartitionModel, Stored};
 use recommendation::query::{self, AsOf, PopularCache};
 use recommendation::store;
 use shared::db::MIGRATOR;
@@ -212,23 +212,23 @@ async fn lists_stored_as_json_migrate_to_bytes_and_answer_the_same() {
     MIGRATOR.run(&fresh).await.unwrap();
     let mut tx = fresh.begin().await.unwrap();
     for (&partition, model) in &models {
-        let mut dirty = PartitionModel::default();
+        let mut new = PartitionModel::default();
         for (user, state) in &model.users {
             let mut state = state.clone();
-            state.dirty = true;
-            dirty.users.insert(user.clone(), state);
+            state.stored = Stored::New;
+            new.users.insert(user.clone(), state);
         }
         for (item, neighbors) in &model.cooc {
             let mut neighbors = neighbors.clone();
-            neighbors.dirty = true;
-            dirty.cooc.insert(item.clone(), neighbors);
+            neighbors.stored = Stored::New;
+            new.cooc.insert(item.clone(), neighbors);
         }
         for (item, popularity) in &model.popularity {
             let mut popularity = *popularity;
-            popularity.dirty = true;
-            dirty.popularity.insert(item.clone(), popularity);
+            popularity.stored = Stored::New;
+            new.popularity.insert(item.clone(), popularity);
         }
-        store::save(&mut tx, partition, &dirty).await.unwrap();
+        store::save(&mut tx, partition, &new).await.unwrap();
     }
     tx.commit().await.unwrap();
 
