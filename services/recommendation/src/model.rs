@@ -253,9 +253,15 @@ impl PartitionModel {
 
     /// Marks every entry saved (after a save).
     pub fn clean(&mut self) {
-        self.users.values_mut().for_each(|u| u.stored = Stored::Saved);
-        self.cooc.values_mut().for_each(|n| n.stored = Stored::Saved);
-        self.popularity.values_mut().for_each(|p| p.stored = Stored::Saved);
+        self.users
+            .values_mut()
+            .for_each(|u| u.stored = Stored::Saved);
+        self.cooc
+            .values_mut()
+            .for_each(|n| n.stored = Stored::Saved);
+        self.popularity
+            .values_mut()
+            .for_each(|p| p.stored = Stored::Saved);
     }
 }
 

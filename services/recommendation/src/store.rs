@@ -133,13 +133,20 @@ pub async fn save(
     partition: i32,
     model: &PartitionModel,
 ) -> sqlx::Result<()> {
-    let users = Rows::of(&model.users, |u| u.stored, |user| {
-        let mut recent = Vec::with_capacity(user.recent.len() * 24);
-        codec::put_scores(&mut recent, user.recent.iter().map(|(k, v)| (k.as_str(), *v)));
-        let mut purchased = Vec::with_capacity(user.purchased.len() * 16);
-        codec::put_ids(&mut purchased, user.purchased.iter().map(String::as_str));
-        (recent, purchased)
-    });
+    let users = Rows::of(
+        &model.users,
+        |u| u.stored,
+        |user| {
+            let mut recent = Vec::with_capacity(user.recent.len() * 24);
+            codec::put_scores(
+                &mut recent,
+                user.recent.iter().map(|(k, v)| (k.as_str(), *v)),
+            );
+            let mut purchased = Vec::with_capacity(user.purchased.len() * 16);
+            codec::put_ids(&mut purchased, user.purchased.iter().map(String::as_str));
+            (recent, purchased)
+        },
+    );
     for (stored, rows) in users.by_kind() {
         let (ids, lists): (Vec<&str>, Vec<_>) = rows.into_iter().unzip();
         let (recents, purchases): (Vec<Vec<u8>>, Vec<Vec<u8>>) = lists.into_iter().unzip();
@@ -151,46 +158,77 @@ pub async fn save(
                  FROM UNNEST($2::text[], $3::bytea[], $4::bytea[]) AS v (user_id, recent, purchased)
                  WHERE r.partition = $1 AND r.user_id = v.user_id",
         };
-        let query = sqlx::query(sql).bind(partition).bind(&ids).bind(recents).bind(purchases);
-        expect_rows(stored, "rec_users", ids.len(), query.execute(&mut *conn).await?)?;
+        let query = sqlx::query(sql)
+            .bind(partition)
+            .bind(&ids)
+            .bind(recents)
+            .bind(purchases);
+        expect_rows(
+            stored,
+            "rec_users",
+            ids.len(),
+            query.execute(&mut *conn).await?,
+        )?;
     }
-    let cooc = Rows::of(&model.cooc, |n| n.stored, |neighbors| {
-        let mut ranked: Vec<(&str, f64)> = neighbors
-            .scores
-            .iter()
-            .map(|(k, v)| (k.as_str(), *v))
-            .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        let mut list = Vec::with_capacity(ranked.len() * 24);
-        codec::put_scores(&mut list, ranked);
-        list
-    });
+    let cooc = Rows::of(
+        &model.cooc,
+        |n| n.stored,
+        |neighbors| {
+            let mut ranked: Vec<(&str, f64)> = neighbors
+                .scores
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v))
+                .collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            let mut list = Vec::with_capacity(ranked.len() * 24);
+            codec::put_scores(&mut list, ranked);
+            list
+        },
+    );
     for (stored, rows) in cooc.by_kind() {
         let (items, lists): (Vec<&str>, Vec<Vec<u8>>) = rows.into_iter().unzip();
         let sql = match stored {
-            Stored::New => "INSERT INTO rec_cooc (partition, item, neighbors)
+            Stored::New => {
+                "INSERT INTO rec_cooc (partition, item, neighbors)
                  SELECT $1, * FROM UNNEST($2::text[], $3::bytea[])
-                 ON CONFLICT (item, partition) DO UPDATE SET neighbors = EXCLUDED.neighbors",
-            _ => "UPDATE rec_cooc AS r SET neighbors = v.neighbors
+                 ON CONFLICT (item, partition) DO UPDATE SET neighbors = EXCLUDED.neighbors"
+            }
+            _ => {
+                "UPDATE rec_cooc AS r SET neighbors = v.neighbors
                  FROM UNNEST($2::text[], $3::bytea[]) AS v (item, neighbors)
-                 WHERE r.partition = $1 AND r.item = v.item",
+                 WHERE r.partition = $1 AND r.item = v.item"
+            }
         };
         let query = sqlx::query(sql).bind(partition).bind(&items).bind(lists);
-        expect_rows(stored, "rec_cooc", items.len(), query.execute(&mut *conn).await?)?;
+        expect_rows(
+            stored,
+            "rec_cooc",
+            items.len(),
+            query.execute(&mut *conn).await?,
+        )?;
     }
     let popularity = Rows::of(&model.popularity, |p| p.stored, |p| p.score);
     for (stored, rows) in popularity.by_kind() {
         let (items, scores): (Vec<&str>, Vec<f64>) = rows.into_iter().unzip();
         let sql = match stored {
-            Stored::New => "INSERT INTO rec_popularity (partition, item, score)
+            Stored::New => {
+                "INSERT INTO rec_popularity (partition, item, score)
                  SELECT $1, * FROM UNNEST($2::text[], $3::float8[])
-                 ON CONFLICT (item, partition) DO UPDATE SET score = EXCLUDED.score",
-            _ => "UPDATE rec_popularity AS r SET score = v.score
+                 ON CONFLICT (item, partition) DO UPDATE SET score = EXCLUDED.score"
+            }
+            _ => {
+                "UPDATE rec_popularity AS r SET score = v.score
                  FROM UNNEST($2::text[], $3::float8[]) AS v (item, score)
-                 WHERE r.partition = $1 AND r.item = v.item",
+                 WHERE r.partition = $1 AND r.item = v.item"
+            }
         };
         let query = sqlx::query(sql).bind(partition).bind(&items).bind(scores);
-        expect_rows(stored, "rec_popularity", items.len(), query.execute(&mut *conn).await?)?;
+        expect_rows(
+            stored,
+            "rec_popularity",
+            items.len(),
+            query.execute(&mut *conn).await?,
+        )?;
     }
     Ok(())
 }

@@ -200,6 +200,7 @@ impl<C> Applier<C> {
                 _ = shutdown.cancelled() => break,
                 Some(request) = control.recv() => self.control(worker, request, shutdown).await,
                 _ = tokio::time::sleep_until(due.into()), if !self.batch.holds_nothing() => {
+                    self.take_waiting(&mut records);
                     self.commit(worker, shutdown).await;
                 }
                 fetched = records.recv() => match fetched {
@@ -231,6 +232,22 @@ impl<C> Applier<C> {
         drop(records);
         // Revocations sent while leaving find the channel closed and go on.
         drop(control);
+    }
+
+    /// The window closed: records already waiting join the batch first, up
+    /// to `max_events` entries and one channel's worth of records. A backlog
+    /// (a catch-up, a replay) thus fills batches by count, each list or row
+    /// it touches written once per batch, while under a steady load nothing
+    /// waits and the window alone closes the batch.
+    fn take_waiting(&mut self, records: &mut mpsc::Receiver<Fetched>) {
+        let mut budget = records.max_capacity();
+        while budget > 0 && self.batch.len() < self.max_events {
+            budget -= 1;
+            match records.try_recv() {
+                Ok(Fetched::Polled(polled)) => self.push(polled),
+                Ok(Fetched::CaughtUp) | Err(_) => break,
+            }
+        }
     }
 
     async fn control<W>(&mut self, worker: &mut W, request: Control, shutdown: &CancellationToken)

@@ -20,7 +20,9 @@
 //!   the record as read. Skipped records go on as runs, one message each.
 //!   When the channel is full it waits, which is the backpressure.
 //! - The **applier** (one async task) batches records, closed at
-//!   `max_batch_events` or `max_batch_ms` after the first, resolves
+//!   `max_batch_events` or `max_batch_ms` after the first (when the window
+//!   closes, records already waiting in the channel join first, up to
+//!   `max_batch_events`: a backlog fills batches by count), resolves
 //!   claim-checked envelopes, and commits through the mode. Skipped records
 //!   cost no commit of their own: their offsets ride with the batch's last
 //!   range, or commit alone when the poll thread has caught up, or
