@@ -138,10 +138,8 @@ pub async fn save(
         |u| u.stored,
         |user| {
             let mut recent = Vec::with_capacity(user.recent.len() * 24);
-            codec::put_scores(
-                &mut recent,
-                user.recent.iter().map(|(k, v)| (k.as_str(), *v)),
-            );
+            let entries = user.recent.iter().map(|(k, v)| (k.as_str(), *v));
+            codec::put_scores(&mut recent, entries);
             let mut purchased = Vec::with_capacity(user.purchased.len() * 16);
             codec::put_ids(&mut purchased, user.purchased.iter().map(String::as_str));
             (recent, purchased)
@@ -150,25 +148,13 @@ pub async fn save(
     for (stored, rows) in users.by_kind() {
         let (ids, lists): (Vec<&str>, Vec<_>) = rows.into_iter().unzip();
         let (recents, purchases): (Vec<Vec<u8>>, Vec<Vec<u8>>) = lists.into_iter().unzip();
-        let sql = match stored {
-            Stored::New => "INSERT INTO rec_users (partition, user_id, recent, purchased)
-                 SELECT $1, * FROM UNNEST($2::text[], $3::bytea[], $4::bytea[])
-                 ON CONFLICT (user_id, partition) DO UPDATE SET recent = EXCLUDED.recent, purchased = EXCLUDED.purchased",
-            _ => "UPDATE rec_users AS r SET recent = v.recent, purchased = v.purchased
-                 FROM UNNEST($2::text[], $3::bytea[], $4::bytea[]) AS v (user_id, recent, purchased)
-                 WHERE r.partition = $1 AND r.user_id = v.user_id",
-        };
-        let query = sqlx::query(sql)
+        let sql = USERS.statement(stored);
+        let query = sqlx::query(&sql)
             .bind(partition)
             .bind(&ids)
             .bind(recents)
             .bind(purchases);
-        expect_rows(
-            stored,
-            "rec_users",
-            ids.len(),
-            query.execute(&mut *conn).await?,
-        )?;
+        USERS.expect_rows(stored, ids.len(), query.execute(&mut *conn).await?)?;
     }
     let cooc = Rows::of(
         &model.cooc,
@@ -187,50 +173,98 @@ pub async fn save(
     );
     for (stored, rows) in cooc.by_kind() {
         let (items, lists): (Vec<&str>, Vec<Vec<u8>>) = rows.into_iter().unzip();
-        let sql = match stored {
-            Stored::New => {
-                "INSERT INTO rec_cooc (partition, item, neighbors)
-                 SELECT $1, * FROM UNNEST($2::text[], $3::bytea[])
-                 ON CONFLICT (item, partition) DO UPDATE SET neighbors = EXCLUDED.neighbors"
-            }
-            _ => {
-                "UPDATE rec_cooc AS r SET neighbors = v.neighbors
-                 FROM UNNEST($2::text[], $3::bytea[]) AS v (item, neighbors)
-                 WHERE r.partition = $1 AND r.item = v.item"
-            }
-        };
-        let query = sqlx::query(sql).bind(partition).bind(&items).bind(lists);
-        expect_rows(
-            stored,
-            "rec_cooc",
-            items.len(),
-            query.execute(&mut *conn).await?,
-        )?;
+        let sql = COOC.statement(stored);
+        let query = sqlx::query(&sql).bind(partition).bind(&items).bind(lists);
+        COOC.expect_rows(stored, items.len(), query.execute(&mut *conn).await?)?;
     }
     let popularity = Rows::of(&model.popularity, |p| p.stored, |p| p.score);
     for (stored, rows) in popularity.by_kind() {
         let (items, scores): (Vec<&str>, Vec<f64>) = rows.into_iter().unzip();
-        let sql = match stored {
-            Stored::New => {
-                "INSERT INTO rec_popularity (partition, item, score)
-                 SELECT $1, * FROM UNNEST($2::text[], $3::float8[])
-                 ON CONFLICT (item, partition) DO UPDATE SET score = EXCLUDED.score"
-            }
-            _ => {
-                "UPDATE rec_popularity AS r SET score = v.score
-                 FROM UNNEST($2::text[], $3::float8[]) AS v (item, score)
-                 WHERE r.partition = $1 AND r.item = v.item"
-            }
-        };
-        let query = sqlx::query(sql).bind(partition).bind(&items).bind(scores);
-        expect_rows(
-            stored,
-            "rec_popularity",
-            items.len(),
-            query.execute(&mut *conn).await?,
-        )?;
+        let sql = POPULARITY.statement(stored);
+        let query = sqlx::query(&sql).bind(partition).bind(&items).bind(scores);
+        POPULARITY.expect_rows(stored, items.len(), query.execute(&mut *conn).await?)?;
     }
     Ok(())
+}
+
+/// A table of the model: its key beside `partition`, and its columns with
+/// their types, bound as arrays in this order after the keys.
+struct Table {
+    name: &'static str,
+    key: &'static str,
+    columns: &'static [(&'static str, &'static str)],
+}
+
+const USERS: Table = Table {
+    name: "rec_users",
+    key: "user_id",
+    columns: &[("recent", "bytea"), ("purchased", "bytea")],
+};
+const COOC: Table = Table {
+    name: "rec_cooc",
+    key: "item",
+    columns: &[("neighbors", "bytea")],
+};
+const POPULARITY: Table = Table {
+    name: "rec_popularity",
+    key: "item",
+    columns: &[("score", "float8")],
+};
+
+impl Table {
+    /// `$1` the partition, `$2` the keys, `$3...` the columns: new rows
+    /// inserted (an upsert, for a row the model could not load), changed
+    /// ones updated in place.
+    fn statement(&self, stored: Stored) -> String {
+        let Table { name, key, columns } = self;
+        let list = |f: &dyn Fn(&str) -> String| -> String {
+            columns
+                .iter()
+                .map(|(c, _)| f(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let arrays: String = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!(", ${}::{ty}[]", i + 3))
+            .collect();
+        let names = list(&|c| c.to_owned());
+        match stored {
+            Stored::New => format!(
+                "INSERT INTO {name} (partition, {key}, {names})
+                 SELECT $1, * FROM UNNEST($2::text[]{arrays})
+                 ON CONFLICT ({key}, partition) DO UPDATE SET {}",
+                list(&|c| format!("{c} = EXCLUDED.{c}"))
+            ),
+            _ => format!(
+                "UPDATE {name} AS r SET {}
+                 FROM UNNEST($2::text[]{arrays}) AS v ({key}, {names})
+                 WHERE r.partition = $1 AND r.{key} = v.{key}",
+                list(&|c| format!("{c} = v.{c}"))
+            ),
+        }
+    }
+
+    /// An update in place must meet every row it names: one missing means
+    /// the model in memory is not the stored one, and the batch must not
+    /// commit (the runtime reloads the partition from what is stored and
+    /// retries).
+    fn expect_rows(
+        &self,
+        stored: Stored,
+        rows: usize,
+        done: sqlx::postgres::PgQueryResult,
+    ) -> sqlx::Result<()> {
+        if stored == Stored::Changed && done.rows_affected() != rows as u64 {
+            return Err(sqlx::Error::Protocol(format!(
+                "{}: {} of {rows} rows to update were there; the stored model differs from memory",
+                self.name,
+                done.rows_affected()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A table's rows to write, new and changed apart.
@@ -265,24 +299,6 @@ impl<'m, T> Rows<'m, T> {
             .into_iter()
             .filter(|(_, rows)| !rows.is_empty())
     }
-}
-
-/// An update in place must meet every row it names: one missing means the
-/// model in memory is not the stored one, and the batch must not commit
-/// (the runtime reloads the partition from what is stored and retries).
-fn expect_rows(
-    stored: Stored,
-    table: &str,
-    rows: usize,
-    done: sqlx::postgres::PgQueryResult,
-) -> sqlx::Result<()> {
-    if stored == Stored::Changed && done.rows_affected() != rows as u64 {
-        return Err(sqlx::Error::Protocol(format!(
-            "{table}: {} of {rows} rows to update were there; the stored model differs from memory",
-            done.rows_affected()
-        )));
-    }
-    Ok(())
 }
 
 /// Per-day interaction counts of one batch.
