@@ -114,11 +114,9 @@ impl Worker for Recommender {
             let newest = latest.entry(received.partition).or_insert(ts);
             *newest = (*newest).max(ts);
         }
-        for (&partition, model) in &mut self.partitions {
-            store::save(tx, partition, model).await?;
-            // If the transaction then fails, the sink reloads this partition from Postgres.
-            model.clean();
-        }
+        store::save(tx, &self.partitions).await?;
+        // If the transaction then fails, the sink reloads the batch's partitions from Postgres.
+        self.partitions.values_mut().for_each(PartitionModel::clean);
         store::add_daily(tx, &daily).await?;
         store::touch_partitions(tx, &latest).await?;
         Ok(refusals)

@@ -124,17 +124,17 @@ fn bad_row(partition: i32, table: &str, row: &str) {
     );
 }
 
-/// Writes what changed in `model` since the last save, in two statements
-/// per table: the changed rows updated in place, the new ones inserted.
-/// Lists go to Postgres as bytes ([`codec`]) in binary arrays: nothing to
-/// parse there.
+/// Writes what changed in the partitions' models since the last save, in
+/// at most two statements per table for all of them: the changed rows
+/// updated in place, the new ones inserted. Lists go to Postgres as bytes
+/// ([`codec`]) in binary arrays: nothing to parse there.
 pub async fn save(
     conn: &mut PgConnection,
-    partition: i32,
-    model: &PartitionModel,
+    models: &HashMap<i32, PartitionModel>,
 ) -> sqlx::Result<()> {
     let users = Rows::of(
-        &model.users,
+        models,
+        |m| &m.users,
         |u| u.stored,
         |user| {
             let mut recent = Vec::with_capacity(user.recent.len() * 24);
@@ -145,19 +145,27 @@ pub async fn save(
             (recent, purchased)
         },
     );
-    for (stored, rows) in users.by_kind() {
-        let (ids, lists): (Vec<&str>, Vec<_>) = rows.into_iter().unzip();
-        let (recents, purchases): (Vec<Vec<u8>>, Vec<Vec<u8>>) = lists.into_iter().unzip();
+    for (
+        stored,
+        Rows {
+            partitions,
+            keys,
+            values,
+        },
+    ) in users
+    {
+        let (recents, purchases): (Vec<Vec<u8>>, Vec<Vec<u8>>) = values.into_iter().unzip();
         let sql = USERS.statement(stored);
         let query = sqlx::query(&sql)
-            .bind(partition)
-            .bind(&ids)
+            .bind(partitions)
+            .bind(&keys)
             .bind(recents)
             .bind(purchases);
-        USERS.expect_rows(stored, ids.len(), query.execute(&mut *conn).await?)?;
+        USERS.expect_rows(stored, keys.len(), query.execute(&mut *conn).await?)?;
     }
     let cooc = Rows::of(
-        &model.cooc,
+        models,
+        |m| &m.cooc,
         |n| n.stored,
         |neighbors| {
             let mut ranked: Vec<(&str, f64)> = neighbors
@@ -171,24 +179,38 @@ pub async fn save(
             list
         },
     );
-    for (stored, rows) in cooc.by_kind() {
-        let (items, lists): (Vec<&str>, Vec<Vec<u8>>) = rows.into_iter().unzip();
+    for (
+        stored,
+        Rows {
+            partitions,
+            keys,
+            values,
+        },
+    ) in cooc
+    {
         let sql = COOC.statement(stored);
-        let query = sqlx::query(&sql).bind(partition).bind(&items).bind(lists);
-        COOC.expect_rows(stored, items.len(), query.execute(&mut *conn).await?)?;
+        let query = sqlx::query(&sql).bind(partitions).bind(&keys).bind(values);
+        COOC.expect_rows(stored, keys.len(), query.execute(&mut *conn).await?)?;
     }
-    let popularity = Rows::of(&model.popularity, |p| p.stored, |p| p.score);
-    for (stored, rows) in popularity.by_kind() {
-        let (items, scores): (Vec<&str>, Vec<f64>) = rows.into_iter().unzip();
+    let popularity = Rows::of(models, |m| &m.popularity, |p| p.stored, |p| p.score);
+    for (
+        stored,
+        Rows {
+            partitions,
+            keys,
+            values,
+        },
+    ) in popularity
+    {
         let sql = POPULARITY.statement(stored);
-        let query = sqlx::query(&sql).bind(partition).bind(&items).bind(scores);
-        POPULARITY.expect_rows(stored, items.len(), query.execute(&mut *conn).await?)?;
+        let query = sqlx::query(&sql).bind(partitions).bind(&keys).bind(values);
+        POPULARITY.expect_rows(stored, keys.len(), query.execute(&mut *conn).await?)?;
     }
     Ok(())
 }
 
 /// A table of the model: its key beside `partition`, and its columns with
-/// their types, bound as arrays in this order after the keys.
+/// their types, bound as arrays in this order after the partitions and keys.
 struct Table {
     name: &'static str,
     key: &'static str,
@@ -212,7 +234,7 @@ const POPULARITY: Table = Table {
 };
 
 impl Table {
-    /// `$1` the partition, `$2` the keys, `$3...` the columns: new rows
+    /// `$1` the partitions, `$2` the keys, `$3...` the columns: new rows
     /// inserted (an upsert, for a row the model could not load), changed
     /// ones updated in place.
     fn statement(&self, stored: Stored) -> String {
@@ -233,14 +255,14 @@ impl Table {
         match stored {
             Stored::New => format!(
                 "INSERT INTO {name} (partition, {key}, {names})
-                 SELECT $1, * FROM UNNEST($2::text[]{arrays})
+                 SELECT * FROM UNNEST($1::int[], $2::text[]{arrays})
                  ON CONFLICT ({key}, partition) DO UPDATE SET {}",
                 list(&|c| format!("{c} = EXCLUDED.{c}"))
             ),
             _ => format!(
                 "UPDATE {name} AS r SET {}
-                 FROM UNNEST($2::text[]{arrays}) AS v ({key}, {names})
-                 WHERE r.partition = $1 AND r.{key} = v.{key}",
+                 FROM UNNEST($1::int[], $2::text[]{arrays}) AS v (partition, {key}, {names})
+                 WHERE r.partition = v.partition AND r.{key} = v.{key}",
                 list(&|c| format!("{c} = v.{c}"))
             ),
         }
@@ -267,37 +289,46 @@ impl Table {
     }
 }
 
-/// A table's rows to write, new and changed apart.
+/// Rows of one kind for one table: partitions, keys and values, as arrays.
 struct Rows<'m, T> {
-    new: Vec<(&'m str, T)>,
-    changed: Vec<(&'m str, T)>,
+    partitions: Vec<i32>,
+    keys: Vec<&'m str>,
+    values: Vec<T>,
 }
 
 impl<'m, T> Rows<'m, T> {
-    fn of<V>(
-        entries: &'m crate::model::Map<String, V>,
-        stored: impl Fn(&V) -> Stored,
-        row: impl Fn(&V) -> T,
-    ) -> Self {
-        let mut rows = Rows {
-            new: Vec::new(),
-            changed: Vec::new(),
-        };
-        for (key, entry) in entries {
-            match stored(entry) {
-                Stored::New => rows.new.push((key.as_str(), row(entry))),
-                Stored::Changed => rows.changed.push((key.as_str(), row(entry))),
-                Stored::Saved => {}
-            }
+    fn new() -> Self {
+        Rows {
+            partitions: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
         }
-        rows
     }
 
-    /// The non-empty kinds, each with its rows.
-    fn by_kind(self) -> impl Iterator<Item = (Stored, Vec<(&'m str, T)>)> {
-        [(Stored::New, self.new), (Stored::Changed, self.changed)]
+    /// The new and the changed rows of every partition's `entries` (the
+    /// kinds that have any).
+    fn of<V: 'm>(
+        models: &'m HashMap<i32, PartitionModel>,
+        entries: impl Fn(&'m PartitionModel) -> &'m crate::model::Map<String, V>,
+        stored: impl Fn(&V) -> Stored,
+        row: impl Fn(&V) -> T,
+    ) -> impl Iterator<Item = (Stored, Self)> {
+        let (mut new, mut changed) = (Self::new(), Self::new());
+        for (&partition, model) in models {
+            for (key, entry) in entries(model) {
+                let rows = match stored(entry) {
+                    Stored::New => &mut new,
+                    Stored::Changed => &mut changed,
+                    Stored::Saved => continue,
+                };
+                rows.partitions.push(partition);
+                rows.keys.push(key.as_str());
+                rows.values.push(row(entry));
+            }
+        }
+        [(Stored::New, new), (Stored::Changed, changed)]
             .into_iter()
-            .filter(|(_, rows)| !rows.is_empty())
+            .filter(|(_, rows)| !rows.keys.is_empty())
     }
 }
 
@@ -353,20 +384,24 @@ pub async fn add_daily(
     Ok(())
 }
 
-/// Records the newest event time applied per partition.
+/// Records the newest event time applied per partition, in one statement.
 pub async fn touch_partitions(
     conn: &mut PgConnection,
     latest: &HashMap<i32, DateTime<Utc>>,
 ) -> sqlx::Result<()> {
-    for (&partition, &at) in latest {
-        sqlx::query(
-            "INSERT INTO rec_partitions (partition, last_event_at) VALUES ($1, $2)
-             ON CONFLICT (partition) DO UPDATE SET last_event_at = GREATEST(rec_partitions.last_event_at, EXCLUDED.last_event_at)",
-        )
-        .bind(partition)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+    if latest.is_empty() {
+        return Ok(());
     }
+    let (partitions, times): (Vec<i32>, Vec<DateTime<Utc>>) =
+        latest.iter().map(|(p, t)| (*p, *t)).unzip();
+    sqlx::query(
+        "INSERT INTO rec_partitions (partition, last_event_at)
+         SELECT * FROM UNNEST($1::int[], $2::timestamptz[])
+         ON CONFLICT (partition) DO UPDATE SET last_event_at = GREATEST(rec_partitions.last_event_at, EXCLUDED.last_event_at)",
+    )
+    .bind(partitions)
+    .bind(times)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

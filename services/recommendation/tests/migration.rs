@@ -210,7 +210,7 @@ async fn lists_stored_as_json_migrate_to_bytes_and_answer_the_same() {
     let fresh_url = env.another_database().await;
     let fresh = PgPool::connect(&fresh_url).await.unwrap();
     MIGRATOR.run(&fresh).await.unwrap();
-    let mut tx = fresh.begin().await.unwrap();
+    let mut written = std::collections::HashMap::new();
     for (&partition, model) in &models {
         let mut new = PartitionModel::default();
         for (user, state) in &model.users {
@@ -228,8 +228,10 @@ async fn lists_stored_as_json_migrate_to_bytes_and_answer_the_same() {
             popularity.stored = Stored::New;
             new.popularity.insert(item.clone(), popularity);
         }
-        store::save(&mut tx, partition, &new).await.unwrap();
+        written.insert(partition, new);
     }
+    let mut tx = fresh.begin().await.unwrap();
+    store::save(&mut tx, &written).await.unwrap();
     tx.commit().await.unwrap();
 
     // The malformed entries are gone, everything else is byte for byte

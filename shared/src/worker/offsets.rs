@@ -47,47 +47,65 @@ pub struct Step {
     pub dead_lettered: i64,
 }
 
-/// Advances one partition as `step` says, adding to its counters. Returns
-/// false when the stored position is not `step.from`: another instance
-/// committed this partition meanwhile (this one is a zombie), or an earlier
-/// commit of ours went through unacknowledged; the whole transaction must be
-/// abandoned.
+/// Advances every partition as its step says, adding to its counters, in
+/// at most two statements (first commits inserted, the rest moved with a
+/// compare-and-set). Returns false when a stored position is not its
+/// step's `from`: another instance committed that partition meanwhile (this
+/// one is a zombie), or an earlier commit of ours went through
+/// unacknowledged; the whole transaction must be abandoned.
 pub async fn advance(
     conn: &mut PgConnection,
     consumer: &str,
     topic: &str,
-    step: Step,
+    steps: &[Step],
 ) -> sqlx::Result<bool> {
-    let done = match step.from.next {
-        None => sqlx::query(
+    let (first, moved): (Vec<&Step>, Vec<&Step>) =
+        steps.iter().partition(|s| s.from.next.is_none());
+    let column =
+        |steps: &[&Step], f: fn(&Step) -> i64| steps.iter().map(|s| f(s)).collect::<Vec<i64>>();
+    let partitions = |steps: &[&Step]| steps.iter().map(|s| s.partition).collect::<Vec<i32>>();
+    if !first.is_empty() {
+        let done = sqlx::query(
             "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset, applied, dead_lettered)
-             VALUES ($1, $2, $3, $4, $5, $6)
+             SELECT $1, $2, * FROM UNNEST($3::int[], $4::int8[], $5::int8[], $6::int8[])
              ON CONFLICT DO NOTHING",
         )
         .bind(consumer)
         .bind(topic)
-        .bind(step.partition)
-        .bind(step.next)
-        .bind(step.applied)
-        .bind(step.dead_lettered)
+        .bind(partitions(&first))
+        .bind(column(&first, |s| s.next))
+        .bind(column(&first, |s| s.applied))
+        .bind(column(&first, |s| s.dead_lettered))
         .execute(&mut *conn)
-        .await?,
-        Some(expected) => sqlx::query(
-            "UPDATE consumer_offsets
-             SET next_offset = $4, applied = applied + $5, dead_lettered = dead_lettered + $6, updated_at = now()
-             WHERE consumer = $1 AND topic = $2 AND partition = $3 AND next_offset = $7",
+        .await?;
+        if done.rows_affected() != first.len() as u64 {
+            return Ok(false);
+        }
+    }
+    if !moved.is_empty() {
+        let done = sqlx::query(
+            "UPDATE consumer_offsets AS o
+             SET next_offset = v.next, applied = o.applied + v.applied,
+                 dead_lettered = o.dead_lettered + v.dead, updated_at = now()
+             FROM UNNEST($3::int[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])
+                  AS v (partition, next, applied, dead, expected)
+             WHERE o.consumer = $1 AND o.topic = $2 AND o.partition = v.partition
+               AND o.next_offset = v.expected",
         )
         .bind(consumer)
         .bind(topic)
-        .bind(step.partition)
-        .bind(step.next)
-        .bind(step.applied)
-        .bind(step.dead_lettered)
-        .bind(expected)
+        .bind(partitions(&moved))
+        .bind(column(&moved, |s| s.next))
+        .bind(column(&moved, |s| s.applied))
+        .bind(column(&moved, |s| s.dead_lettered))
+        .bind(column(&moved, |s| s.from.next.unwrap_or_default()))
         .execute(&mut *conn)
-        .await?,
-    };
-    Ok(done.rows_affected() == 1)
+        .await?;
+        if done.rows_affected() != moved.len() as u64 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Per partition of a consumer: next offset, events applied, messages dead-lettered.

@@ -219,22 +219,23 @@ impl PgCommit {
                 send_dead(&self.dead_letters, batch, range.clone()).await?;
             }
         }
-        for (partition, step) in batch.steps(range.clone()) {
-            let from = self
-                .positions
-                .get(&partition)
-                .copied()
-                .unwrap_or(Position { next: None });
-            let advance = offsets::Step {
+        let steps: Vec<offsets::Step> = batch
+            .steps(range.clone())
+            .into_iter()
+            .map(|(partition, step)| offsets::Step {
                 partition,
-                from,
+                from: self
+                    .positions
+                    .get(&partition)
+                    .copied()
+                    .unwrap_or(Position { next: None }),
                 next: step.next,
                 applied: step.applied,
                 dead_lettered: step.dead,
-            };
-            if !offsets::advance(&mut tx, &self.name, &self.topic, advance).await? {
-                return Ok(Outcome::Fenced);
-            }
+            })
+            .collect();
+        if !offsets::advance(&mut tx, &self.name, &self.topic, &steps).await? {
+            return Ok(Outcome::Fenced);
         }
         self.dedupe
             .record_dead(&mut tx, batch, range)
