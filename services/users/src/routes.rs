@@ -180,10 +180,26 @@ async fn create(
         .map_err(|e| write_error(&id, e))?;
     s.wake.notify_one();
     let mut response = answer(StatusCode::CREATED, user);
-    if let Ok(location) = HeaderValue::from_str(&format!("/users/{id}")) {
-        response.headers_mut().insert(LOCATION, location);
-    }
+    let location = HeaderValue::from_str(&format!("/users/{}", path_segment(&id)))
+        .expect("a percent-encoded path is visible ASCII");
+    response.headers_mut().insert(LOCATION, location);
     Ok(response)
+}
+
+/// `text` as one URL path segment: every byte but the unreserved ones
+/// (RFC 3986) percent-encoded. A header holds bytes, and clients read any
+/// beyond ASCII as Latin-1: an id's UTF-8 sent raw in `Location` came back
+/// as another id.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Replaces a user's email and name.

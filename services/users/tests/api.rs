@@ -402,3 +402,40 @@ async fn the_api_is_described_with_its_error_answers() {
         .await;
     assert_eq!(status, 400);
 }
+
+/// `Location` is a URL: an id beyond ASCII is percent-encoded in it (sent
+/// raw, clients read its UTF-8 as Latin-1 and asked for another user), and
+/// following it finds the user.
+#[tokio::test(flavor = "multi_thread")]
+async fn location_is_the_users_url_whatever_its_id() {
+    let env = TestEnv::new("users_location").await;
+    let service = Service::start(&env, false).await;
+    for id in ["\u{10b715}n\u{83744}\u{fa1fb}", "ünï code", "plain-1"] {
+        let response = service
+            .client
+            .post(format!("{}/users", service.base))
+            .bearer_auth(&service.token)
+            .json(&json!({"id": id, "email": "a@example.com"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201, "{id}");
+        let location = response.headers().get("location").expect("a Location");
+        assert!(
+            location.as_bytes().iter().all(u8::is_ascii_graphic),
+            "{location:?}"
+        );
+        let url = format!("{}{}", service.base, location.to_str().unwrap());
+        let found: Value = service
+            .client
+            .get(url)
+            .bearer_auth(&service.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(found["id"], id, "{found}");
+    }
+}
