@@ -179,20 +179,21 @@ pub async fn save(
             list
         },
     );
-    for (
-        stored,
-        Rows {
-            partitions,
-            keys,
-            values,
-        },
-    ) in cooc
-    {
-        let sql = COOC.statement(stored);
-        let query = sqlx::query(&sql).bind(partitions).bind(&keys).bind(values);
-        COOC.expect_rows(stored, keys.len(), query.execute(&mut *conn).await?)?;
-    }
+    write(conn, &COOC, cooc).await?;
     let popularity = Rows::of(models, |m| &m.popularity, |p| p.stored, |p| p.score);
+    write(conn, &POPULARITY, popularity).await?;
+    Ok(())
+}
+
+/// Writes the rows of a table of one column, each kind in one statement.
+async fn write<'m, T>(
+    conn: &mut PgConnection,
+    table: &Table,
+    kinds: impl Iterator<Item = (Stored, Rows<'m, T>)>,
+) -> sqlx::Result<()>
+where
+    Vec<T>: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+{
     for (
         stored,
         Rows {
@@ -200,11 +201,11 @@ pub async fn save(
             keys,
             values,
         },
-    ) in popularity
+    ) in kinds
     {
-        let sql = POPULARITY.statement(stored);
+        let sql = table.statement(stored);
         let query = sqlx::query(&sql).bind(partitions).bind(&keys).bind(values);
-        POPULARITY.expect_rows(stored, keys.len(), query.execute(&mut *conn).await?)?;
+        table.expect_rows(stored, keys.len(), query.execute(&mut *conn).await?)?;
     }
     Ok(())
 }

@@ -425,17 +425,8 @@ async fn location_is_the_users_url_whatever_its_id() {
             location.as_bytes().iter().all(u8::is_ascii_graphic),
             "{location:?}"
         );
-        let url = format!("{}{}", service.base, location.to_str().unwrap());
-        let found: Value = service
-            .client
-            .get(url)
-            .bearer_auth(&service.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let path = location.to_str().unwrap().to_owned();
+        let (_, _, found) = service.call(reqwest::Method::GET, &path, None, None).await;
         assert_eq!(found["id"], id, "{found}");
     }
 }
