@@ -56,12 +56,14 @@ mem = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemT
 def row(what, measured, goal, met):
     return f"| {what} | {measured} | {goal} | {'met' if met else '**not met**'} |"
 rows = [
-    row("full replay vs `kcat -C` raw read, same topic: warm; cold (after 60 s of quiet)",
-        f"{f('replay_ratio'):.2f}x ({f('replay_eps'):,.0f} vs {f('replay_kcat_eps'):,.0f} events/s); {f('replay_cold_ratio'):.2f}x",
-        ">= 0.8x both", min(f("replay_ratio"), f("replay_cold_ratio")) >= 0.8),
+    row("full replay vs `kcat -C` raw read, same topic: warm; cold (after 60 s of quiet); "
+        "cold on the running suite's own `events` topic, its dashboard",
+        f"{f('replay_ratio'):.2f}x ({f('replay_eps'):,.0f} vs {f('replay_kcat_eps'):,.0f} events/s); {f('replay_cold_ratio'):.2f}x; "
+        f"{f('replay_live_cold_ratio'):.2f}x ({f('replay_live_records'):,.0f} records)",
+        ">= 0.8x each", min(f("replay_ratio"), f("replay_cold_ratio"), f("replay_live_cold_ratio")) >= 0.8),
     row("recommendation (exactly-once, from scratch) vs Kafka Streams count-by-key (exactly_once_v2)",
         f"{f('recommendation_peer_ratio'):.2f}x ({f('recommendation_eps'):,.0f} vs {f('peer_eps'):,.0f} events/s)",
-        ">= 1.0x", f("recommendation_peer_ratio") >= 1.0),
+        ">= 0.5x", f("recommendation_peer_ratio") >= 0.5),
     row("recommendation (exactly-once into PostgreSQL) vs Kafka Streams co-occurrence, the same model (exactly_once_v2)",
         f"{f('recommendation_cooc_ratio'):.2f}x ({f('recommendation_eps'):,.0f} vs {f('cooc_peer_eps'):,.0f} events/s)",
         ">= 1.5x", f("recommendation_cooc_ratio") >= 1.5),
@@ -74,8 +76,8 @@ rows = [
         max(f(k) for k in ("answers_known_warm_p99_ms", "answers_known_cold_p99_ms",
                            "answers_new_warm_p99_ms", "answers_new_cold_p99_ms")) <= 20),
     row("event -> visible over HTTP at 5,000 events/s, p99",
-        f"{f('latency_p99_ms_5000'):.0f} ms (p50 {f('latency_p50_ms_5000'):.0f} ms)", "<= 100 ms",
-        f("latency_p99_ms_5000") <= 100),
+        f"{f('latency_p99_ms_5000'):.0f} ms (p50 {f('latency_p50_ms_5000'):.0f} ms)", "<= 50 ms",
+        f("latency_p99_ms_5000") <= 50),
     row("gateway NDJSON ingest vs `kcat -P` (acks=all, idempotent)",
         f"{f('ingest_ratio'):.2f}x ({f('ingest_gateway_eps'):,.0f} vs {f('ingest_kcat_eps'):,.0f} events/s)",
         ">= 0.8x", f("ingest_ratio") >= 0.8),

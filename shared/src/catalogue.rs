@@ -79,6 +79,7 @@ pub const METRICS: &[Metric] = &[
     // Recommendation.
     m("kappa_recommendation_bad_entries_total", Counter, "table", "Stored model entries dropped on load (not a finite score)."),
     m("kappa_recommendation_event_time_clamped_total", Counter, "", "Interactions whose event time was after their record's timestamp, counted at the record's."),
+    m("kappa_recommendation_answers_in_snapshot_total", Counter, "", "Recommendations for a user read in a REPEATABLE READ transaction: a commit fell between the unlocked reads three times, or the popular fill-in of the position was not kept yet."),
     // Dashboard (batch replays).
     m("kappa_replay_duration_seconds", Histogram, "", "Duration of a successful replay."),
     m("kappa_replay_events_per_second", Gauge, "", "Throughput of the last successful replay."),

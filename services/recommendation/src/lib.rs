@@ -40,6 +40,8 @@ pub struct RecommendationConfig {
     pub half_life_days: f64,
     /// `/readyz` fails when events were held this long without a commit.
     pub stuck_after_ms: u64,
+    /// Connections the answers read through (a pool of their own).
+    pub read_connections: u32,
 }
 
 impl RecommendationConfig {
@@ -77,7 +79,14 @@ impl Application {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let pool = shared::db::connect(&settings.database).await?;
+        // Answers read through a few connections of their own: many
+        // concurrent requests queue here for one of them, rather than run
+        // as as many PostgreSQL backends contending for the same cores
+        // (which spreads every answer's latency), and the worker's commits
+        // never wait behind a burst of reads for a pooled connection.
+        let readers = shared::db::readers(&settings.database, config.read_connections).await?;
         shared::catalogue::zero("kappa_recommendation_event_time_clamped_total", &[]);
+        shared::catalogue::zero("kappa_recommendation_answers_in_snapshot_total", &[]);
         for table in ["rec_users", "rec_cooc", "rec_popularity"] {
             shared::catalogue::zero(
                 "kappa_recommendation_bad_entries_total",
@@ -85,7 +94,7 @@ impl Application {
             );
         }
         let state = AppState {
-            pool: pool.clone(),
+            pool: readers,
             consumer: config.group.clone(),
             topic: settings.kafka.events_topic.clone(),
             half_life_secs: config.half_life_secs(),

@@ -274,7 +274,7 @@ fn prune(neighbors: &mut Map<String, f64>) {
 }
 
 /// Sorts by score, best first, then by product id.
-pub fn rank(items: &mut [(String, f64)]) {
+pub fn rank<K: Ord>(items: &mut [(K, f64)]) {
     items.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 }
 

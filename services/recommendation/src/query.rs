@@ -1,15 +1,19 @@
 //! Answers combine every partition's rows, so any instance gives the same
 //! answer whichever partitions it owns. An answer and its `as_of` are read
-//! in one snapshot ([`snapshot`]): the position is exactly what it includes.
+//! at one committed position: in one snapshot ([`snapshot`]), or in
+//! statements that each read the position too ([`answer_for_user`]). The
+//! position is exactly what the answer includes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::model::{linear, log_add, log_growth, rank};
+use crate::model::{linear, log_add, log_growth, rank, Map};
 use crate::store::{finite_scores, products};
 
 /// Where a recommended product comes from.
@@ -91,16 +95,29 @@ fn now(as_of: &AsOf, half_life_secs: f64) -> f64 {
         .map_or(0.0, |t| log_growth(t, half_life_secs))
 }
 
+/// Sets of product ids.
+type Set<'a> = std::collections::HashSet<&'a str, foldhash::fast::RandomState>;
+
 /// Log-scores ranked (best first, ties by product id), cut to `limit` and
-/// made linear relative to `now`.
-fn top(scores: HashMap<String, f64>, limit: usize, now: f64, source: Source) -> Vec<Scored> {
-    let mut ranked: Vec<(String, f64)> = scores.into_iter().collect();
+/// made linear relative to `now`. Only the best `limit` are sorted: the
+/// order is total (ids are distinct), so they are the same ones, in the
+/// same order, as in a sort of them all.
+fn top(scores: Map<&str, f64>, limit: usize, now: f64, source: Source) -> Vec<Scored> {
+    let mut ranked: Vec<(&str, f64)> = scores.into_iter().collect();
+    if limit == 0 {
+        return Vec::new();
+    }
+    if ranked.len() > limit {
+        ranked.select_nth_unstable_by(limit - 1, |a, b| {
+            b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0))
+        });
+        ranked.truncate(limit);
+    }
     rank(&mut ranked);
-    ranked.truncate(limit);
     ranked
         .into_iter()
         .map(|(product_id, score)| Scored {
-            product_id,
+            product_id: product_id.to_owned(),
             score: linear(score, now),
             source,
         })
@@ -110,13 +127,185 @@ fn top(scores: HashMap<String, f64>, limit: usize, now: f64, source: Source) -> 
 /// Adds `score` to the log-score of `item`. Sums of floats depend on their
 /// order in the last bits: callers add rows in key order (not the table's
 /// physical order, which a rewrite or a migration changes), so equal state
-/// gives equal answers bit for bit.
-fn accumulate(scores: &mut HashMap<String, f64>, item: String, score: f64) {
-    let total = scores.entry(item).or_insert(f64::NEG_INFINITY);
-    *total = log_add(*total, score);
+/// gives equal answers bit for bit. A first score is the sum itself
+/// (`log_add` with nothing gives it back exactly), without its logarithm.
+fn accumulate<'a>(scores: &mut Map<&'a str, f64>, item: &'a str, score: f64) {
+    match scores.entry(item) {
+        Entry::Occupied(mut total) => *total.get_mut() = log_add(*total.get(), score),
+        Entry::Vacant(total) => {
+            total.insert(score);
+        }
+    }
 }
 
-/// Recommendations for `user`; `fallback` when popularity had to fill in.
+/// Recommendations for `user`, `fallback` when popularity filled in, and
+/// the position they are of. Usually read outside any transaction, in two
+/// statements each of which also reads the committed position (every change
+/// to the model commits with its offsets, so the same position twice is the
+/// same state twice); when a commit fell between them, or the fill-in is not
+/// kept for that position, again, at most [`UNLOCKED_READS`] times, then in
+/// one snapshot ([`for_user`] in a `REPEATABLE READ` transaction, which
+/// also keeps the fill-in of its position). A transaction is three round
+/// trips more than the answer needs (`BEGIN`, the position on its own,
+/// `COMMIT`): a new user's answer is one round trip, a known user's two.
+pub async fn answer_for_user(
+    pool: &PgPool,
+    cache: &PopularCache,
+    position: (&str, &str),
+    user: &str,
+    limit: usize,
+    half_life_secs: f64,
+) -> sqlx::Result<(Vec<Scored>, bool, AsOf)> {
+    let (consumer, topic) = position;
+    for _ in 0..UNLOCKED_READS {
+        match unlocked(pool, cache, position, user, limit, half_life_secs).await? {
+            Unlocked::Answer(answer) => return Ok(answer),
+            Unlocked::Moved => continue,
+            Unlocked::NotKept => break,
+        }
+    }
+    metrics::counter!("kappa_recommendation_answers_in_snapshot_total").increment(1);
+    let mut snapshot = snapshot(pool).await?;
+    let as_of = as_of(&mut snapshot, consumer, topic).await?;
+    let (items, fallback) =
+        for_user(&mut snapshot, cache, user, limit, &as_of, half_life_secs).await?;
+    snapshot.commit().await?;
+    Ok((items, fallback, as_of))
+}
+
+/// Reads of an answer outside a transaction before it is read in one.
+pub const UNLOCKED_READS: usize = 3;
+
+/// The committed position (partitions and their next offsets, by
+/// partition; NULL before the first commit), once, joined to rows read in
+/// the same statement: at least one row, whatever the rows are.
+const POSITION: &str = "
+    (SELECT array_agg(partition ORDER BY partition) AS partitions,
+            array_agg(next_offset ORDER BY partition) AS offsets
+     FROM consumer_offsets WHERE consumer = $1 AND topic = $2) AS o";
+
+/// The position, the newest event time and the user's rows (`recent`,
+/// `purchased`; NULL if none), in one statement (one snapshot).
+static USER_AT_POSITION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT o.partitions, o.offsets, (SELECT max(last_event_at) FROM rec_partitions), u.recent, u.purchased
+         FROM {POSITION} LEFT JOIN rec_users AS u ON u.user_id = $3"
+    )
+});
+
+/// The position and the neighbour lists of `$3`'s products, in one
+/// statement. Rows, not arrays of them: an aggregate of the lists copies
+/// and sorts them all, which made the statement three times as costly
+/// (pgbench, 10 products: 3,600 statements/s against 9,000).
+static NEIGHBORS_AT_POSITION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT o.partitions, o.offsets, c.item, c.partition, c.neighbors
+         FROM {POSITION} LEFT JOIN rec_cooc AS c ON c.item = ANY($3)"
+    )
+});
+
+type Position = (Option<Vec<i32>>, Option<Vec<i64>>);
+
+/// A neighbour list as read: product, partition, list.
+type NeighborRow = (String, i32, Vec<u8>);
+
+/// An answer read in statements of their own.
+enum Unlocked {
+    Answer((Vec<Scored>, bool, AsOf)),
+    /// A commit fell between the statements.
+    Moved,
+    /// The fill-in the answer needs is not kept for its position.
+    NotKept,
+}
+
+async fn unlocked(
+    pool: &PgPool,
+    cache: &PopularCache,
+    (consumer, topic): (&str, &str),
+    user: &str,
+    limit: usize,
+    half_life_secs: f64,
+) -> sqlx::Result<Unlocked> {
+    type UserRow = (
+        Option<Vec<i32>>,
+        Option<Vec<i64>>,
+        Option<DateTime<Utc>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+    );
+    type Neighbors = (
+        Option<Vec<i32>>,
+        Option<Vec<i64>>,
+        Option<String>,
+        Option<i32>,
+        Option<Vec<u8>>,
+    );
+    let mut conn = pool.acquire().await?;
+    let rows: Vec<UserRow> = sqlx::query_as(&USER_AT_POSITION)
+        .bind(consumer)
+        .bind(topic)
+        .bind(user)
+        .fetch_all(&mut *conn)
+        .await?;
+    // The position joins the user's rows: there is at least one row.
+    let Some((partitions, offsets, last_event_at, ..)) = rows.first() else {
+        return Err(sqlx::Error::RowNotFound);
+    };
+    let (position, last_event_at): (Position, _) =
+        ((partitions.clone(), offsets.clone()), *last_event_at);
+    let lists: Vec<(Vec<u8>, Vec<u8>)> = rows
+        .into_iter()
+        .filter_map(|(.., recent, purchased)| recent.zip(purchased))
+        .collect();
+    let history = History::of(&lists);
+    let mut neighbors: Vec<NeighborRow> = Vec::new();
+    if !history.recent.is_empty() {
+        let rows: Vec<Neighbors> = sqlx::query_as(&NEIGHBORS_AT_POSITION)
+            .bind(consumer)
+            .bind(topic)
+            .bind(history.products())
+            .fetch_all(&mut *conn)
+            .await?;
+        for (partitions, offsets, item, partition, list) in rows {
+            if (partitions, offsets) != position {
+                return Ok(Unlocked::Moved);
+            }
+            if let (Some(item), Some(partition), Some(list)) = (item, partition, list) {
+                neighbors.push((item, partition, list));
+            }
+        }
+    }
+    drop(conn);
+    let (partitions, offsets) = position;
+    let as_of = AsOf {
+        last_event_at,
+        next_offsets: partitions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.to_string())
+            .zip(offsets.unwrap_or_default())
+            .collect(),
+    };
+    let now = now(&as_of, half_life_secs);
+    let mut ranked = history.similar(&mut neighbors, limit, now);
+    let fallback = ranked.len() < limit;
+    if fallback {
+        let skip = history.skip(&ranked);
+        let Some(kept) = cache.kept(&as_of, limit + skip.len()) else {
+            return Ok(Unlocked::NotKept);
+        };
+        fill_in(
+            &mut ranked,
+            limit,
+            &skip,
+            popular_scored(kept, &as_of, half_life_secs),
+        );
+    }
+    Ok(Unlocked::Answer((ranked, fallback, as_of)))
+}
+
+/// Recommendations for `user` at `as_of`, read in the snapshot `conn`
+/// holds; `fallback` when popularity had to fill in.
 pub async fn for_user(
     conn: &mut PgConnection,
     cache: &PopularCache,
@@ -125,57 +314,101 @@ pub async fn for_user(
     as_of: &AsOf,
     half_life_secs: f64,
 ) -> sqlx::Result<(Vec<Scored>, bool)> {
-    let rows: Vec<(Vec<u8>, Vec<u8>)> =
+    let lists: Vec<(Vec<u8>, Vec<u8>)> =
         sqlx::query_as("SELECT recent, purchased FROM rec_users WHERE user_id = $1")
             .bind(user)
             .fetch_all(&mut *conn)
             .await?;
-    let mut recent: HashMap<String, f64> = HashMap::new();
-    let mut purchased: HashSet<String> = HashSet::new();
-    for (r, p) in rows {
-        for (item, weight) in finite_scores(&r) {
-            let w = recent.entry(item).or_insert(f64::NEG_INFINITY);
-            *w = w.max(weight);
-        }
-        purchased.extend(products(&p));
+    let history = History::of(&lists);
+    let mut neighbors: Vec<NeighborRow> = if history.recent.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as("SELECT item, partition, neighbors FROM rec_cooc WHERE item = ANY($1)")
+            .bind(history.products())
+            .fetch_all(&mut *conn)
+            .await?
+    };
+    let mut ranked = history.similar(&mut neighbors, limit, now(as_of, half_life_secs));
+    let fallback = ranked.len() < limit;
+    if fallback {
+        let skip = history.skip(&ranked);
+        let popular = popular(conn, cache, limit + skip.len(), as_of, half_life_secs).await?;
+        fill_in(&mut ranked, limit, &skip, popular);
     }
-    let now = now(as_of, half_life_secs);
-    let mut scores: HashMap<String, f64> = HashMap::new();
-    if !recent.is_empty() {
-        let items: Vec<&str> = recent.keys().map(String::as_str).collect();
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT item, neighbors FROM rec_cooc WHERE item = ANY($1) ORDER BY item, partition",
-        )
-        .bind(&items)
-        .fetch_all(&mut *conn)
-        .await?;
-        for (item, neighbors) in rows {
+    Ok((ranked, fallback))
+}
+
+/// A user's stored lists, every partition's combined (borrowed from the
+/// rows read).
+struct History<'a> {
+    /// Recent products and their weight (the highest of any partition).
+    recent: Map<&'a str, f64>,
+    purchased: Set<'a>,
+}
+
+impl<'a> History<'a> {
+    /// From the user's rows: (`recent`, `purchased`) per partition.
+    fn of(lists: &'a [(Vec<u8>, Vec<u8>)]) -> Self {
+        let mut recent: Map<&str, f64> = Map::default();
+        let mut purchased = Set::default();
+        for (r, p) in lists {
+            for (item, weight) in finite_scores(r) {
+                let w = recent.entry(item).or_insert(f64::NEG_INFINITY);
+                *w = w.max(weight);
+            }
+            purchased.extend(products(p));
+        }
+        Self { recent, purchased }
+    }
+
+    /// The recent products, whose neighbour lists an answer reads.
+    fn products(&self) -> Vec<&'a str> {
+        self.recent.keys().copied().collect()
+    }
+
+    /// The best `limit` products engaged with together with the recent
+    /// ones and not purchased, from the recent products' neighbour lists.
+    /// They are added in key order (product, then partition; bytes, not a
+    /// collation of the database's), whatever order they were read in.
+    fn similar(&self, neighbors: &mut [NeighborRow], limit: usize, now: f64) -> Vec<Scored> {
+        neighbors.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let entries = neighbors.iter().map(|(.., list)| list.len() / 16).sum();
+        let mut scores: Map<&str, f64> = Map::with_capacity_and_hasher(entries, Default::default());
+        for (item, _, neighbors) in neighbors.iter() {
             // weight x score, both decayed to now: a product of two factors.
-            let weight = recent[&item] - now;
-            for (candidate, score) in finite_scores(&neighbors) {
-                if !purchased.contains(&candidate) {
+            let weight = self.recent[item.as_str()] - now;
+            for (candidate, score) in finite_scores(neighbors) {
+                if !self.purchased.contains(candidate) {
                     accumulate(&mut scores, candidate, weight + score);
                 }
             }
         }
+        // `weight + score - now` was summed above: `now` once more, and linear.
+        top(scores, limit, now, Source::Similar)
     }
-    // `weight + score - now` was summed above: `now` once more, and linear.
-    let mut ranked = top(scores, limit, now, Source::Similar);
-    let fallback = ranked.len() < limit;
-    if fallback {
-        let have: HashSet<String> = ranked.iter().map(|s| s.product_id.clone()).collect();
-        let skip: HashSet<String> = have.union(&purchased).cloned().collect();
-        for item in popular(conn, cache, limit + skip.len(), as_of, half_life_secs).await? {
-            if ranked.len() == limit {
-                break;
-            }
-            if !skip.contains(&item.product_id) {
-                // Popular fill-ins rank after every co-occurrence candidate.
-                ranked.push(item);
-            }
+
+    /// What a popular fill-in must not repeat: the purchased products and
+    /// those already in the answer.
+    fn skip(&self, ranked: &[Scored]) -> OwnedSet {
+        let mut skip: OwnedSet = self.purchased.iter().map(|p| (*p).to_owned()).collect();
+        skip.extend(ranked.iter().map(|s| s.product_id.clone()));
+        skip
+    }
+}
+
+type OwnedSet = std::collections::HashSet<String, foldhash::fast::RandomState>;
+
+/// Popular products after every co-occurrence candidate, up to `limit`,
+/// none of `skip`.
+fn fill_in(ranked: &mut Vec<Scored>, limit: usize, skip: &OwnedSet, popular: Vec<Scored>) {
+    for item in popular {
+        if ranked.len() == limit {
+            break;
+        }
+        if !skip.contains(&item.product_id) {
+            ranked.push(item);
         }
     }
-    Ok((ranked, fallback))
 }
 
 /// The most popular products (decayed), all partitions combined: a
@@ -205,7 +438,7 @@ async fn most_popular(
         .bind(depth)
         .fetch_all(&mut *conn)
         .await?;
-        let mut read: HashMap<i32, (i64, f64)> = HashMap::new();
+        let mut read: Map<i32, (i64, f64)> = Map::default();
         for (partition, _, score) in &best {
             let (rows, lowest) = read.entry(*partition).or_insert((0, f64::INFINITY));
             *rows += 1;
@@ -224,11 +457,14 @@ async fn most_popular(
         .bind(&seen)
         .fetch_all(&mut *conn)
         .await?;
-        let mut totals: HashMap<String, f64> = HashMap::new();
-        for (item, _, score) in rows {
-            accumulate(&mut totals, item, score);
+        let mut totals: Map<&str, f64> = Map::default();
+        for (item, _, score) in &rows {
+            accumulate(&mut totals, item, *score);
         }
-        let mut ranked: Vec<(String, f64)> = totals.into_iter().collect();
+        let mut ranked: Vec<(String, f64)> = totals
+            .into_iter()
+            .map(|(item, score)| (item.to_owned(), score))
+            .collect();
         rank(&mut ranked);
         let read_all = bound == f64::NEG_INFINITY;
         if read_all
@@ -262,6 +498,17 @@ struct Kept {
 /// last one (a fill-in skips what the user has) still find them kept.
 const POPULAR_AT_LEAST: usize = 100;
 
+impl PopularCache {
+    /// The best `limit` kept for `as_of`'s position, if they are.
+    fn kept(&self, as_of: &AsOf, limit: usize) -> Option<Vec<(String, f64)>> {
+        let kept = self.0.lock().expect("the popular cache's lock");
+        kept.as_ref()
+            .filter(|k| k.position == as_of.next_offsets)
+            .filter(|k| limit <= k.asked || k.ranked.len() < k.asked)
+            .map(|k| k.ranked.iter().take(limit).cloned().collect())
+    }
+}
+
 /// The `limit` most popular products at `as_of`'s position.
 pub async fn popular(
     conn: &mut PgConnection,
@@ -270,14 +517,7 @@ pub async fn popular(
     as_of: &AsOf,
     half_life_secs: f64,
 ) -> sqlx::Result<Vec<Scored>> {
-    let kept = {
-        let kept = cache.0.lock().expect("the popular cache's lock");
-        kept.as_ref()
-            .filter(|k| k.position == as_of.next_offsets)
-            .filter(|k| limit <= k.asked || k.ranked.len() < k.asked)
-            .map(|k| k.ranked.iter().take(limit).cloned().collect::<Vec<_>>())
-    };
-    let ranked = match kept {
+    let ranked = match cache.kept(as_of, limit) {
         Some(ranked) => ranked,
         None => {
             let partitions: Vec<i32> = as_of
@@ -296,15 +536,20 @@ pub async fn popular(
             answer
         }
     };
+    Ok(popular_scored(ranked, as_of, half_life_secs))
+}
+
+/// Popular log-scores as answers, linear relative to `as_of`'s time.
+fn popular_scored(ranked: Vec<(String, f64)>, as_of: &AsOf, half_life_secs: f64) -> Vec<Scored> {
     let now = now(as_of, half_life_secs);
-    Ok(ranked
+    ranked
         .into_iter()
         .map(|(product_id, score)| Scored {
             product_id,
             score: linear(score, now),
             source: Source::Popular,
         })
-        .collect())
+        .collect()
 }
 
 /// Products most often engaged with together with `item`.
@@ -320,9 +565,9 @@ pub async fn similar(
             .bind(item)
             .fetch_all(&mut *conn)
             .await?;
-    let mut scores: HashMap<String, f64> = HashMap::new();
-    for (neighbors,) in rows {
-        for (candidate, score) in finite_scores(&neighbors) {
+    let mut scores: Map<&str, f64> = Map::default();
+    for (neighbors,) in &rows {
+        for (candidate, score) in finite_scores(neighbors) {
             accumulate(&mut scores, candidate, score);
         }
     }

@@ -136,18 +136,15 @@ async fn recommendations(
     Query(limit): Query<Limit>,
 ) -> Result<Json<ForUser>, ApiError> {
     let (user, limit) = (checked_id(user)?, limit.get()?);
-    let mut snapshot = query::snapshot(&s.pool).await?;
-    let as_of = query::as_of(&mut snapshot, &s.consumer, &s.topic).await?;
-    let (items, fallback) = query::for_user(
-        &mut snapshot,
+    let (items, fallback, as_of) = query::answer_for_user(
+        &s.pool,
         &s.popular,
+        (&s.consumer, &s.topic),
         &user,
         limit,
-        &as_of,
         s.half_life_secs,
     )
     .await?;
-    snapshot.commit().await?;
     Ok(Json(ForUser {
         user_id: user,
         items,

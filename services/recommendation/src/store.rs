@@ -11,18 +11,15 @@ use crate::model::{Neighbors, PartitionModel, Popularity, Stored, UserState};
 
 /// The well-formed entries with a finite score of a stored scored list
 /// (queries skip anything else rather than fail).
-pub fn finite_scores(stored: &[u8]) -> impl Iterator<Item = (String, f64)> + '_ {
+pub fn finite_scores(stored: &[u8]) -> impl Iterator<Item = (&str, f64)> + '_ {
     codec::scores(stored)
         .map_while(Result::ok)
         .filter(|(_, score)| score.is_finite())
-        .map(|(id, score)| (id.to_owned(), score))
 }
 
 /// The product ids of a stored list of ids.
-pub fn products(stored: &[u8]) -> impl Iterator<Item = String> + '_ {
-    codec::ids(stored)
-        .map_while(Result::ok)
-        .map(|(id, _)| id.to_owned())
+pub fn products(stored: &[u8]) -> impl Iterator<Item = &str> + '_ {
+    codec::ids(stored).map_while(Result::ok).map(|(id, _)| id)
 }
 
 /// Reads a partition's whole model. A stored entry that is not a product

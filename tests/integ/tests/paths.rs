@@ -43,6 +43,7 @@ async fn recommendation(env: &TestEnv) -> Running {
         max_batch_ms: 20,
         half_life_days: 7.0,
         stuck_after_ms: 30_000,
+        read_connections: 4,
     };
     let app = recommendation::Application::build(env.settings.clone(), config, shutdown.clone())
         .await

@@ -141,6 +141,7 @@ pub fn config(group: &str) -> RecommendationConfig {
         max_batch_ms: 20,
         half_life_days: 7.0,
         stuck_after_ms: 30_000,
+        read_connections: 4,
     }
 }
 
