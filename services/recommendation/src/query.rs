@@ -1,8 +1,8 @@
 //! Answers combine every partition's rows, so any instance gives the same
 //! answer whichever partitions it owns. An answer and its `as_of` are read
 //! at one committed position: in one snapshot ([`snapshot`]), or in
-//! statements that each read the position too ([`answer_for_user`]). The
-//! position is exactly what the answer includes.
+//! statements that each read the position too ([`answer_for_user`],
+//! [`answer_similar`]). The position is exactly what the answer includes.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +44,22 @@ pub struct AsOf {
     /// The next offset to consume, by partition: the answer includes
     /// everything before.
     pub next_offsets: BTreeMap<String, i64>,
+}
+
+impl AsOf {
+    /// From a position as the statements read it (partitions and their
+    /// offsets as arrays in partition order, NULL before the first commit).
+    fn at((partitions, offsets): Position, last_event_at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            last_event_at,
+            next_offsets: partitions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.to_string())
+                .zip(offsets.unwrap_or_default())
+                .collect(),
+        }
+    }
 }
 
 /// One UTC day's counters, all partitions combined.
@@ -276,16 +292,7 @@ async fn unlocked(
         }
     }
     drop(conn);
-    let (partitions, offsets) = position;
-    let as_of = AsOf {
-        last_event_at,
-        next_offsets: partitions
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| p.to_string())
-            .zip(offsets.unwrap_or_default())
-            .collect(),
-    };
+    let as_of = AsOf::at(position, last_event_at);
     let now = now(&as_of, half_life_secs);
     let mut ranked = history.similar(&mut neighbors, limit, now);
     let fallback = ranked.len() < limit;
@@ -552,7 +559,52 @@ fn popular_scored(ranked: Vec<(String, f64)>, as_of: &AsOf, half_life_secs: f64)
         .collect()
 }
 
-/// Products most often engaged with together with `item`.
+/// The position, the newest event time and `$3`'s neighbour lists (one
+/// row per partition; NULL if none), in one statement (one snapshot).
+static SIMILAR_AT_POSITION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT o.partitions, o.offsets, (SELECT max(last_event_at) FROM rec_partitions), c.partition, c.neighbors
+         FROM {POSITION} LEFT JOIN rec_cooc AS c ON c.item = $3"
+    )
+});
+
+/// Products most often engaged with together with `item`, and the position
+/// they are of: one statement, one round trip, no transaction.
+pub async fn answer_similar(
+    pool: &PgPool,
+    (consumer, topic): (&str, &str),
+    item: &str,
+    limit: usize,
+    half_life_secs: f64,
+) -> sqlx::Result<(Vec<Scored>, AsOf)> {
+    type Row = (
+        Option<Vec<i32>>,
+        Option<Vec<i64>>,
+        Option<DateTime<Utc>>,
+        Option<i32>,
+        Option<Vec<u8>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(&SIMILAR_AT_POSITION)
+        .bind(consumer)
+        .bind(topic)
+        .bind(item)
+        .fetch_all(pool)
+        .await?;
+    // The position joins the lists: there is at least one row.
+    let Some((partitions, offsets, last_event_at, ..)) = rows.first() else {
+        return Err(sqlx::Error::RowNotFound);
+    };
+    let as_of = AsOf::at((partitions.clone(), offsets.clone()), *last_event_at);
+    let mut lists: Vec<(i32, Vec<u8>)> = rows
+        .into_iter()
+        .filter_map(|(.., partition, list)| partition.zip(list))
+        .collect();
+    let now = now(&as_of, half_life_secs);
+    Ok((similar_in(&mut lists, limit, now), as_of))
+}
+
+/// Products most often engaged with together with `item`, read in the
+/// snapshot `conn` holds.
 pub async fn similar(
     conn: &mut PgConnection,
     item: &str,
@@ -560,23 +612,25 @@ pub async fn similar(
     as_of: &AsOf,
     half_life_secs: f64,
 ) -> sqlx::Result<Vec<Scored>> {
-    let rows: Vec<(Vec<u8>,)> =
-        sqlx::query_as("SELECT neighbors FROM rec_cooc WHERE item = $1 ORDER BY partition")
+    let mut lists: Vec<(i32, Vec<u8>)> =
+        sqlx::query_as("SELECT partition, neighbors FROM rec_cooc WHERE item = $1")
             .bind(item)
             .fetch_all(&mut *conn)
             .await?;
+    Ok(similar_in(&mut lists, limit, now(as_of, half_life_secs)))
+}
+
+/// The best `limit` of a product's neighbour lists (one per partition),
+/// added in partition order whatever order they were read in.
+fn similar_in(lists: &mut [(i32, Vec<u8>)], limit: usize, now: f64) -> Vec<Scored> {
+    lists.sort_unstable_by_key(|(partition, _)| *partition);
     let mut scores: Map<&str, f64> = Map::default();
-    for (neighbors,) in &rows {
+    for (_, neighbors) in lists.iter() {
         for (candidate, score) in finite_scores(neighbors) {
             accumulate(&mut scores, candidate, score);
         }
     }
-    Ok(top(
-        scores,
-        limit,
-        now(as_of, half_life_secs),
-        Source::Similar,
-    ))
+    top(scores, limit, now, Source::Similar)
 }
 
 /// Per UTC day counters, all partitions combined.

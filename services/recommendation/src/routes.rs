@@ -166,10 +166,14 @@ async fn similar(
     Query(limit): Query<Limit>,
 ) -> Result<Json<Similar>, ApiError> {
     let (product, limit) = (checked_id(product)?, limit.get()?);
-    let mut snapshot = query::snapshot(&s.pool).await?;
-    let as_of = query::as_of(&mut snapshot, &s.consumer, &s.topic).await?;
-    let items = query::similar(&mut snapshot, &product, limit, &as_of, s.half_life_secs).await?;
-    snapshot.commit().await?;
+    let (items, as_of) = query::answer_similar(
+        &s.pool,
+        (&s.consumer, &s.topic),
+        &product,
+        limit,
+        s.half_life_secs,
+    )
+    .await?;
     Ok(Json(Similar {
         product_id: product,
         items,

@@ -2,10 +2,11 @@
 //! of which also reads the committed position, and a popular fill-in kept
 //! for that position. When a commit falls between the statements, or the
 //! fill-in is not kept for the position, the answer is read again, at last
-//! in one snapshot. Whatever the timing, an answer must be the state its
-//! `as_of` names. A writer commits state k at offset k as fast as it can,
-//! each commit changing both a known user's answer and a new user's
-//! fill-in, while both are asked for.
+//! in one snapshot. A product's similar products are one statement. Whatever
+//! the timing, an answer must be the state its `as_of` names. A writer
+//! commits state k at offset k as fast as it can, each commit changing a
+//! known user's answer, a new user's fill-in and a product's similar
+//! products, while all three are asked for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,6 +66,25 @@ async fn answers(pool: PgPool, cache: Arc<PopularCache>, user: &str, source: Sou
         assert_eq!(products, [format!("n{k}")], "{user}'s answer at offset {k}");
         assert_eq!(items[0].source, source, "{user}");
         assert_eq!(fallback, source == Source::Popular, "{user}");
+        seen.push(k);
+    }
+    seen
+}
+
+/// A product's similar products while the writer commits, as [`answers`].
+async fn similar(pool: PgPool) -> Vec<i64> {
+    let mut seen = Vec::with_capacity(ANSWERS);
+    for _ in 0..ANSWERS {
+        let (items, as_of) = query::answer_similar(&pool, (CONSUMER, TOPIC), "anchor", 1, 86_400.0)
+            .await
+            .unwrap();
+        let k = as_of.next_offsets["0"];
+        let products: Vec<&str> = items.iter().map(|s| s.product_id.as_str()).collect();
+        assert_eq!(
+            products,
+            [format!("n{k}")],
+            "similar to anchor at offset {k}"
+        );
         seen.push(k);
     }
     seen
@@ -140,15 +160,24 @@ async fn an_answer_read_while_batches_commit_is_the_state_its_position_names() {
         "never-seen",
         Source::Popular,
     ));
-    let (known, new) = within(Duration::from_secs(120), "the answers", async {
-        (known.await.unwrap(), new.await.unwrap())
+    let similar = tokio::spawn(similar(readers.clone()));
+    let (known, new, similar) = within(Duration::from_secs(120), "the answers", async {
+        (
+            known.await.unwrap(),
+            new.await.unwrap(),
+            similar.await.unwrap(),
+        )
     })
     .await;
     stop.store(true, Ordering::Relaxed);
     let commits = writer.await.unwrap();
 
     // The answers were read across many commits, not before or after them.
-    for (user, seen) in [("known", &known), ("never-seen", &new)] {
+    for (user, seen) in [
+        ("known", &known),
+        ("never-seen", &new),
+        ("anchor", &similar),
+    ] {
         let mut positions = seen.clone();
         positions.dedup();
         assert!(
