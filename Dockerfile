@@ -29,7 +29,12 @@ ARG SERVICE
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /app --no-create-home kappa
+ && useradd --system --uid 10001 --home-dir /app --no-create-home kappa \
+ && mkdir /data && chown kappa:kappa /data
+# /data belongs to the service's user: a named volume mounted there starts
+# as a copy of it (owner included), so the stateful mailer can create its
+# store (mailer-store:/data in docker-compose.yml). Without it Docker makes
+# the mount point root's, and the mailer, uid 10001, restarts forever.
 WORKDIR /app
 # All workspace binaries (gateway, loadgen, ...): handy for `docker compose run`.
 COPY --from=builder /out/ /usr/local/bin/
