@@ -275,7 +275,12 @@ fn prune(neighbors: &mut Map<String, f64>) {
 
 /// Sorts by score, best first, then by product id.
 pub fn rank<K: Ord>(items: &mut [(K, f64)]) {
-    items.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    items.sort_by(by_rank);
+}
+
+/// The order of [`rank`]: by score, best first, then by product id.
+pub fn by_rank<K: Ord>(a: &(K, f64), b: &(K, f64)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::model::{linear, log_add, log_growth, rank, Map};
+use crate::model::{by_rank, linear, log_add, log_growth, rank, Map};
 use crate::store::{finite_scores, products};
 
 /// Where a recommended product comes from.
@@ -119,14 +119,12 @@ type Set<'a> = std::collections::HashSet<&'a str, foldhash::fast::RandomState>;
 /// order is total (ids are distinct), so they are the same ones, in the
 /// same order, as in a sort of them all.
 fn top(scores: Map<&str, f64>, limit: usize, now: f64, source: Source) -> Vec<Scored> {
-    let mut ranked: Vec<(&str, f64)> = scores.into_iter().collect();
     if limit == 0 {
         return Vec::new();
     }
+    let mut ranked: Vec<(&str, f64)> = scores.into_iter().collect();
     if ranked.len() > limit {
-        ranked.select_nth_unstable_by(limit - 1, |a, b| {
-            b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0))
-        });
+        ranked.select_nth_unstable_by(limit - 1, by_rank);
         ranked.truncate(limit);
     }
     rank(&mut ranked);

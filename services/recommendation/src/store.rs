@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use crate::codec;
-use crate::model::{Neighbors, PartitionModel, Popularity, Stored, UserState};
+use crate::model::{rank, Neighbors, PartitionModel, Popularity, Stored, UserState};
 
 /// The well-formed entries with a finite score of a stored scored list
 /// (queries skip anything else rather than fail).
@@ -142,24 +142,11 @@ pub async fn save(
             (recent, purchased)
         },
     );
-    for (
-        stored,
-        Rows {
-            partitions,
-            keys,
-            values,
-        },
-    ) in users
-    {
-        let (recents, purchases): (Vec<Vec<u8>>, Vec<Vec<u8>>) = values.into_iter().unzip();
-        let sql = USERS.statement(stored);
-        let query = sqlx::query(&sql)
-            .bind(partitions)
-            .bind(&keys)
-            .bind(recents)
-            .bind(purchases);
-        USERS.expect_rows(stored, keys.len(), query.execute(&mut *conn).await?)?;
-    }
+    write(conn, &USERS, users, |query, lists| {
+        let (recents, purchases): (Vec<Vec<u8>>, Vec<Vec<u8>>) = lists.into_iter().unzip();
+        query.bind(recents).bind(purchases)
+    })
+    .await?;
     let cooc = Rows::of(
         models,
         |m| &m.cooc,
@@ -170,27 +157,31 @@ pub async fn save(
                 .iter()
                 .map(|(k, v)| (k.as_str(), *v))
                 .collect();
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            rank(&mut ranked);
             let mut list = Vec::with_capacity(ranked.len() * 24);
             codec::put_scores(&mut list, ranked);
             list
         },
     );
-    write(conn, &COOC, cooc).await?;
+    write(conn, &COOC, cooc, |query, lists| query.bind(lists)).await?;
     let popularity = Rows::of(models, |m| &m.popularity, |p| p.stored, |p| p.score);
-    write(conn, &POPULARITY, popularity).await?;
+    write(conn, &POPULARITY, popularity, |query, scores| {
+        query.bind(scores)
+    })
+    .await?;
     Ok(())
 }
 
-/// Writes the rows of a table of one column, each kind in one statement.
+type Statement<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Writes the rows of a table, each kind in one statement: partitions and
+/// keys bound first, then `bind` binds the values' columns.
 async fn write<'m, T>(
     conn: &mut PgConnection,
     table: &Table,
     kinds: impl Iterator<Item = (Stored, Rows<'m, T>)>,
-) -> sqlx::Result<()>
-where
-    Vec<T>: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
-{
+    bind: impl for<'q> Fn(Statement<'q>, Vec<T>) -> Statement<'q>,
+) -> sqlx::Result<()> {
     for (
         stored,
         Rows {
@@ -201,7 +192,7 @@ where
     ) in kinds
     {
         let sql = table.statement(stored);
-        let query = sqlx::query(&sql).bind(partitions).bind(&keys).bind(values);
+        let query = bind(sqlx::query(&sql).bind(partitions).bind(&keys), values);
         table.expect_rows(stored, keys.len(), query.execute(&mut *conn).await?)?;
     }
     Ok(())
