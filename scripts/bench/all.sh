@@ -61,6 +61,11 @@ rows = [
         f"{f('replay_ratio'):.2f}x ({f('replay_eps'):,.0f} vs {f('replay_kcat_eps'):,.0f} events/s); {f('replay_cold_ratio'):.2f}x; "
         f"{f('replay_live_cold_ratio'):.2f}x ({f('replay_live_records'):,.0f} records)",
         ">= 0.8x each", min(f("replay_ratio"), f("replay_cold_ratio"), f("replay_live_cold_ratio")) >= 0.8),
+    row(f"incremental runs on a topic grown by {f('grow_step_events'):,.0f} events a step to "
+        f"{f('grow_step_events') * f('grow_steps'):,.0f}: the slowest vs the first (full replays beside them, first to last)",
+        f"{f('grow_incremental_worst_ratio'):.2f}x ({f('grow_first_s'):.2f} s first, {f('grow_incremental_max_s'):.2f} s slowest; "
+        f"full {f('grow_full_first_s'):.2f} s to {f('grow_full_last_s'):.2f} s)",
+        "<= 1.5x", f("grow_incremental_worst_ratio") <= 1.5),
     row("recommendation (exactly-once, from scratch) vs Kafka Streams count-by-key (exactly_once_v2)",
         f"{f('recommendation_peer_ratio'):.2f}x ({f('recommendation_eps'):,.0f} vs {f('peer_eps'):,.0f} events/s)",
         ">= 0.5x", f("recommendation_peer_ratio") >= 0.5),

@@ -16,8 +16,10 @@
 # 127.0.0.1:8083, token .run/token) replaying the suite's `events` topic, with
 # its mix of record types, after COLD_SECONDS of quiet, against kcat reading
 # that topic (LIVE=0 skips it; it needs scripts/up.sh's suite, and waits for
-# the dashboard's queued runs first). With BENCH_RESULTS=<file>, the figures
-# are also appended to it as key=value.
+# the dashboard's queued runs first). Last, the incremental case
+# (scripts/bench/replay-incremental.sh: a topic grown from 1M to 10M events,
+# an automatic run after each step beside a full replay; GROW=0 skips it).
+# With BENCH_RESULTS=<file>, the figures are also appended to it as key=value.
 #   scripts/bench/replay.sh [events=2000000] [rounds=3]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -177,3 +179,10 @@ if os.environ.get("BENCH_RESULTS"):
         if len(live) == 4:
             out.write(f"replay_live_records={live_records}\nreplay_live_cold_ratio={live_k / live_r:.2f}\n")
 PY
+
+# The incremental case: a topic grown step by step, each step's automatic
+# (incremental) run beside a full replay of the whole topic (GROW=0 skips it;
+# GROW_STEP, GROW_STEPS: 1,000,000 events x 10).
+if [[ ${GROW:-1} == 1 ]]; then
+  "$ROOT/scripts/bench/replay-incremental.sh" "${GROW_STEP:-1000000}" "${GROW_STEPS:-10}"
+fi

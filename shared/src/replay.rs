@@ -69,6 +69,20 @@ impl Plan {
             .sum()
     }
 
+    /// The range after `ends` (per partition, where an earlier range ended):
+    /// each partition starts at its end there, within this plan's span (a
+    /// partition `ends` does not name, new since, is read whole; one whose
+    /// records before its end were deleted by retention starts at its
+    /// first record).
+    pub fn after(mut self, ends: &BTreeMap<i32, i64>) -> Plan {
+        for (p, span) in &mut self.spans {
+            if let Some(&end) = ends.get(p) {
+                span.start = end.clamp(span.start, span.end);
+            }
+        }
+        self
+    }
+
     /// Splits the range into at most `parts` plans of disjoint partitions with
     /// about equal record counts (largest partitions first, each to the
     /// lightest part), so that several readers can share a replay.
@@ -275,21 +289,54 @@ pub fn run(
     plan: &Plan,
     progress: &Progress,
     shutdown: &CancellationToken,
-    mut visit: impl FnMut(Result<Received, Rejection>),
+    visit: impl FnMut(Result<Received, Rejection>),
 ) -> anyhow::Result<()> {
+    run_from(kafka, plan, Windows::default(), progress, shutdown, visit).map(drop)
+}
+
+/// [`run`], continuing `known` windows: a partition whose known window
+/// ends where the plan starts reading it takes that window instead of
+/// reading the window's records before its start again. Returns the
+/// windows where the plan ends, for a range that starts there.
+pub fn run_from(
+    kafka: &KafkaConfig,
+    plan: &Plan,
+    mut known: Windows,
+    progress: &Progress,
+    shutdown: &CancellationToken,
+    mut visit: impl FnMut(Result<Received, Rejection>),
+) -> anyhow::Result<Windows> {
     let size = kafka.dedupe_window;
     if size == 0 {
-        return read(kafka, plan, progress, shutdown, visit);
+        read(kafka, plan, progress, shutdown, visit)?;
+        return Ok(Windows::default());
     }
-    let starts = plan
-        .spans
-        .iter()
-        .filter(|(_, span)| span.start < span.end)
-        .map(|(&p, span)| (p, span.start))
-        .collect();
-    let mut windows = windows_before(kafka, &plan.topic, &starts, size, shutdown, |message| {
-        classify(message).ok()?.given_id()
-    })?;
+    if known.size != size {
+        known.partitions.clear();
+    }
+    let mut windows: BTreeMap<i32, Window> = BTreeMap::new();
+    let mut unknown = BTreeMap::new();
+    for (&p, span) in &plan.spans {
+        match known.partitions.remove(&p) {
+            Some((next, window)) if next == span.start => {
+                windows.insert(p, window);
+            }
+            _ if span.start < span.end => {
+                unknown.insert(p, span.start);
+            }
+            // Nothing to read, and no window known there: the next range
+            // reads it from the topic.
+            _ => {}
+        }
+    }
+    windows.extend(windows_before(
+        kafka,
+        &plan.topic,
+        &unknown,
+        size,
+        shutdown,
+        |message| classify(message).ok()?.given_id(),
+    )?);
     let mut repeats = 0u64;
     read(kafka, plan, progress, shutdown, |record| {
         if let Ok(received) = &record {
@@ -306,7 +353,87 @@ pub fn run(
         visit(record);
     })?;
     metrics::counter!("kappa_replay_duplicates_skipped_total").increment(repeats);
-    Ok(())
+    let partitions = windows
+        .into_iter()
+        .filter_map(|(p, window)| Some((p, (plan.spans.get(&p)?.end, window))))
+        .collect();
+    Ok(Windows { size, partitions })
+}
+
+/// Where repeat detection stands at the end of ranges: per partition, the
+/// offset it is valid at (the next to read) and the event ids admitted at
+/// the `dedupe_window` offsets before it. A range that starts there goes
+/// on from it ([`run_from`]) instead of reading those records again.
+#[derive(Debug, Default)]
+pub struct Windows {
+    size: u64,
+    partitions: BTreeMap<i32, (i64, Window)>,
+}
+
+impl Windows {
+    /// Adds the windows of other partitions (another reader's part).
+    pub fn merge(&mut self, other: Windows) {
+        if self.partitions.is_empty() {
+            self.size = other.size;
+        }
+        if other.size == self.size {
+            self.partitions.extend(other.partitions);
+        }
+    }
+
+    /// Takes out the windows of `partitions`.
+    pub fn take(&mut self, partitions: impl IntoIterator<Item = i32>) -> Windows {
+        let partitions = partitions
+            .into_iter()
+            .filter_map(|p| Some((p, self.partitions.remove(&p)?)))
+            .collect();
+        Windows {
+            size: self.size,
+            partitions,
+        }
+    }
+
+    /// The windows as bytes: the window size, then per partition its
+    /// number, the offset it is valid at and its admissions (offset and
+    /// id) in offset order; integers big-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.size.to_be_bytes());
+        for (p, (next, window)) in &self.partitions {
+            let admitted: Vec<(i64, Uuid)> = window.admitted(*next).collect();
+            out.extend_from_slice(&p.to_be_bytes());
+            out.extend_from_slice(&next.to_be_bytes());
+            out.extend_from_slice(&(admitted.len() as u64).to_be_bytes());
+            for (offset, id) in admitted {
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(id.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// Windows from [`Windows::encode`]'s bytes; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Windows> {
+        fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+            let (head, rest) = bytes.split_first_chunk::<N>()?;
+            *bytes = rest;
+            Some(*head)
+        }
+        let mut bytes = bytes;
+        let size = u64::from_be_bytes(take(&mut bytes)?);
+        let mut partitions = BTreeMap::new();
+        while !bytes.is_empty() {
+            let p = i32::from_be_bytes(take(&mut bytes)?);
+            let next = i64::from_be_bytes(take(&mut bytes)?);
+            let mut window = Window::new(size);
+            for _ in 0..u64::from_be_bytes(take(&mut bytes)?) {
+                let offset = i64::from_be_bytes(take(&mut bytes)?);
+                window.admit(Uuid::from_bytes(take(&mut bytes)?), offset);
+            }
+            partitions.insert(p, (next, window));
+        }
+        Some(Windows { size, partitions })
+    }
 }
 
 /// Per partition of `starts`, the window of event ids before its start:
@@ -374,6 +501,18 @@ fn read(
     read_raw(kafka, plan, progress, shutdown, |message| {
         visit(classify(message))
     })
+}
+
+/// The payload bytes `plan` holds, read (not parsed) from the broker: Kafka
+/// keeps no count of a range's bytes. Blocking.
+pub fn measure(
+    kafka: &KafkaConfig,
+    plan: &Plan,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<u64> {
+    let progress = Progress::new(plan.total());
+    read_raw(kafka, plan, &progress, shutdown, |_| {})?;
+    Ok(progress.bytes())
 }
 
 /// Every record of `plan` as read, to `visit`.
@@ -444,4 +583,55 @@ fn read_raw(
         .read
         .fetch_add(plan.total().saturating_sub(read), Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_after_earlier_ends_starts_at_them_within_the_topic() {
+        let span = |start, end| Span { start, end };
+        let plan = Plan {
+            topic: "events".into(),
+            spans: BTreeMap::from([(0, span(0, 10)), (1, span(5, 8)), (2, span(0, 4))]),
+        };
+        // Partition 1 lost records up to 5 to retention; 2 is new; 9 is gone.
+        let ends = BTreeMap::from([(0, 7), (1, 3), (9, 100)]);
+        let after = plan.after(&ends);
+        assert_eq!(
+            after.spans,
+            BTreeMap::from([(0, span(7, 10)), (1, span(5, 8)), (2, span(0, 4))])
+        );
+        assert_eq!(after.total(), 10);
+    }
+
+    #[test]
+    fn windows_decoded_from_their_bytes_find_the_same_repeats() {
+        let id = |n: u128| Uuid::from_u128(n);
+        let mut window = Window::new(5);
+        for (offset, n) in [(0, 1), (1, 2), (3, 1), (4, 3), (6, 4), (7, 2)] {
+            window.admit(id(n), offset);
+        }
+        let windows = Windows {
+            size: 5,
+            partitions: BTreeMap::from([(2, (8, window))]),
+        };
+        let bytes = windows.encode();
+        let mut decoded = Windows::decode(&bytes).unwrap();
+        assert_eq!(decoded.encode(), bytes);
+        let (next, mut window) = decoded.partitions.remove(&2).unwrap();
+        assert_eq!(next, 8);
+        // At 8 the window reaches back to 3: ids 1 (at 3), 3, 4 and 2 (at 7).
+        let admitted: Vec<(i64, u128)> =
+            window.admitted(8).map(|(o, i)| (o, i.as_u128())).collect();
+        assert_eq!(admitted, vec![(3, 1), (4, 3), (6, 4), (7, 2)]);
+        assert!(window.repeat(id(1), 8));
+        assert!(!window.repeat(id(9), 9));
+        assert!(
+            !window.repeat(id(3), 10),
+            "4 is beyond the window's 5 offsets from 10"
+        );
+        assert!(Windows::decode(&bytes[..bytes.len() - 1]).is_none());
+    }
 }

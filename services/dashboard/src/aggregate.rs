@@ -4,6 +4,13 @@
 //! distinct users and products per day, not with events; results do not
 //! depend on the order events arrive in, so the same range always gives the
 //! same numbers.
+//!
+//! A day's aggregation is also kept in a mergeable form ([`Aggregate::encode_day`]):
+//! its distinct users as a set and every product's counts, from which the
+//! stored results (a count of users, a top 20) could not be rebuilt. An
+//! incremental run decodes the days its new records touch into its own
+//! aggregation ([`Aggregate::merge_encoded`]) and finishes them as a full
+//! replay would have: the same sets, the same counts, the same results.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -13,6 +20,11 @@ use shared::event::{Action, Interaction};
 
 /// Top products kept per day and ranking.
 pub const TOP: usize = 20;
+
+/// The version of what a run computes and of its encoded days: raise it
+/// when either changes. A run never merges into days another version
+/// encoded; the first automatic run after a change is a full replay.
+pub const VERSION: i32 = 1;
 
 /// Sets and maps keyed by interned ids: foldhash, seeded per process.
 type Set = HashSet<u32, foldhash::fast::RandomState>;
@@ -146,6 +158,84 @@ impl Aggregate {
         }
     }
 
+    /// The days this aggregation counted something on.
+    pub fn days(&self) -> Vec<NaiveDate> {
+        self.days.keys().copied().collect()
+    }
+
+    /// `day`'s aggregation in its mergeable form: the additive counts, every
+    /// user of the day with what they did (active, viewing, purchasing) and
+    /// every product's view and purchase counts. Integers are big-endian,
+    /// an id is its length in bytes (`u32`) then its UTF-8; users and
+    /// products come sorted, so equal days encode to equal bytes.
+    pub fn encode_day(&self, day: NaiveDate) -> Vec<u8> {
+        let mut out = Vec::new();
+        let Some(acc) = self.days.get(&day) else {
+            return out;
+        };
+        let d = &acc.day;
+        for n in [
+            d.views,
+            d.clicks,
+            d.add_to_cart,
+            d.purchases,
+            d.revenue_cents,
+        ] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        let mut users: Vec<(&str, u8)> = acc
+            .active
+            .iter()
+            .map(|&u| {
+                let flags = ACTIVE
+                    | if acc.viewing.contains(&u) { VIEWING } else { 0 }
+                    | if acc.purchasing.contains(&u) {
+                        PURCHASING
+                    } else {
+                        0
+                    };
+                (self.users.name(u), flags)
+            })
+            .collect();
+        users.sort_unstable();
+        put_len(&mut out, users.len());
+        for (user, flags) in users {
+            out.push(flags);
+            put_id(&mut out, user);
+        }
+        let mut products: Vec<(&str, u64, u64)> = acc
+            .views
+            .keys()
+            .chain(acc.bought.keys().filter(|p| !acc.views.contains_key(p)))
+            .map(|p| {
+                let count = |counts: &Counts| counts.get(p).copied().unwrap_or(0);
+                (
+                    self.products.name(*p),
+                    count(&acc.views),
+                    count(&acc.bought),
+                )
+            })
+            .collect();
+        products.sort_unstable();
+        put_len(&mut out, products.len());
+        for (product, views, bought) in products {
+            put_id(&mut out, product);
+            out.extend_from_slice(&views.to_be_bytes());
+            out.extend_from_slice(&bought.to_be_bytes());
+        }
+        out
+    }
+
+    /// Adds a day encoded by [`Aggregate::encode_day`] to this aggregation's
+    /// `day`, as if its events had been added here: counts add up, sets
+    /// join. Bytes that are not such an encoding change nothing.
+    pub fn merge_encoded(&mut self, day: NaiveDate, encoded: &[u8]) -> Result<(), Malformed> {
+        let mut decoded = Aggregate::default();
+        decode_day(&mut decoded, day, encoded).ok_or(Malformed { day })?;
+        self.merge(decoded);
+        Ok(())
+    }
+
     /// The per-day results, top lists ranked by count then product id.
     pub fn finish(self) -> Results {
         let products = &self.products;
@@ -189,6 +279,98 @@ pub fn conversion(day: &Day) -> f64 {
         0.0
     } else {
         day.purchasing_users as f64 / day.viewing_users as f64
+    }
+}
+
+/// An encoded day that does not decode: stored state written by something
+/// else than [`Aggregate::encode_day`], or cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the stored state of {day} is not a day encoded by this version")]
+pub struct Malformed {
+    pub day: NaiveDate,
+}
+
+/// What a user did on a day, in [`Aggregate::encode_day`]'s user entries.
+const ACTIVE: u8 = 1;
+const VIEWING: u8 = 2;
+const PURCHASING: u8 = 4;
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    let n = u32::try_from(n).expect("fewer than 2^32 entries a day");
+    out.extend_from_slice(&n.to_be_bytes());
+}
+
+fn put_id(out: &mut Vec<u8>, id: &str) {
+    put_len(out, id.len());
+    out.extend_from_slice(id.as_bytes());
+}
+
+/// Reads an encoded day into `into` (empty); `None` when the bytes are not one.
+fn decode_day(into: &mut Aggregate, day: NaiveDate, encoded: &[u8]) -> Option<()> {
+    let mut input = Reader(encoded);
+    let acc = into.days.entry(day).or_default();
+    let d = &mut acc.day;
+    for n in [
+        &mut d.views,
+        &mut d.clicks,
+        &mut d.add_to_cart,
+        &mut d.purchases,
+        &mut d.revenue_cents,
+    ] {
+        *n = input.u64()?;
+    }
+    for _ in 0..input.u32()? {
+        let flags = input.byte()?;
+        let user = into.users.number(input.id()?);
+        for (flag, set) in [
+            (ACTIVE, &mut acc.active),
+            (VIEWING, &mut acc.viewing),
+            (PURCHASING, &mut acc.purchasing),
+        ] {
+            if flags & flag != 0 {
+                set.insert(user);
+            }
+        }
+    }
+    for _ in 0..input.u32()? {
+        let product = into.products.number(input.id()?);
+        for counts in [&mut acc.views, &mut acc.bought] {
+            match input.u64()? {
+                0 => {}
+                n => {
+                    counts.insert(product, n);
+                }
+            }
+        }
+    }
+    input.0.is_empty().then_some(())
+}
+
+/// The unread rest of an encoded day.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn id(&mut self) -> Option<&'a str> {
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?).ok()
     }
 }
 
@@ -249,5 +431,44 @@ mod tests {
         events[2..].iter().for_each(|e| right.add(d, e));
         left.merge(right);
         assert_eq!(left.finish(), whole.finish());
+    }
+
+    #[test]
+    fn a_day_merged_from_its_encoding_equals_the_day_counted_whole() {
+        let (d1, d2) = (
+            NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 11, 21).unwrap(),
+        );
+        let old = [
+            (d1, i("u1", "a", Action::View, None)),
+            (d1, i("u2", "b", Action::Purchase, Some(700))),
+            (d2, i("u1", "a", Action::Click, None)),
+        ];
+        let new = [
+            (d1, i("u1", "b", Action::View, None)),
+            (d1, i("u3", "b", Action::Purchase, Some(50))),
+            (d1, i("u2", "c", Action::AddToCart, None)),
+        ];
+        let mut whole = Aggregate::default();
+        old.iter().chain(&new).for_each(|(d, e)| whole.add(*d, e));
+
+        let mut before = Aggregate::default();
+        old.iter().for_each(|(d, e)| before.add(*d, e));
+        let mut after = Aggregate::default();
+        new.iter().for_each(|(d, e)| after.add(*d, e));
+        for day in before.days() {
+            after.merge_encoded(day, &before.encode_day(day)).unwrap();
+        }
+        assert_eq!(after.encode_day(d1), whole.encode_day(d1));
+        assert_eq!(after.finish(), whole.finish());
+
+        let encoded = before.encode_day(d1);
+        let mut target = Aggregate::default();
+        let cut = target.merge_encoded(d1, &encoded[..encoded.len() - 1]);
+        assert_eq!(cut, Err(Malformed { day: d1 }));
+        let mut longer = encoded.clone();
+        longer.push(0);
+        assert!(target.merge_encoded(d1, &longer).is_err());
+        assert!(target.days().is_empty(), "a malformed day adds nothing");
     }
 }

@@ -4,8 +4,8 @@
 //! same records they must agree exactly.
 //!
 //! The two halves have read different amounts of the stream: the batch half
-//! every partition from the run's start offsets up to its snapshotted end
-//! offsets, the streaming half up to its committed positions
+//! every partition from the offsets its results count from (its chain's full
+//! run's start, for an incremental run) up to its snapshotted end offsets, the streaming half up to its committed positions
 //! (`consumer_offsets`, committed in the transaction that adds to
 //! `rec_daily`, and read here in one snapshot with the counters). The audit
 //! compares them over what both have processed: per partition up to the
@@ -501,6 +501,7 @@ impl Auditor {
             &self.kafka,
             &self.pool,
             plan,
+            shared::replay::Windows::default(),
             self.readers,
             &progress,
             &self.shutdown,
@@ -548,17 +549,9 @@ impl Auditor {
 
 /// Per partition, where each half is and up to where both compare.
 fn align(run: &Run, positions: &BTreeMap<i32, i64>) -> Vec<PartitionOffsets> {
-    let offsets = |v: &Option<serde_json::Value>| -> BTreeMap<i32, i64> {
-        v.as_ref()
-            .and_then(|v| v.as_object())
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (start, end) = (offsets(&run.start_offsets), offsets(&run.end_offsets));
+    // What the run's results count: from where its chain's full run
+    // started, up to its own end.
+    let (start, end) = (run.covered_from(), run.ends());
     let mut all: Vec<i32> = end.keys().chain(positions.keys()).copied().collect();
     all.sort_unstable();
     all.dedup();
@@ -625,6 +618,10 @@ mod tests {
             started_at: None,
             finished_at: None,
             error: None,
+            kind: Some("full".into()),
+            base_run_id: None,
+            aggregation_version: Some(crate::aggregate::VERSION),
+            covered_from: None,
         }
     }
 

@@ -34,9 +34,12 @@ pub struct DashboardConfig {
     pub keep_runs: i64,
     /// Cron schedule of replays, with seconds (`sec min hour day month weekday`); empty: none.
     pub schedule: String,
-    /// Replay once this many bytes were appended since the last successful full run; 0: off.
+    /// A run this long after the last successful one ("12h", "30m", "1d",
+    /// "1h30m"); empty: none.
+    pub interval: String,
+    /// A run once this many payload bytes were appended after the current run's end; 0: off.
     pub threshold_bytes: u64,
-    /// Replay once this many records were appended since the last successful full run; 0: off.
+    /// A run once this many records were appended after the current run's end; 0: off.
     pub threshold_events: u64,
     /// How often the threshold is checked.
     pub check_interval_ms: u64,
@@ -57,6 +60,12 @@ impl DashboardConfig {
             return Ok(None);
         }
         text.parse().map(Some).with_context(|| format!("dashboard.schedule `{text}` is not a cron expression (sec min hour day month weekday)"))
+    }
+
+    /// The parsed interval; an invalid one stops the service at start-up.
+    pub fn interval(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        triggers::parse_interval(&self.interval)
+            .map_err(|e| anyhow::anyhow!("dashboard.interval: {e}"))
     }
 }
 
@@ -97,8 +106,10 @@ impl Application {
         let registry = runner::Registry::default();
         let wake = Arc::new(Notify::new());
         let schedule = config.schedule()?;
+        let interval = config.interval()?;
         let status = Arc::new(std::sync::Mutex::new(triggers::TriggerStatus {
             schedule: schedule.as_ref().map(|_| config.schedule.trim().to_owned()),
+            interval: interval.map(|_| config.interval.trim().to_owned()),
             threshold_events: config.threshold_events,
             threshold_bytes: config.threshold_bytes,
             ..Default::default()
@@ -138,6 +149,7 @@ impl Application {
             kafka: settings.kafka.clone(),
             topic: settings.kafka.events_topic.clone(),
             schedule,
+            interval,
             threshold_bytes: config.threshold_bytes,
             threshold_events: config.threshold_events,
             check_interval: std::time::Duration::from_millis(config.check_interval_ms.max(100)),

@@ -202,7 +202,8 @@ pub struct RunView {
     #[serde(flatten)]
     run: Run,
     progress: RunProgress,
-    /// A full replay (from the earliest offsets, no end time).
+    /// Its results cover the whole topic (a full replay, or an incremental
+    /// run continuing one); `kind` says which.
     full: bool,
     /// The run the metrics answer with by default.
     current: bool,
@@ -230,7 +231,7 @@ fn describe(run: Run, current: Option<i64>, live: &HashMap<i64, ProgressView>) -
         (_, None) => RunProgress::fraction(0.0),
     };
     RunView {
-        full: run.is_full(),
+        full: run.covers_topic(),
         current: current == Some(run.id),
         progress,
         run,

@@ -1,8 +1,15 @@
 //! Runs queued replays one at a time across every dashboard instance: the
 //! runner that holds the Postgres advisory lock takes queued runs oldest
 //! first; the others wait. A run reads its snapshotted range, aggregates, and
-//! stores its results (and, when it is a full replay, becomes current) in one
+//! stores its results (and, when it covers the topic, becomes current) in one
 //! transaction, or is marked failed and changes nothing that is served.
+//!
+//! An automatic run (schedule, interval, threshold) is incremental when the
+//! current run left its days' state in this aggregation version: it reads
+//! only the records after the current run's end offsets, merges the state of
+//! the days they touch, and carries the other days over, so its cost follows
+//! the new data. Otherwise (no state yet, another version, or a run asked
+//! for) it is a full replay from the earliest offsets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -12,13 +19,13 @@ use shared::claim_check::ClaimStore;
 use shared::config::KafkaConfig;
 use shared::consume::Received;
 use shared::event::{Envelope, EventBody, EventType};
-use shared::replay::{self, From, Progress};
+use shared::replay::{self, From, Progress, Windows};
 use shared::shutdown::CancellationToken;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use crate::aggregate::Aggregate;
-use crate::store::{self, Run};
+use crate::store::{self, Run, RunKind, Trigger};
 
 /// Progress of the runs this instance is executing, for the API.
 pub type Registry = Arc<Mutex<HashMap<i64, Arc<Progress>>>>;
@@ -81,7 +88,7 @@ impl Runner {
 
     async fn execute(&self, run: Run, shutdown: &CancellationToken) {
         let id = run.id;
-        tracing::info!(run = id, trigger = run.trigger.as_str(), "replay started");
+        tracing::info!(run = id, trigger = run.trigger.as_str(), "run started");
         let started = Instant::now();
         match self.replay(&run, shutdown).await {
             Ok((events, records)) => {
@@ -98,7 +105,7 @@ impl Runner {
                     seconds = secs,
                     "replay succeeded"
                 );
-                if run.is_full() {
+                if run.covers_topic() {
                     // The batch half just moved: compare it with the stream
                     // (in the background; the next run need not wait).
                     let auditor = self.auditor.clone();
@@ -127,13 +134,38 @@ impl Runner {
 
     /// Plans, reads and aggregates the run's range, then stores the results.
     async fn replay(&self, run: &Run, shutdown: &CancellationToken) -> anyhow::Result<(u64, u64)> {
+        let base = match run.trigger {
+            Trigger::Manual => None,
+            Trigger::Schedule | Trigger::Interval | Trigger::Threshold => {
+                store::chain_base(&self.pool).await?
+            }
+        };
         let from = run.from_time.map_or(From::Earliest, From::Time);
         let (kafka, topic, to) = (self.kafka.clone(), self.topic.clone(), run.to_time);
         let plan =
             tokio::task::spawn_blocking(move || replay::plan(&kafka, &topic, from, to)).await??;
+        let (plan, kind) = match &base {
+            Some(base) => (plan.after(&base.ends()), RunKind::Incremental),
+            None if run.covers_topic() => (plan, RunKind::Full),
+            None => (plan, RunKind::Range),
+        };
         let start: BTreeMap<i32, i64> = plan.spans.iter().map(|(p, s)| (*p, s.start)).collect();
         let end: BTreeMap<i32, i64> = plan.spans.iter().map(|(p, s)| (*p, s.end)).collect();
-        store::record_range(&self.pool, run.id, &start, &end, plan.total()).await?;
+        let range = store::Range {
+            kind,
+            base: base.as_ref(),
+            start: &start,
+            end: &end,
+            records: plan.total(),
+        };
+        store::record_range(&self.pool, run.id, range).await?;
+        tracing::info!(
+            run = run.id,
+            kind = kind.as_str(),
+            base = base.as_ref().map(|b| b.id),
+            records = plan.total(),
+            "run planned"
+        );
 
         let progress = Progress::new(plan.total());
         self.registry
@@ -158,15 +190,26 @@ impl Runner {
                 metrics::gauge!("kappa_replay_progress").set(1.0);
             }))
         };
+        // Where the base run's repeat detection ended: the run goes on from
+        // it instead of reading the window's records before its start.
+        let known = match &base {
+            Some(_) => store::windows(&self.pool)
+                .await?
+                .and_then(|bytes| Windows::decode(&bytes))
+                .unwrap_or_default(),
+            None => Windows::default(),
+        };
         let Part {
-            aggregate,
+            mut aggregate,
             events,
             rejected,
+            windows,
             ..
         } = read_plan(
             &self.kafka,
             &self.pool,
             &plan,
+            known,
             self.readers,
             &progress,
             shutdown,
@@ -174,13 +217,33 @@ impl Runner {
         .await?;
         let _ = finished.send(());
         let _ = (&mut gauge.0).await;
-        let results = aggregate.finish();
-        let counts = store::Counts {
-            events,
-            rejected,
-            bytes: read.bytes(),
+        if base.is_some() {
+            // The days the new records touched, as a full replay would have
+            // counted them: their stored state joins what was read.
+            for (day, state) in store::day_states(&self.pool, &aggregate.days()).await? {
+                aggregate.merge_encoded(day, &state).map_err(|e| {
+                    anyhow::anyhow!("{e}; a full replay (POST /api/replays) rebuilds it")
+                })?;
+            }
+        }
+        let states = if run.covers_topic() {
+            let days = aggregate.days().into_iter();
+            days.map(|day| (day, aggregate.encode_day(day))).collect()
+        } else {
+            Vec::new()
         };
-        store::succeed(&self.pool, run, &results, counts, self.keep_runs).await?;
+        let outcome = store::Outcome {
+            results: aggregate.finish(),
+            counts: store::Counts {
+                events,
+                rejected,
+                bytes: read.bytes(),
+            },
+            states,
+            windows: windows.encode(),
+            base: base.map(|b| b.id),
+        };
+        store::succeed(&self.pool, run, &outcome, self.keep_runs).await?;
         Ok((events, events + rejected))
     }
 }
@@ -194,6 +257,7 @@ pub(crate) async fn read_plan(
     kafka: &KafkaConfig,
     pool: &PgPool,
     plan: &replay::Plan,
+    mut known: Windows,
     readers: usize,
     progress: &Arc<Progress>,
     shutdown: &CancellationToken,
@@ -204,11 +268,12 @@ pub(crate) async fn read_plan(
     let mut results = Vec::new();
     for part in plan.split(readers.max(1)) {
         let (kafka, progress, shutdown) = (kafka.clone(), progress.clone(), shutdown.clone());
+        let known = known.take(part.spans.keys().copied());
         let (done, result) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("replay-reader".into())
             .spawn(move || {
-                let _ = done.send(read_part(&kafka, &part, &progress, &shutdown));
+                let _ = done.send(read_part(&kafka, &part, known, &progress, &shutdown));
             })?;
         results.push(result);
     }
@@ -221,6 +286,7 @@ pub(crate) async fn read_plan(
         whole.events += part.events;
         whole.rejected += part.rejected;
         whole.claimed.extend(part.claimed);
+        whole.windows.merge(part.windows);
     }
     // Claim-checked interactions count with their full bodies; one whose
     // payload is missing or does not match is a rejected record.
@@ -246,6 +312,8 @@ pub(crate) struct Part {
     pub aggregate: Aggregate,
     pub events: u64,
     pub rejected: u64,
+    /// Repeat detection where the plan ends.
+    pub windows: Windows,
     /// Claim-checked interactions, resolved after reading (rare; their
     /// payloads come from the claim-check store, not the topic).
     claimed: Vec<Received>,
@@ -266,22 +334,30 @@ impl Part {
 fn read_part(
     kafka: &KafkaConfig,
     plan: &replay::Plan,
+    known: Windows,
     progress: &Progress,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Part> {
     let mut part = Part::default();
-    replay::run(kafka, plan, progress, shutdown, |record| match record {
-        Ok(received) => {
-            part.events += 1;
-            match &received.envelope {
-                Envelope::Claimed(c) if c.event_type == EventType::Interaction => {
-                    part.claimed.push(received)
+    part.windows = replay::run_from(
+        kafka,
+        plan,
+        known,
+        progress,
+        shutdown,
+        |record| match record {
+            Ok(received) => {
+                part.events += 1;
+                match &received.envelope {
+                    Envelope::Claimed(c) if c.event_type == EventType::Interaction => {
+                        part.claimed.push(received)
+                    }
+                    _ => part.add(&received),
                 }
-                _ => part.add(&received),
             }
-        }
-        Err(_) => part.rejected += 1,
-    })?;
+            Err(_) => part.rejected += 1,
+        },
+    )?;
     Ok(part)
 }
 

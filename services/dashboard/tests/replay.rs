@@ -627,19 +627,55 @@ async fn the_audit_finds_the_halves_agree_and_reports_a_double_applied_batch() {
         stream_task,
     );
     stopped.await.unwrap().unwrap();
+    // An automatic run reads them: incremental (the 45 records after the
+    // full run), its results counting from where that run started.
     produce_interactions(&env, AUDIT_NEXT, 90, 15).await;
-    let (run, _) = service.replay(json!({"from": "earliest"})).await;
-    assert_eq!(run["state"], "succeeded", "{run}");
+    let pool = env.pool().await;
+    let id = dashboard::store::enqueue_automatic(&pool, dashboard::store::Trigger::Threshold)
+        .await
+        .unwrap()
+        .unwrap();
+    let runs = service
+        .wait_runs("the incremental run", |runs| {
+            runs.iter()
+                .any(|r| r["id"] == id && r["state"] == "succeeded")
+        })
+        .await;
+    let run = runs.iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(
+        (&run["kind"], &run["records"]),
+        (&json!("incremental"), &json!(45)),
+        "{run}"
+    );
     let (_, report) = audit(&service).await;
+    assert_eq!(report["run_id"], id, "{report}");
     assert_eq!(report["zero_drift"], true, "{report}");
     let (read, behind) = adjusted(&report, "batch");
     assert_eq!(read, 15, "{report}");
     assert!(behind > 0, "{report}");
     assert_eq!(compared(&report, AUDIT_DAY, "views"), (28, 28), "{report}");
+    // Another one: it started after the stream's position, and the batch
+    // half is still compared from the beginning (the 25 records after the
+    // stream's position taken out, not only the run's own 10).
+    produce_interactions(&env, AUDIT_NEXT, 105, 10).await;
+    let id = dashboard::store::enqueue_automatic(&pool, dashboard::store::Trigger::Threshold)
+        .await
+        .unwrap()
+        .unwrap();
+    service
+        .wait_runs("the second incremental run", |runs| {
+            runs.iter()
+                .any(|r| r["id"] == id && r["state"] == "succeeded")
+        })
+        .await;
+    let (_, report) = audit(&service).await;
+    assert_eq!(report["run_id"], id, "{report}");
+    assert_eq!(report["zero_drift"], true, "{report}");
+    assert_eq!(adjusted(&report, "batch").0, 25, "{report}");
+    assert_eq!(compared(&report, AUDIT_DAY, "views"), (28, 28), "{report}");
 
     // A batch applied twice on the streaming side (7 views and $12.50 of
     // revenue again in one partition): reported per day and measure.
-    let pool = env.pool().await;
     let injected = sqlx::query(
         "UPDATE rec_daily SET views = views + 7, revenue_cents = revenue_cents + 1250
          WHERE day = $1::date AND partition = (SELECT min(partition) FROM rec_daily WHERE day = $1::date)",

@@ -79,22 +79,37 @@ async fn the_schedule_and_the_thresholds_fire() {
     let (_, status) = scheduled.get("/api/triggers").await;
     assert_eq!(status["schedule"], "*/2 * * * * *");
     assert!(status["next_scheduled_at"].is_string(), "{status}");
-    scheduled
+    assert_eq!(status["next_timed"]["trigger"], "schedule", "{status}");
+    let runs = scheduled
         .wait_runs("a scheduled run", succeeded("schedule"))
         .await;
     scheduled.stop().await;
+    // Nothing to continue from: the first automatic run is full.
+    let first = of(&runs, "schedule").remove(0);
+    assert_eq!(first["kind"], "full", "{first}");
 
     // Records: the scheduled run covered all 100 records, so 0 are new: below 150.
     let mut records = common::config();
     records.threshold_events = 150;
     let service = Service::start(&env, records.clone()).await;
     let status = service.threshold_checks(2).await;
-    assert_eq!(status["new_records"], 0, "{status}");
+    assert_eq!(
+        (&status["new_records"], &status["records_to_threshold"]),
+        (&json!(0), &json!(150)),
+        "{status}"
+    );
+    assert_eq!(status["since_run"], first["id"], "{status}");
+    assert_eq!(status["next_run_kind"], "incremental", "{status}");
     assert!(of(&service.runs().await, "threshold").is_empty());
     // 100 new records: still below.
     produce(&env, 100).await;
     let status = service.threshold_checks(2).await;
     assert_eq!(status["new_records"], 100, "{status}");
+    assert_eq!(
+        status["new_bytes"],
+        Value::Null,
+        "the byte rule is off: {status}"
+    );
     assert!(of(&service.runs().await, "threshold").is_empty());
     // 200 new: above; one run. Produced while no instance checks: a check
     // in the middle of the sends would start a run on part of them (150 of
@@ -112,24 +127,34 @@ async fn the_schedule_and_the_thresholds_fire() {
     assert_eq!(of(&service.runs().await, "threshold").len(), 1);
     service.stop().await;
 
-    // Bytes: estimated from the last run's measured average record size.
-    // The run read the 300 records produced so far (three times the same
-    // hundred): its measure is checked against what was produced, and the
-    // expectation below comes from the test's own count, not the service's.
+    // The threshold's run continued the scheduled one: it read the 200 new
+    // records (twice the same hundred) and nothing before them.
     let last = of(&runs, "threshold").pop().unwrap();
     let hundred = produce_bytes(100);
     assert_eq!(
-        (last["records"].as_u64(), last["bytes"].as_u64()),
-        (Some(300), Some(3 * hundred)),
+        (&last["kind"], &last["base_run_id"]),
+        (&json!("incremental"), &first["id"]),
         "{last}"
     );
-    let average = hundred / 100;
+    assert_eq!(
+        (last["records"].as_u64(), last["bytes"].as_u64()),
+        (Some(200), Some(2 * hundred)),
+        "{last}"
+    );
+
+    // Bytes: the payload bytes appended since, as read, against a
+    // threshold of one and a half times a hundred records' bytes.
     let mut config = common::config();
-    config.threshold_bytes = average * 150;
+    config.threshold_bytes = hundred * 3 / 2;
     let service = Service::start(&env, config).await;
     produce(&env, 100).await;
     let status = service.threshold_checks(2).await;
-    assert_eq!(status["new_bytes"], average * 100, "{status}");
+    assert_eq!(status["new_bytes"], hundred, "{status}");
+    assert_eq!(
+        status["bytes_to_threshold"],
+        hundred * 3 / 2 - hundred,
+        "{status}"
+    );
     assert!(of(&service.runs().await, "threshold").len() == 1);
     produce(&env, 100).await;
     let runs = service
@@ -139,7 +164,52 @@ async fn the_schedule_and_the_thresholds_fire() {
         .await;
     assert!(of(&runs, "threshold")
         .iter()
-        .all(|r| r["state"] == "succeeded"));
+        .all(|r| r["state"] == "succeeded" && r["kind"] == "incremental"));
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_interval_fires_after_the_last_successful_run() {
+    let env = TestEnv::new("dash_interval").await;
+    produce(&env, 50).await;
+    let mut config = common::config();
+    config.interval = "2s".into();
+    let service = Service::start(&env, config).await;
+    // Nothing succeeded yet: due at once.
+    let runs = service
+        .wait_runs("a first interval run", succeeded("interval"))
+        .await;
+    let first = of(&runs, "interval").remove(0);
+    assert_eq!(
+        (&first["kind"], &first["records"]),
+        (&json!("full"), &json!(50))
+    );
+    // The next one is due two seconds after that run finished, and continues it.
+    let finished: DateTime<Utc> = first["finished_at"].as_str().unwrap().parse().unwrap();
+    let (_, status) = service.get("/api/triggers").await;
+    assert_eq!(status["interval"], "2s");
+    assert_eq!(status["next_timed"]["trigger"], "interval", "{status}");
+    produce(&env, 7).await;
+    let runs = service
+        .wait_runs("a second interval run", |runs| {
+            of(runs, "interval")
+                .iter()
+                .filter(|r| r["state"] == "succeeded")
+                .count()
+                == 2
+        })
+        .await;
+    let second = of(&runs, "interval").pop().unwrap();
+    let started: DateTime<Utc> = second["requested_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        started >= finished + chrono::TimeDelta::seconds(2),
+        "queued {started}, two seconds after {finished}?"
+    );
+    assert_eq!(
+        (&second["kind"], &second["base_run_id"], &second["records"]),
+        (&json!("incremental"), &first["id"], &json!(7)),
+        "{second}"
+    );
     service.stop().await;
 }
 

@@ -98,6 +98,16 @@ impl Window {
         seen
     }
 
+    /// The admissions a window at `next` still reaches, in offset order:
+    /// admitting them again into an empty window rebuilds this one.
+    pub fn admitted(&self, next: i64) -> impl Iterator<Item = (i64, Uuid)> + '_ {
+        let oldest = next.saturating_sub(self.size);
+        self.order
+            .iter()
+            .copied()
+            .filter(move |(at, id)| *at >= oldest && self.last.get(id) == Some(at))
+    }
+
     /// Ids held now.
     pub fn ids(&self) -> usize {
         self.last.len()

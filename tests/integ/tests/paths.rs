@@ -62,6 +62,7 @@ async fn dashboard(env: &TestEnv) -> Running {
         addr: "127.0.0.1:0".parse().unwrap(),
         keep_runs: 3,
         schedule: String::new(),
+        interval: String::new(),
         threshold_bytes: 0,
         threshold_events: 0,
         check_interval_ms: 1000,

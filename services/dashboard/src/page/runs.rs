@@ -1,4 +1,5 @@
-//! The replays table: per run its trigger and range, state, % done with a
+//! The replays table: per run its trigger and what it read (full,
+//! incremental after which run, or a custom range), state, % done with a
 //! bar, the time left, records read and rejected, how long it took, and the
 //! error of a failed run. A running run's numbers come from the live
 //! progress of this instance; the page's script refreshes them every second.
@@ -11,7 +12,7 @@ use chrono::{DateTime, Utc};
 use shared::replay::{Progress, ProgressView};
 
 use super::{esc, format};
-use crate::store::{Run, RunState};
+use crate::store::{Run, RunKind, RunState};
 
 /// Column headers; the script and the tests find cells by these classes.
 const HEADER: &str = r#"<table id="runs"><tr><th>#</th><th>trigger</th><th>range</th><th>state</th><th>% done</th><th>ETA</th><th>records</th><th>rejected</th><th>duration</th><th>finished</th><th>error</th></tr>"#;
@@ -90,19 +91,25 @@ fn row(
     );
 }
 
-/// "full", or the custom range a run read.
+/// What a run read: "full", "incremental after #base", the custom range,
+/// or, for an automatic run that has not started, what decides it.
 fn range(run: &Run) -> String {
-    if run.is_full() {
-        return "full".to_owned();
+    match (run.kind(), run.base_run_id) {
+        (Some(RunKind::Full), _) => "full".to_owned(),
+        (Some(RunKind::Incremental), Some(base)) => format!("incremental after #{base}"),
+        (Some(RunKind::Incremental), None) => "incremental".to_owned(),
+        (None, _) if run.covers_topic() => "incremental or full (at start)".to_owned(),
+        (Some(RunKind::Range) | None, _) => {
+            let time = |t: Option<DateTime<Utc>>, none: &str| {
+                t.map_or(none.to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+            };
+            format!(
+                "{} → {}",
+                time(run.from_time, "earliest"),
+                time(run.to_time, "end")
+            )
+        }
     }
-    let time = |t: Option<DateTime<Utc>>, none: &str| {
-        t.map_or(none.to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())
-    };
-    format!(
-        "{} → {}",
-        time(run.from_time, "earliest"),
-        time(run.to_time, "end")
-    )
 }
 
 fn seconds(delta: chrono::TimeDelta) -> f64 {

@@ -80,7 +80,14 @@ text_enum! {
 
 text_enum! {
     /// What started a run (`replay_runs.trigger`).
-    Trigger { Manual = "manual", Schedule = "schedule", Threshold = "threshold" }
+    Trigger { Manual = "manual", Schedule = "schedule", Interval = "interval", Threshold = "threshold" }
+}
+
+text_enum! {
+    /// What a run read (`replay_runs.kind`): the whole topic; the records
+    /// after its base run's end, merged into the base's days; a custom time
+    /// range (served by its id only).
+    RunKind { Full = "full", Incremental = "incremental", Range = "range" }
 }
 
 text_enum! {
@@ -107,6 +114,7 @@ mod tests {
     fn the_described_texts_are_the_serialized_ones() {
         schema_matches(RunState::ALL);
         schema_matches(Trigger::ALL);
+        schema_matches(RunKind::ALL);
         schema_matches(By::ALL);
         assert_eq!(serde_json::to_value(By::Views).unwrap(), By::Views.as_str());
     }

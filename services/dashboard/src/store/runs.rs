@@ -7,8 +7,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-use super::{By, RunState, Trigger};
-use crate::aggregate::{Day, Results};
+use super::{By, RunKind, RunState, Trigger};
+use crate::aggregate::{self, Day, Results};
 
 /// One replay run as stored.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -22,6 +22,18 @@ pub struct Run {
     pub to_time: Option<DateTime<Utc>>,
     #[sqlx(try_from = "String")]
     pub state: RunState,
+    /// What it read: `full`, `incremental` or `range`; none while an
+    /// automatic run waits (decided when it starts).
+    #[schema(value_type = Option<RunKind>)]
+    pub kind: Option<String>,
+    /// The run an incremental run merged its records into.
+    pub base_run_id: Option<i64>,
+    /// The version of what it computed (`dashboard::aggregate::VERSION`).
+    pub aggregation_version: Option<i32>,
+    /// Per partition, the offset its results count from: a full run's
+    /// start, an incremental run's base's; none for a custom range.
+    #[schema(value_type = Option<BTreeMap<String, i64>>)]
+    pub covered_from: Option<Value>,
     /// Per partition (as a string), the first offset read; none before the range is planned.
     #[schema(value_type = Option<BTreeMap<String, i64>>)]
     pub start_offsets: Option<Value>,
@@ -44,27 +56,69 @@ pub struct Run {
 }
 
 impl Run {
-    /// From the earliest offsets to the end snapshotted at its start: only
-    /// such a run may become current; one over a custom range (a `from`
-    /// time or a `to`) holds part of the data and is served by its id only.
-    pub fn is_full(&self) -> bool {
+    /// Its results cover the whole topic up to the end snapshotted at its
+    /// start (a full replay, or an incremental run on one): only such a run
+    /// may become current; one over a custom range (a `from` time or a
+    /// `to`) holds part of the data and is served by its id only.
+    pub fn covers_topic(&self) -> bool {
         self.from_time.is_none() && self.to_time.is_none()
+    }
+
+    pub fn kind(&self) -> Option<RunKind> {
+        self.kind.clone().and_then(|k| RunKind::try_from(k).ok())
+    }
+
+    /// Per partition, the offset its range ended before.
+    pub fn ends(&self) -> BTreeMap<i32, i64> {
+        offsets(self.end_offsets.as_ref())
+    }
+
+    /// Per partition, the offset its results count from (its start offsets
+    /// when it stored none).
+    pub fn covered_from(&self) -> BTreeMap<i32, i64> {
+        offsets(self.covered_from.as_ref().or(self.start_offsets.as_ref()))
     }
 }
 
-/// Queues a run; returns its id.
+/// `{"<partition>": offset}` as stored.
+fn offsets(stored: Option<&Value>) -> BTreeMap<i32, i64> {
+    let offsets = stored.and_then(Value::as_object);
+    offsets
+        .into_iter()
+        .flatten()
+        .filter_map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
+        .collect()
+}
+
+/// `offsets` as stored.
+fn stored(offsets: &BTreeMap<i32, i64>) -> Value {
+    Value::Object(
+        offsets
+            .iter()
+            .map(|(p, o)| (p.to_string(), Value::from(*o)))
+            .collect(),
+    )
+}
+
+/// Queues a run asked for (a full replay, or a custom range); returns its id.
 pub async fn enqueue(
     pool: &PgPool,
     trigger: Trigger,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> sqlx::Result<i64> {
+    let kind = if from.is_none() && to.is_none() {
+        RunKind::Full
+    } else {
+        RunKind::Range
+    };
     sqlx::query_scalar(
-        "INSERT INTO replay_runs (trigger, from_time, to_time) VALUES ($1, $2, $3) RETURNING id",
+        "INSERT INTO replay_runs (trigger, from_time, to_time, kind) VALUES ($1, $2, $3, $4) RETURNING id",
     )
     .bind(trigger.as_str())
     .bind(from)
     .bind(to)
+    .bind(kind.as_str())
     .fetch_one(pool)
     .await
 }
@@ -91,14 +145,34 @@ pub async fn busy(pool: &PgPool) -> sqlx::Result<bool> {
     .await
 }
 
-/// The newest successful full run (what a threshold counts new data from:
-/// a custom range's end offsets say nothing about what was covered).
-pub async fn last_success(pool: &PgPool) -> sqlx::Result<Option<Run>> {
+/// The current run, if its days' mergeable state was made by this
+/// aggregation version: the run an automatic run continues from.
+pub async fn chain_base(pool: &PgPool) -> sqlx::Result<Option<Run>> {
     sqlx::query_as(
-        "SELECT * FROM replay_runs WHERE state = 'succeeded' AND from_time IS NULL AND to_time IS NULL
-         ORDER BY id DESC LIMIT 1",
+        "SELECT r.* FROM dashboard_current c JOIN replay_runs r ON r.id = c.run_id
+         WHERE c.state_version = $1 AND r.end_offsets IS NOT NULL",
     )
+    .bind(aggregate::VERSION)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Where the current run's repeat detection ended (`replay::Windows`, encoded).
+pub async fn windows(pool: &PgPool) -> sqlx::Result<Option<Vec<u8>>> {
+    let windows = sqlx::query_scalar("SELECT windows FROM dashboard_current")
         .fetch_optional(pool)
+        .await?;
+    Ok(windows.flatten())
+}
+
+/// The stored mergeable state of those of `days` the current run counted.
+pub async fn day_states(
+    pool: &PgPool,
+    days: &[NaiveDate],
+) -> sqlx::Result<Vec<(NaiveDate, Vec<u8>)>> {
+    sqlx::query_as("SELECT day, state FROM dashboard_day_state WHERE day = ANY($1)")
+        .bind(days)
+        .fetch_all(pool)
         .await
 }
 
@@ -125,28 +199,36 @@ pub async fn fail_interrupted(conn: &mut PgConnection) -> sqlx::Result<u64> {
     Ok(done.rows_affected())
 }
 
-/// Records the snapshotted range of a run.
-pub async fn record_range(
-    pool: &PgPool,
-    id: i64,
-    start: &BTreeMap<i32, i64>,
-    end: &BTreeMap<i32, i64>,
-    records: u64,
-) -> sqlx::Result<()> {
-    let json = |m: &BTreeMap<i32, i64>| {
-        Value::Object(
-            m.iter()
-                .map(|(p, o)| (p.to_string(), Value::from(*o)))
-                .collect(),
-        )
+/// What a run reads, decided when it starts.
+pub struct Range<'a> {
+    pub kind: RunKind,
+    /// The run an incremental run continues.
+    pub base: Option<&'a Run>,
+    pub start: &'a BTreeMap<i32, i64>,
+    pub end: &'a BTreeMap<i32, i64>,
+    pub records: u64,
+}
+
+/// Records the snapshotted range of a run and what kind of run it is.
+pub async fn record_range(pool: &PgPool, id: i64, range: Range<'_>) -> sqlx::Result<()> {
+    let covered_from = match (range.kind, range.base) {
+        (RunKind::Full, _) => Some(stored(range.start)),
+        (RunKind::Incremental, Some(base)) => Some(stored(&base.covered_from())),
+        _ => None,
     };
     sqlx::query(
-        "UPDATE replay_runs SET start_offsets = $2, end_offsets = $3, records = $4 WHERE id = $1",
+        "UPDATE replay_runs SET start_offsets = $2, end_offsets = $3, records = $4, kind = $5,
+                base_run_id = $6, aggregation_version = $7, covered_from = $8
+         WHERE id = $1",
     )
     .bind(id)
-    .bind(json(start))
-    .bind(json(end))
-    .bind(records as i64)
+    .bind(stored(range.start))
+    .bind(stored(range.end))
+    .bind(range.records as i64)
+    .bind(range.kind.as_str())
+    .bind(range.base.map(|b| b.id))
+    .bind(aggregate::VERSION)
+    .bind(covered_from)
     .execute(pool)
     .await?;
     Ok(())
@@ -160,17 +242,42 @@ pub struct Counts {
     pub bytes: u64,
 }
 
-/// Stores a successful run's results and, for a full run, makes it current,
-/// in one transaction; then keeps only the newest `keep` finished runs and
-/// the current one.
+/// What a successful run stores.
+pub struct Outcome {
+    /// The days it computed (an incremental run: the days its records touched).
+    pub results: Results,
+    pub counts: Counts,
+    /// For a run that covers the topic, each computed day's mergeable state
+    /// (`Aggregate::encode_day`).
+    pub states: Vec<(NaiveDate, Vec<u8>)>,
+    /// For a run that covers the topic, where its repeat detection ended
+    /// (`replay::Windows`, encoded).
+    pub windows: Vec<u8>,
+    /// For an incremental run, the run whose other days it carries over.
+    pub base: Option<i64>,
+}
+
+/// Why storing a successful run was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Another run became current while this one merged into its base.
+    #[error("run {base}, which this run continues, is no longer current (now {current:?})")]
+    BaseMoved { base: i64, current: Option<i64> },
+}
+
+/// Stores a successful run's results and, for a run that covers the topic,
+/// makes it current with its days' state, in one transaction (an
+/// incremental run carries its base's untouched days over); then keeps
+/// only the newest `keep` finished runs and the current one.
 pub async fn succeed(
     pool: &PgPool,
     run: &Run,
-    results: &Results,
-    counts: Counts,
+    outcome: &Outcome,
     keep: i64,
-) -> sqlx::Result<()> {
-    let id = run.id;
+) -> Result<(), StoreError> {
+    let (id, results, counts) = (run.id, &outcome.results, outcome.counts);
     let mut tx = pool.begin().await?;
     let mut daily = DailyColumns::default();
     let mut top = TopColumns::default();
@@ -226,14 +333,8 @@ pub async fn succeed(
         .bind(counts.bytes as i64)
         .execute(&mut *tx)
         .await?;
-    if run.is_full() {
-        sqlx::query(
-            "INSERT INTO dashboard_current (singleton, run_id) VALUES (true, $1)
-             ON CONFLICT (singleton) DO UPDATE SET run_id = EXCLUDED.run_id",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    if run.covers_topic() {
+        become_current(&mut tx, id, outcome).await?;
     }
     // Retention: the newest `keep` finished runs, and the current one however
     // many custom-range runs came after it.
@@ -245,7 +346,73 @@ pub async fn succeed(
     .bind(keep.max(1))
     .execute(&mut *tx)
     .await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Makes run `id` current with its days' state: a full run's state replaces
+/// all of it; an incremental run's replaces its days' and carries its
+/// base's other days over, if the base is still current.
+async fn become_current(
+    tx: &mut PgConnection,
+    id: i64,
+    outcome: &Outcome,
+) -> Result<(), StoreError> {
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT run_id FROM dashboard_current FOR UPDATE")
+            .fetch_optional(&mut *tx)
+            .await?;
+    match outcome.base {
+        Some(base) if current != Some(base) => return Err(StoreError::BaseMoved { base, current }),
+        Some(base) => {
+            let computed: Vec<NaiveDate> = outcome.results.days.keys().copied().collect();
+            for table in ["dashboard_daily", "dashboard_top_products"] {
+                let columns = if table == "dashboard_daily" {
+                    "day, active_users, viewing_users, purchasing_users, views, clicks, add_to_cart, purchases, revenue_cents"
+                } else {
+                    "day, by, rank, product_id, count"
+                };
+                sqlx::query(&format!(
+                    "INSERT INTO {table} (run_id, {columns})
+                     SELECT $1, {columns} FROM {table} WHERE run_id = $2 AND NOT day = ANY($3)"
+                ))
+                .bind(id)
+                .bind(base)
+                .bind(&computed)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        None => {
+            sqlx::query("DELETE FROM dashboard_day_state")
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let (days, states): (Vec<NaiveDate>, Vec<&[u8]>) = outcome
+        .states
+        .iter()
+        .map(|(day, state)| (*day, state.as_slice()))
+        .unzip();
+    sqlx::query(
+        "INSERT INTO dashboard_day_state (day, state) SELECT * FROM UNNEST($1::date[], $2::bytea[])
+         ON CONFLICT (day) DO UPDATE SET state = EXCLUDED.state",
+    )
+    .bind(days)
+    .bind(states)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO dashboard_current (singleton, run_id, state_version, windows) VALUES (true, $1, $2, $3)
+         ON CONFLICT (singleton) DO UPDATE
+         SET run_id = EXCLUDED.run_id, state_version = EXCLUDED.state_version, windows = EXCLUDED.windows",
+    )
+    .bind(id)
+    .bind(aggregate::VERSION)
+    .bind(&outcome.windows)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// `dashboard_daily` rows as columns, for one UNNEST insert.
