@@ -118,7 +118,6 @@ struct NewData {
 
 /// Where the byte count has read to, for the run it counts from: the next
 /// check reads only the records after it.
-#[derive(Default)]
 struct Measured {
     since_run: Option<i64>,
     read_to: BTreeMap<i32, i64>,
@@ -221,7 +220,7 @@ impl Triggers {
         if self.threshold_bytes == 0 && self.threshold_events == 0 {
             return;
         }
-        let mut measured = Measured::default();
+        let mut measured = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -272,7 +271,7 @@ impl Triggers {
     /// `None` while a run is queued or running.
     async fn new_data(
         &self,
-        measured: &mut Measured,
+        measured: &mut Option<Measured>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Option<NewData>> {
         if store::busy(&self.pool).await? {
@@ -291,13 +290,15 @@ impl Triggers {
                 .await??;
         let records = topic_now.clone().after(&ends).total();
         let bytes = if self.threshold_bytes > 0 {
-            if measured.since_run != since_run || measured.read_to.is_empty() {
-                *measured = Measured {
+            // A new current run: count again from its end.
+            let measured = match measured {
+                Some(m) if m.since_run == since_run => m,
+                _ => measured.insert(Measured {
                     since_run,
                     read_to: ends,
                     bytes: 0,
-                };
-            }
+                }),
+            };
             let unread = topic_now.after(&measured.read_to);
             let (kafka, shutdown) = (self.kafka.clone(), shutdown.clone());
             let to_read = unread.clone();
