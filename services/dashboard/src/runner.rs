@@ -134,6 +134,80 @@ impl Runner {
 
     /// Plans, reads and aggregates the run's range, then stores the results.
     async fn replay(&self, run: &Run, shutdown: &CancellationToken) -> anyhow::Result<(u64, u64)> {
+        let (plan, base) = self.plan(run).await?;
+        let progress = Progress::new(plan.total());
+        self.registry
+            .lock()
+            .expect("poisoned")
+            .insert(run.id, progress.clone());
+        let read = progress.clone();
+        // Progress for /metrics while the run lasts; the reporter writes the
+        // final 1.0 itself, so no late tick of it can overwrite that.
+        let (finished, finish) = tokio::sync::oneshot::channel::<()>();
+        let mut gauge = {
+            let progress = progress.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                tokio::pin!(finish);
+                loop {
+                    metrics::gauge!("kappa_replay_progress").set(progress.view().fraction);
+                    tokio::select! {
+                        _ = &mut finish => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+                metrics::gauge!("kappa_replay_progress").set(1.0);
+            }))
+        };
+        let known = self.windows_after(base.as_ref()).await?;
+        let Part {
+            mut aggregate,
+            events,
+            rejected,
+            windows,
+            ..
+        } = read_plan(
+            &self.kafka,
+            &self.pool,
+            &plan,
+            known,
+            self.readers,
+            &progress,
+            shutdown,
+        )
+        .await?;
+        let _ = finished.send(());
+        let _ = (&mut gauge.0).await;
+        if base.is_some() {
+            self.merge_stored_days(&mut aggregate).await?;
+        }
+        // What a run that becomes current leaves for the next one.
+        let (states, windows) = if run.covers_topic() {
+            let days = aggregate.days().into_iter();
+            let states = days.map(|day| (day, aggregate.encode_day(day))).collect();
+            (states, windows.encode())
+        } else {
+            Default::default()
+        };
+        let outcome = store::Outcome {
+            results: aggregate.finish(),
+            counts: store::Counts {
+                events,
+                rejected,
+                bytes: read.bytes(),
+            },
+            states,
+            windows,
+            base: base.map(|b| b.id),
+        };
+        store::succeed(&self.pool, run, &outcome, self.keep_runs).await?;
+        Ok((events, events + rejected))
+    }
+
+    /// Decides what the run reads and records it: after the current run's
+    /// end (incremental: an automatic run, when the current run left its
+    /// state in this version), the whole topic, or the asked range. Returns
+    /// the plan and the run it continues.
+    async fn plan(&self, run: &Run) -> anyhow::Result<(replay::Plan, Option<Run>)> {
         let base = match run.trigger {
             Trigger::Manual => None,
             Trigger::Schedule | Trigger::Interval | Trigger::Threshold => {
@@ -166,85 +240,31 @@ impl Runner {
             records = plan.total(),
             "run planned"
         );
+        Ok((plan, base))
+    }
 
-        let progress = Progress::new(plan.total());
-        self.registry
-            .lock()
-            .expect("poisoned")
-            .insert(run.id, progress.clone());
-        let read = progress.clone();
-        // Progress for /metrics while the run lasts; the reporter writes the
-        // final 1.0 itself, so no late tick of it can overwrite that.
-        let (finished, finish) = tokio::sync::oneshot::channel::<()>();
-        let mut gauge = {
-            let progress = progress.clone();
-            AbortOnDrop(tokio::spawn(async move {
-                tokio::pin!(finish);
-                loop {
-                    metrics::gauge!("kappa_replay_progress").set(progress.view().fraction);
-                    tokio::select! {
-                        _ = &mut finish => break,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                }
-                metrics::gauge!("kappa_replay_progress").set(1.0);
-            }))
-        };
-        // Where the base run's repeat detection ended: the run goes on from
-        // it instead of reading the window's records before its start.
-        let known = match &base {
-            Some(_) => store::windows(&self.pool)
-                .await?
-                .and_then(|bytes| Windows::decode(&bytes))
-                .unwrap_or_default(),
-            None => Windows::default(),
-        };
-        let Part {
-            mut aggregate,
-            events,
-            rejected,
-            windows,
-            ..
-        } = read_plan(
-            &self.kafka,
-            &self.pool,
-            &plan,
-            known,
-            self.readers,
-            &progress,
-            shutdown,
-        )
-        .await?;
-        let _ = finished.send(());
-        let _ = (&mut gauge.0).await;
-        if base.is_some() {
-            // The days the new records touched, as a full replay would have
-            // counted them: their stored state joins what was read.
-            for (day, state) in store::day_states(&self.pool, &aggregate.days()).await? {
-                aggregate.merge_encoded(day, &state).map_err(|e| {
-                    anyhow::anyhow!("{e}; a full replay (POST /api/replays) rebuilds it")
-                })?;
-            }
+    /// Where `base`'s repeat detection ended, for a run that goes on from
+    /// it instead of reading the window's records before its start again;
+    /// none stored (or unreadable): nothing known, the run reads them.
+    async fn windows_after(&self, base: Option<&Run>) -> anyhow::Result<Windows> {
+        if base.is_none() {
+            return Ok(Windows::default());
         }
-        let states = if run.covers_topic() {
-            let days = aggregate.days().into_iter();
-            days.map(|day| (day, aggregate.encode_day(day))).collect()
-        } else {
-            Vec::new()
-        };
-        let outcome = store::Outcome {
-            results: aggregate.finish(),
-            counts: store::Counts {
-                events,
-                rejected,
-                bytes: read.bytes(),
-            },
-            states,
-            windows: windows.encode(),
-            base: base.map(|b| b.id),
-        };
-        store::succeed(&self.pool, run, &outcome, self.keep_runs).await?;
-        Ok((events, events + rejected))
+        let stored = store::windows(&self.pool).await?;
+        Ok(stored
+            .and_then(|bytes| Windows::decode(&bytes))
+            .unwrap_or_default())
+    }
+
+    /// Adds the stored state of the days `aggregate` touched: those days
+    /// then hold what a full replay would have counted.
+    async fn merge_stored_days(&self, aggregate: &mut Aggregate) -> anyhow::Result<()> {
+        for (day, state) in store::day_states(&self.pool, &aggregate.days()).await? {
+            aggregate.merge_encoded(day, &state).map_err(|e| {
+                anyhow::anyhow!("{e}; a full replay (POST /api/replays) rebuilds it")
+            })?;
+        }
+        Ok(())
     }
 }
 
