@@ -207,12 +207,7 @@ async fn a_chain_of_incremental_runs_equals_a_full_replay() {
     );
     let chained = (stored(&pool, &c).await, states(&pool).await);
     // The page says which runs were incremental, and after which run.
-    let page = reqwest::get(format!("{}/", service.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = service.page().await;
     for (run, read) in [
         (&a, "full".to_owned()),
         (&c, format!("incremental after #{}", b["id"])),

@@ -705,12 +705,7 @@ async fn the_audit_finds_the_halves_agree_and_reports_a_double_applied_batch() {
         (7.0, 1250.0, 0.0),
         "{metrics}"
     );
-    let page = reqwest::get(format!("{}/", service.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = service.page().await;
     let line = page
         .split(r#"id="audit""#)
         .nth(1)

@@ -117,6 +117,12 @@ impl Service {
 }
 
 impl Service {
+    /// The page at `/`, as HTML.
+    pub async fn page(&self) -> String {
+        let response = reqwest::get(format!("{}/", self.base)).await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// Every run, oldest first.
     pub async fn runs(&self) -> Vec<Value> {
         let (_, body) = self.get("/api/replays").await;
