@@ -189,7 +189,10 @@ impl Triggers {
                         .into_iter()
                         .flatten()
                         .max()
-                        .map_or(Utc::now(), |t| t + interval);
+                        .map_or(Utc::now(), |t| {
+                            t.checked_add_signed(interval)
+                                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                        });
                     {
                         let mut status = self.status();
                         status.next_interval_at = Some(due);
