@@ -25,7 +25,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim AS runtime
 ARG SERVICE
-# ca-certificates for TLS clients, curl for the compose healthcheck (/healthz).
+# ca-certificates for TLS clients, curl for the compose healthcheck (/readyz).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
