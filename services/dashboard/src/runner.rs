@@ -177,9 +177,11 @@ impl Runner {
         .await?;
         let _ = finished.send(());
         let _ = (&mut gauge.0).await;
+        let read_at = Instant::now();
         if base.is_some() {
             self.merge_stored_days(&mut aggregate).await?;
         }
+        let merged_at = Instant::now();
         // What a run that becomes current leaves for the next one.
         let (states, windows) = if run.covers_topic() {
             let days = aggregate.days().into_iter();
@@ -199,7 +201,18 @@ impl Runner {
             windows,
             base: base.map(|b| b.id),
         };
+        let encoded_at = Instant::now();
         store::succeed(&self.pool, run, &outcome, self.keep_runs).await?;
+        let state_bytes: usize = outcome.states.iter().map(|(_, s)| s.len()).sum();
+        tracing::info!(
+            run = run.id,
+            merge_seconds = (merged_at - read_at).as_secs_f64(),
+            finish_seconds = (encoded_at - merged_at).as_secs_f64(),
+            store_seconds = encoded_at.elapsed().as_secs_f64(),
+            state_bytes,
+            window_bytes = outcome.windows.len(),
+            "run stored"
+        );
         Ok((events, events + rejected))
     }
 
