@@ -21,7 +21,7 @@ use shared::consume::Received;
 use shared::event::{Envelope, EventBody, EventType};
 use shared::replay::{self, From, Progress, Windows};
 use shared::shutdown::CancellationToken;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 
 use crate::aggregate::Aggregate;
@@ -158,7 +158,11 @@ impl Runner {
                 metrics::gauge!("kappa_replay_progress").set(1.0);
             }))
         };
-        let known = self.windows_after(base.as_ref()).await?;
+        // The run's large statements (its windows, its days' state) on a
+        // connection of its own, closed with the run: the megabytes its
+        // buffers grew to go with it, not into the pool.
+        let mut conn = self.pool.acquire().await?.detach();
+        let known = windows_after(&mut conn, base.as_ref()).await?;
         let Part {
             mut aggregate,
             events,
@@ -179,7 +183,7 @@ impl Runner {
         let _ = (&mut gauge.0).await;
         let read_at = Instant::now();
         if base.is_some() {
-            self.merge_stored_days(&mut aggregate).await?;
+            merge_stored_days(&mut conn, &mut aggregate).await?;
         }
         let merged_at = Instant::now();
         // What a run that becomes current leaves for the next one.
@@ -202,7 +206,8 @@ impl Runner {
             base: base.map(|b| b.id),
         };
         let encoded_at = Instant::now();
-        store::succeed(&self.pool, run, &outcome, self.keep_runs).await?;
+        store::succeed(&mut conn, run, &outcome, self.keep_runs).await?;
+        sqlx::Connection::close(conn).await?;
         let state_bytes: usize = outcome.states.iter().map(|(_, s)| s.len()).sum();
         tracing::info!(
             run = run.id,
@@ -255,30 +260,33 @@ impl Runner {
         );
         Ok((plan, base))
     }
+}
 
-    /// Where `base`'s repeat detection ended, for a run that goes on from
-    /// it instead of reading the window's records before its start again;
-    /// none stored (or unreadable): nothing known, the run reads them.
-    async fn windows_after(&self, base: Option<&Run>) -> anyhow::Result<Windows> {
-        if base.is_none() {
-            return Ok(Windows::default());
-        }
-        let stored = store::windows(&self.pool).await?;
-        Ok(stored
-            .and_then(|bytes| Windows::decode(&bytes))
-            .unwrap_or_default())
+/// Where `base`'s repeat detection ended, for a run that goes on from it
+/// instead of reading the window's records before its start again; none
+/// stored (or unreadable): nothing known, the run reads them.
+async fn windows_after(conn: &mut PgConnection, base: Option<&Run>) -> anyhow::Result<Windows> {
+    if base.is_none() {
+        return Ok(Windows::default());
     }
+    let stored = store::windows(conn).await?;
+    Ok(stored
+        .and_then(|bytes| Windows::decode(&bytes))
+        .unwrap_or_default())
+}
 
-    /// Adds the stored state of the days `aggregate` touched: those days
-    /// then hold what a full replay would have counted.
-    async fn merge_stored_days(&self, aggregate: &mut Aggregate) -> anyhow::Result<()> {
-        for (day, state) in store::day_states(&self.pool, &aggregate.days()).await? {
-            aggregate.merge_encoded(day, &state).map_err(|e| {
-                anyhow::anyhow!("{e}; a full replay (POST /api/replays) rebuilds it")
-            })?;
-        }
-        Ok(())
+/// Adds the stored state of the days `aggregate` touched: those days then
+/// hold what a full replay would have counted.
+async fn merge_stored_days(
+    conn: &mut PgConnection,
+    aggregate: &mut Aggregate,
+) -> anyhow::Result<()> {
+    for (day, state) in store::day_states(conn, &aggregate.days()).await? {
+        aggregate
+            .merge_encoded(day, &state)
+            .map_err(|e| anyhow::anyhow!("{e}; a full replay (POST /api/replays) rebuilds it"))?;
     }
+    Ok(())
 }
 
 /// Reads `plan` and aggregates it the way a replay does: several readers,

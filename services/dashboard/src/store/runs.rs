@@ -158,21 +158,21 @@ pub async fn chain_base(pool: &PgPool) -> sqlx::Result<Option<Run>> {
 }
 
 /// Where the current run's repeat detection ended (`replay::Windows`, encoded).
-pub async fn windows(pool: &PgPool) -> sqlx::Result<Option<Vec<u8>>> {
+pub async fn windows(conn: &mut PgConnection) -> sqlx::Result<Option<Vec<u8>>> {
     let windows = sqlx::query_scalar("SELECT windows FROM dashboard_current")
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await?;
     Ok(windows.flatten())
 }
 
 /// The stored mergeable state of those of `days` the current run counted.
 pub async fn day_states(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     days: &[NaiveDate],
 ) -> sqlx::Result<Vec<(NaiveDate, Vec<u8>)>> {
     sqlx::query_as("SELECT day, state FROM dashboard_day_state WHERE day = ANY($1)")
         .bind(days)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
 }
 
@@ -272,13 +272,13 @@ pub enum StoreError {
 /// incremental run carries its base's untouched days over); then keeps
 /// only the newest `keep` finished runs and the current one.
 pub async fn succeed(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     run: &Run,
     outcome: &Outcome,
     keep: i64,
 ) -> Result<(), StoreError> {
     let (id, results, counts) = (run.id, &outcome.results, outcome.counts);
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
     let mut daily = DailyColumns::default();
     let mut top = TopColumns::default();
     for (date, result) in &results.days {
