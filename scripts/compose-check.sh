@@ -221,19 +221,6 @@ why() {
   echo "$1"
 }
 passed=0 failed=0 failures=()
-check() {  # check <description> <function>: the function prints why it failed
-  local what=$1 rc; shift
-  set +e
-  (set -e; "$@") >"$TMP/out" 2>&1
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    passed=$((passed + 1)); log "ok   $what"
-  else
-    failed=$((failed + 1)); failures+=("$what: $(tail -n 1 "$TMP/out")")
-    log "FAIL $what"; sed 's/^/       /' "$TMP/out" >&2
-  fi
-}
 
 # Two interactions through the gateway (:8080); the recommendation service
 # (:8082), reading them from kafka:19092, pairs the two products.

@@ -162,3 +162,23 @@ apt_install_if_missing() {
   apt_install "$@"
   command -v "$cmd" >/dev/null 2>&1 || die "installed $* but '$cmd' is still not on PATH"
 }
+
+# check <description> <command...>: one check of a script that counts them
+# (`passed`, `failed`, `failures`, and `TMP`, set by the script). The command
+# runs in a subshell outside any `if`, so `set -e` stops it at its first
+# failing step; its output goes to $TMP/out, shown when it fails, whose last
+# line is kept in `failures` with the description.
+check() {
+  local what=$1 rc
+  shift
+  set +e
+  (set -e; "$@") >"$TMP/out" 2>&1
+  rc=$?
+  set -e
+  if ((rc == 0)); then
+    passed=$((passed + 1)); log "ok   $what"
+  else
+    failed=$((failed + 1)); failures+=("$what: $(tail -n 1 "$TMP/out")")
+    log "FAIL $what"; sed 's/^/       /' "$TMP/out" >&2
+  fi
+}

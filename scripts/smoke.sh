@@ -11,23 +11,10 @@ GATEWAY=${GATEWAY:-http://127.0.0.1:8080}
 BROKER=127.0.0.1:9092
 TOPIC=${EVENTS_TOPIC:-events}
 TOKEN=$(<"$RUN_DIR/token")
-passed=0 failed=0
+passed=0 failed=0 failures=()
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-check() {  # check <description> <function>
-  local what=$1 rc; shift
-  # A subshell outside any `if`, so `set -e` stops the check at its first failing step.
-  set +e
-  (set -e; "$@") >"$TMP/out" 2>&1
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    passed=$((passed + 1)); log "ok   $what"
-  else
-    failed=$((failed + 1)); log "FAIL $what"; sed 's/^/       /' "$TMP/out" >&2
-  fi
-}
 json_field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
 
 # Every service binary answers --help and --version without starting (no

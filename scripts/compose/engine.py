@@ -510,6 +510,18 @@ def chown_tree(path, uid, gid):
             os.lchown(os.path.join(d, n), uid, gid)
 
 
+def populate(path, uid, gid, mode, template):
+    """A directory as the image has it at `path`: a copy of `template` (the
+    image's directory) or an empty one, with the image's owner and mode."""
+    if template:
+        shutil.copytree(template, path, symlinks=True)
+        chown_tree(path, uid, gid)
+    else:
+        os.makedirs(path)
+        os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
 def kafka_image(name, version, root, images_dir):
     libs = os.path.join(root, ".cache", "kafka", version, "libs")
     if not os.path.isfile(os.path.join(root, ".cache", "kafka", version, ".fetch-complete")):
@@ -755,13 +767,7 @@ class Container:
         mounts = {}   # container path -> (host source, read_only)
         for target, (uid, gid, mode, template) in self.image.layer.items():
             src = os.path.join(self.dir, "layer", slug(target))
-            if template:
-                shutil.copytree(template, src, symlinks=True)
-                chown_tree(src, uid, gid)
-            else:
-                os.makedirs(src)
-                os.chown(src, uid, gid)
-            os.chmod(src, mode)
+            populate(src, uid, gid, mode, template)
             mounts[target] = (src, False)
         for target, src in self.image.shared:
             mounts[target] = (src, True)
@@ -1051,13 +1057,7 @@ class Engine:
             return self.volumes[name]
         path = os.path.join(self.run_dir, "volumes", name)
         uid, gid, mode, template = image.layer.get(target, (0, 0, 0o755, None))
-        if template:
-            shutil.copytree(template, path, symlinks=True)
-            chown_tree(path, uid, gid)
-        else:
-            os.makedirs(path)
-            os.chown(path, uid, gid)
-        os.chmod(path, mode)
+        populate(path, uid, gid, mode, template)
         how = "from the image's directory" if target in image.layer else "the image has no such directory"
         log(f"volume {name}: {uid}:{gid} {mode:04o} at {target} of {image.name} ({how})")
         self.volumes[name] = path
