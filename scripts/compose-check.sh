@@ -210,6 +210,18 @@ http() {
 body() { tr -d '\n' <"$TMP/body" | head -c 400; }
 field() { "$PY" -c 'import json, sys; d = json.load(open(sys.argv[2])); print(eval("d" + sys.argv[1]))' "$1" "$TMP/body"; }
 uuid() { cat /proc/sys/kernel/random/uuid; }
+# settled <url> <key> <waiting> <seconds> <what>: GETs <url> (with the token)
+# until its field <key> is neither <waiting> nor unreadable; prints it.
+settled() {
+  local url=$1 key=$2 waiting=$3 seconds=$4 what=$5 code value end=$((SECONDS + $4))
+  while :; do
+    code=$(http GET "$url" -H "$AUTH")
+    value=$([[ $code == 200 ]] && field "[\"$key\"]" || echo "?")
+    [[ $value == "$waiting" || $value == "?" ]] || { echo "$value"; return 0; }
+    ((SECONDS < end)) || { why "$what still $value after $seconds s ($code): $(body)" >&2; return 1; }
+    sleep 0.5
+  done
+}
 # why <reason>: the reason, after the log lines of the request the answer
 # names (an error answer carries a request_id; its cause is in the log).
 why() {
@@ -252,14 +264,7 @@ sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBB
     -F "video=@$ROOT/services/products/tests/fixtures/clip.mp4;type=video/mp4")
   [[ $code == 202 ]] || { why "gateway: POST /products answered $code: $(body)"; return 1; }
   id=$(field '["product_id"]')
-  local end=$((SECONDS + 90))
-  while :; do
-    code=$(http GET "http://127.0.0.1:8084/products/$id" -H "$AUTH")
-    status=$([[ $code == 200 ]] && field '["status"]' || echo "?")
-    [[ $status == pending || $status == "?" ]] || break
-    ((SECONDS < end)) || { why "products: $id still $status after 90 s ($code): $(body)"; return 1; }
-    sleep 0.5
-  done
+  status=$(settled "http://127.0.0.1:8084/products/$id" status pending 90 "products: $id")
   [[ $status == active ]] || { why "products: $id is $status: $(body)"; return 1; }
   code=$(http GET "http://127.0.0.1:8084/products/$id/thumbnail" -H "$AUTH")
   [[ $code == 200 && $(head -c 2 "$TMP/body" | od -An -tx1 | tr -d ' ') == ffd8 ]] \
@@ -298,14 +303,7 @@ pagecount_through_the_dashboard() {
   code=$(http POST http://127.0.0.1:8083/api/mapreduce/jobs -H "$AUTH")
   [[ $code == 202 ]] || { why "dashboard: POST /api/mapreduce/jobs answered $code: $(body)"; return 1; }
   id=$(field '["id"]')
-  local end=$((SECONDS + 150))
-  while :; do
-    code=$(http GET "http://127.0.0.1:8085/jobs/$id" -H "$AUTH")
-    state=$([[ $code == 200 ]] && field '["state"]' || echo "?")
-    [[ $state == running || $state == "?" ]] || break
-    ((SECONDS < end)) || { why "pagecount: job $id still $state after 150 s: $(body)"; return 1; }
-    sleep 0.5
-  done
+  state=$(settled "http://127.0.0.1:8085/jobs/$id" state running 150 "pagecount: job $id")
   [[ $state == succeeded ]] || { why "pagecount: job $id is $state: $(body)"; return 1; }
   count=$(H "$PY" - "$id" "/cc-$tag" "$TOKEN" <<'PY'
 import json, sys, urllib.parse, urllib.request

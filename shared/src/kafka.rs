@@ -174,6 +174,10 @@ pub async fn ensure_topic(
 }
 
 /// Low and high watermarks of every partition of `topic`, in partition order.
+/// A topic the metadata lists no partitions of is an error, not an empty
+/// topic: it does not exist, or was created a moment ago and the broker
+/// answering does not know it yet (a caller that took that for zero
+/// partitions handed out page-count tasks with none).
 pub async fn watermarks(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<(i64, i64)>> {
     let cfg = cfg.clone();
     let topic = topic.to_owned();
@@ -186,6 +190,10 @@ pub async fn watermarks(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<(i
             .first()
             .map(|t| t.partitions().len())
             .unwrap_or(0);
+        anyhow::ensure!(
+            partitions > 0,
+            "topic {topic}: the metadata lists no partitions (not created, or not known yet)"
+        );
         (0..partitions as i32)
             .map(|p| Ok(client.fetch_watermarks(&topic, p, timeout)?))
             .collect()

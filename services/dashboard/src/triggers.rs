@@ -182,34 +182,13 @@ impl Triggers {
         let interval = chrono::TimeDelta::from_std(interval).unwrap_or(chrono::TimeDelta::MAX);
         let mut fired: Option<DateTime<Utc>> = None;
         loop {
-            match store::current(&self.pool).await {
-                Ok(current) => {
-                    let last = current.and_then(|r| r.finished_at);
-                    let due = [last, fired]
-                        .into_iter()
-                        .flatten()
-                        .max()
-                        .map_or(Utc::now(), |t| {
-                            t.checked_add_signed(interval)
-                                .unwrap_or(DateTime::<Utc>::MAX_UTC)
-                        });
-                    {
-                        let mut status = self.status();
-                        status.next_interval_at = Some(due);
-                        status.update_next_timed();
-                    }
-                    if due <= Utc::now() {
-                        match store::busy(&self.pool).await {
-                            Ok(false) => {
-                                self.fire(Trigger::Interval).await;
-                                fired = Some(Utc::now());
-                                continue;
-                            }
-                            Ok(true) => {}
-                            Err(error) => tracing::warn!(%error, "interval check failed"),
-                        }
-                    }
+            match self.interval_due(interval, fired).await {
+                Ok(true) => {
+                    self.fire(Trigger::Interval).await;
+                    fired = Some(Utc::now());
+                    continue;
                 }
+                Ok(false) => {}
                 Err(error) => tracing::warn!(%error, "interval check failed"),
             }
             tokio::select! {
@@ -217,6 +196,30 @@ impl Triggers {
                 _ = tokio::time::sleep(self.check_interval) => {}
             }
         }
+    }
+
+    /// Whether the interval is due now and no run waits or runs; shows when
+    /// it is due.
+    async fn interval_due(
+        &self,
+        interval: chrono::TimeDelta,
+        fired: Option<DateTime<Utc>>,
+    ) -> sqlx::Result<bool> {
+        let last = store::current(&self.pool)
+            .await?
+            .and_then(|r| r.finished_at);
+        let due = match last.max(fired) {
+            Some(t) => t
+                .checked_add_signed(interval)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            None => Utc::now(),
+        };
+        {
+            let mut status = self.status();
+            status.next_interval_at = Some(due);
+            status.update_next_timed();
+        }
+        Ok(due <= Utc::now() && !store::busy(&self.pool).await?)
     }
 
     async fn on_threshold(&self, shutdown: &CancellationToken) {
@@ -280,13 +283,13 @@ impl Triggers {
         if store::busy(&self.pool).await? {
             return Ok(None);
         }
-        let current = store::current(&self.pool).await?;
-        let next_run_kind = match store::chain_base(&self.pool).await? {
-            Some(_) => RunKind::Incremental,
-            None => RunKind::Full,
+        let chain = store::current_chain(&self.pool).await?;
+        let next_run_kind = match chain {
+            Some((_, true)) => RunKind::Incremental,
+            _ => RunKind::Full,
         };
-        let since_run = current.as_ref().map(|r| r.id);
-        let ends = current.map(|r| r.ends()).unwrap_or_default();
+        let since_run = chain.as_ref().map(|(r, _)| r.id);
+        let ends = chain.map(|(r, _)| r.ends()).unwrap_or_default();
         let (kafka, topic) = (self.kafka.clone(), self.topic.clone());
         let topic_now: Plan =
             tokio::task::spawn_blocking(move || replay::plan(&kafka, &topic, From::Earliest, None))

@@ -88,20 +88,12 @@ impl Application {
             shared::kafka::ensure_topic(kafka, topic, config.topic_partitions, 7 * 24 * 3_600_000)
                 .await?;
         }
-        // A topic just created has no leaders for a moment, and the
-        // metadata may not list its partitions yet (another process's
-        // creation): wait for them. Zero partitions would be handed to
-        // every map task, and no job would ever finish.
+        // A topic just created has no leaders for a moment, and the broker
+        // answering may not list its partitions yet: wait for them.
         let mut attempts = 0;
         let shuffle_partitions = loop {
-            let found = shared::kafka::watermarks(kafka, &config.shuffle_topic)
-                .await
-                .and_then(|partitions| match partitions.len() {
-                    0 => Err(anyhow::anyhow!("the metadata lists no partitions yet")),
-                    n => Ok(n as i32),
-                });
-            match found {
-                Ok(partitions) => break partitions,
+            match shared::kafka::watermarks(kafka, &config.shuffle_topic).await {
+                Ok(partitions) => break partitions.len() as i32,
                 Err(error) if attempts < 60 => {
                     attempts += 1;
                     tracing::info!(

@@ -145,16 +145,29 @@ pub async fn busy(pool: &PgPool) -> sqlx::Result<bool> {
     .await
 }
 
-/// The current run, if its days' mergeable state was made by this
-/// aggregation version: the run an automatic run continues from.
-pub async fn chain_base(pool: &PgPool) -> sqlx::Result<Option<Run>> {
-    sqlx::query_as(
-        "SELECT r.* FROM dashboard_current c JOIN replay_runs r ON r.id = c.run_id
-         WHERE c.state_version = $1 AND r.end_offsets IS NOT NULL",
+/// The current run, and whether an automatic run can continue it: its
+/// days' mergeable state was made by this aggregation version.
+pub async fn current_chain(pool: &PgPool) -> sqlx::Result<Option<(Run, bool)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        run: Run,
+        continuable: bool,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT r.*, c.state_version IS NOT DISTINCT FROM $1 AND r.end_offsets IS NOT NULL AS continuable
+         FROM dashboard_current c JOIN replay_runs r ON r.id = c.run_id",
     )
     .bind(aggregate::VERSION)
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.run, r.continuable)))
+}
+
+/// The run an automatic run continues from ([`current_chain`]), if any.
+pub async fn chain_base(pool: &PgPool) -> sqlx::Result<Option<Run>> {
+    let chain = current_chain(pool).await?;
+    Ok(chain.and_then(|(run, continuable)| continuable.then_some(run)))
 }
 
 /// Where the current run's repeat detection ended (`replay::Windows`, encoded).
@@ -350,6 +363,16 @@ pub async fn succeed(
     Ok(())
 }
 
+/// Copies run $2's results of the days not in $3 to run $1, table by table.
+const CARRY_OVER: [&str; 2] = [
+    "INSERT INTO dashboard_daily (run_id, day, active_users, viewing_users, purchasing_users, views, clicks, add_to_cart, purchases, revenue_cents)
+     SELECT $1, day, active_users, viewing_users, purchasing_users, views, clicks, add_to_cart, purchases, revenue_cents
+     FROM dashboard_daily WHERE run_id = $2 AND NOT day = ANY($3)",
+    "INSERT INTO dashboard_top_products (run_id, day, by, rank, product_id, count)
+     SELECT $1, day, by, rank, product_id, count
+     FROM dashboard_top_products WHERE run_id = $2 AND NOT day = ANY($3)",
+];
+
 /// Makes run `id` current with its days' state: a full run's state replaces
 /// all of it; an incremental run's replaces its days' and carries its
 /// base's other days over, if the base is still current.
@@ -366,21 +389,13 @@ async fn become_current(
         Some(base) if current != Some(base) => return Err(StoreError::BaseMoved { base, current }),
         Some(base) => {
             let computed: Vec<NaiveDate> = outcome.results.days.keys().copied().collect();
-            for table in ["dashboard_daily", "dashboard_top_products"] {
-                let columns = if table == "dashboard_daily" {
-                    "day, active_users, viewing_users, purchasing_users, views, clicks, add_to_cart, purchases, revenue_cents"
-                } else {
-                    "day, by, rank, product_id, count"
-                };
-                sqlx::query(&format!(
-                    "INSERT INTO {table} (run_id, {columns})
-                     SELECT $1, {columns} FROM {table} WHERE run_id = $2 AND NOT day = ANY($3)"
-                ))
-                .bind(id)
-                .bind(base)
-                .bind(&computed)
-                .execute(&mut *tx)
-                .await?;
+            for carry_over in CARRY_OVER {
+                sqlx::query(carry_over)
+                    .bind(id)
+                    .bind(base)
+                    .bind(&computed)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         None => {
