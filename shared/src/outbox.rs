@@ -34,6 +34,9 @@ pub struct Relay {
     /// Woken by this process's writes; other instances' rows are found by polling.
     pub wake: Arc<Notify>,
     pub poll_interval: Duration,
+    /// Tests only: how long to hold the locked rows before publishing them,
+    /// the window in which a test kills the process (zero in service).
+    pub pause_before_publish: Duration,
 }
 
 impl Relay {
@@ -92,6 +95,14 @@ impl Relay {
         .await?;
         if rows.is_empty() {
             return Ok(0);
+        }
+        if !self.pause_before_publish.is_zero() {
+            tracing::info!(
+                rows = rows.len(),
+                outbox = self.table,
+                "rows locked; pausing before publishing (test)"
+            );
+            tokio::time::sleep(self.pause_before_publish).await;
         }
         let messages: Vec<Outgoing<'_>> = rows
             .iter()

@@ -339,6 +339,8 @@ async fn the_count_pages_button_starts_a_job_on_the_coordinator() {
             max_batch_events: 100,
             max_batch_ms: 50,
             stuck_after_ms: 60_000,
+            relay_interval_ms: 100,
+            test_pause_before_publish_ms: 0,
         },
         shutdown.clone(),
     )

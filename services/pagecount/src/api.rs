@@ -1,6 +1,7 @@
 //! The coordinator's API (token on every route): `POST /jobs` snapshots the
-//! input's offsets, splits each partition's range into chunks and publishes
-//! one map task per chunk; `GET /jobs`, `GET /jobs/{id}` (state, progress,
+//! input's offsets, splits each partition's range into chunks and writes
+//! the job with one map task per chunk to the outbox, in one transaction
+//! (the relay publishes them); `GET /jobs`, `GET /jobs/{id}` (state, progress,
 //! lines counted and rejected, shuffle records and bytes, map and reduce
 //! times, ETA), `GET /jobs/{id}/pages?limit=&after=` (top pages of a
 //! succeeded job, keyset pages by count then page), `POST /jobs/{id}/cancel`.
@@ -16,7 +17,6 @@ use shared::config::KafkaConfig;
 use shared::event::{Event, EventBody, MapTask};
 use shared::http::extract::TimeRange;
 use shared::http::{Admin, ApiError, Json, Path, Query};
-use shared::kafka_batch::{BatchProducer, Outgoing};
 use shared::replay::{From, Span};
 use sqlx::PgPool;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
@@ -29,9 +29,9 @@ use utoipa_axum::routes;
 pub struct ApiState {
     pub pool: PgPool,
     pub kafka: KafkaConfig,
-    pub producer: std::sync::Arc<BatchProducer>,
+    /// Wakes the outbox relay that publishes the map tasks.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
     pub input_topic: String,
-    pub tasks_topic: String,
     pub shuffle_topic: String,
     pub shuffle_partitions: i32,
     pub chunk_lines: u32,
@@ -101,7 +101,7 @@ enum JobState {
     Running,
     /// Every line is counted: the pages are served.
     Succeeded,
-    /// Cancelled (or its tasks could not be published): nothing is served.
+    /// Cancelled: nothing is served.
     Cancelled,
 }
 
@@ -206,8 +206,9 @@ struct PageCount {
 /// Starts a job.
 ///
 /// Snapshots the input's offsets (from `from` to `to`, or `offsets`), splits
-/// each partition's range into chunks of `chunk_lines` and publishes one map
-/// task per chunk. An empty range is a job that succeeded at once. A time
+/// each partition's range into chunks of `chunk_lines` and stores one map
+/// task per chunk with the job, in one transaction; the coordinator's outbox
+/// relay publishes them. An empty range is a job that succeeded at once. A time
 /// before 1970, or a `to` not after `from`, is 400 `invalid_range` naming
 /// the field (the dashboard's replays answer the same).
 #[utoipa::path(post, path = "/jobs", tag = "pagecount", operation_id = "start_job",
@@ -279,6 +280,8 @@ async fn create(
         })
         .collect();
     let combiner = request.combiner.unwrap_or(true);
+    // The job and its tasks are one transaction (the outbox): a coordinator
+    // killed after the commit leaves the tasks to the next relay.
     let mut tx = s.pool.begin().await?;
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO pagecount_jobs (state, input_topic, ranges, lines_total, chunk_lines, chunks_total, shuffle_partitions, combiner)
@@ -294,18 +297,11 @@ async fn create(
     .bind(combiner)
     .fetch_one(&mut *tx)
     .await?;
-    // Results of the last `keep_jobs` jobs are kept.
-    sqlx::query("DELETE FROM pagecount_jobs WHERE state <> 'running' AND id <= $1 - $2")
-        .bind(id)
-        .bind(s.keep_jobs)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    let tasks: Vec<(String, Vec<u8>)> = chunks
+    let (keys, payloads): (Vec<String>, Vec<String>) = chunks
         .iter()
         .enumerate()
         .map(|(chunk, (partition, start, end))| {
-            let task = MapTask {
+            let event = Event::new(EventBody::MapTask(MapTask {
                 task: format!("{id}-{chunk}"),
                 job_id: id,
                 chunk: chunk as u32,
@@ -316,38 +312,28 @@ async fn create(
                 shuffle_topic: s.shuffle_topic.clone(),
                 shuffle_partitions: s.shuffle_partitions,
                 combiner,
-            };
-            let event = Event::new(EventBody::MapTask(task));
-            (event.key().to_owned(), event.to_json())
+            }));
+            let payload = String::from_utf8(event.to_json()).expect("JSON is UTF-8");
+            (event.key().to_owned(), payload)
         })
-        .collect();
-    let outgoing: Vec<Outgoing<'_>> = tasks
-        .iter()
-        .map(|(key, payload)| Outgoing {
-            key: key.as_bytes(),
-            payload,
-            timestamp: None,
-        })
-        .collect();
-    let failed = s
-        .producer
-        .send_all(&s.tasks_topic, &outgoing)
-        .await
-        .into_iter()
-        .filter(Result::is_err)
-        .count();
-    if failed > 0 {
-        sqlx::query(
-            "UPDATE pagecount_jobs SET state = 'cancelled', finished_at = now() WHERE id = $1",
-        )
+        .unzip();
+    sqlx::query(
+        "INSERT INTO pagecount_outbox (job_id, task_key, payload)
+         SELECT $1, key, payload FROM unnest($2::text[], $3::text[]) AS t(key, payload)",
+    )
+    .bind(id)
+    .bind(&keys)
+    .bind(&payloads)
+    .execute(&mut *tx)
+    .await?;
+    // Results of the last `keep_jobs` jobs are kept.
+    sqlx::query("DELETE FROM pagecount_jobs WHERE state <> 'running' AND id <= $1 - $2")
         .bind(id)
-        .execute(&s.pool)
+        .bind(s.keep_jobs)
+        .execute(&mut *tx)
         .await?;
-        return Err(ApiError::unavailable(
-            "broker_unavailable",
-            format!("{failed} map task(s) were not published; the job is cancelled, retry it"),
-        ));
-    }
+    tx.commit().await?;
+    s.wake.notify_one();
     metrics::counter!("kappa_pagecount_jobs_started_total").increment(1);
     let job = view(&s.pool, id).await?.expect("just created");
     Ok((StatusCode::ACCEPTED, axum::Json(job)))

@@ -8,7 +8,8 @@
 //!  kcat / shippers   one map_task per chunk          task offset)                    per page)          transaction)
 //! ```
 //!
-//! - `coordinator`: the jobs API on 8085 ([`api`]);
+//! - `coordinator`: the jobs API on 8085 ([`api`]) and the outbox relay that
+//!   publishes each job's map tasks;
 //! - `map`: the mappers ([`map`]), one group on the tasks topic;
 //! - `reduce`: the reducers ([`reduce`]), one group on the shuffle topic;
 //! - `pagecount local FILE`: the single-process count ([`local`]).
@@ -27,10 +28,12 @@ use serde::Deserialize;
 use shared::config::Settings;
 use shared::http::Readiness;
 use shared::kafka_batch::BatchProducer;
+use shared::outbox::Relay;
 use shared::shutdown::CancellationToken;
 use shared::tasks::Tasks;
 use shared::worker::{Health, Options, Setup};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 /// What this process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -60,6 +63,13 @@ pub struct PagecountConfig {
     pub max_batch_events: usize,
     pub max_batch_ms: u64,
     pub stuck_after_ms: u64,
+    /// How often the coordinator's outbox relay looks for unsent map tasks
+    /// written by other coordinators (its own writes wake it).
+    pub relay_interval_ms: u64,
+    /// Tests only: the relay holds the locked tasks this long before
+    /// publishing them (the window between a job's commit and its publish).
+    #[serde(default)]
+    pub test_pause_before_publish_ms: u64,
 }
 
 pub struct Application {
@@ -71,7 +81,7 @@ pub struct Application {
 }
 
 enum Work {
-    Coordinator,
+    Coordinator(Relay),
     Map(map::Mapper, Setup, Arc<Health>),
     Reduce(Setup, Arc<Health>),
 }
@@ -126,18 +136,29 @@ impl Application {
                 readiness = readiness
                     .kafka(kafka, config.tasks_topic.clone())?
                     .producer(producer.clone());
+                let wake = Arc::new(Notify::new());
                 routes = api::router(api::ApiState {
                     pool: pool.clone(),
                     kafka: kafka.clone(),
-                    producer,
+                    wake: wake.clone(),
                     input_topic: kafka.access_logs_topic.clone(),
-                    tasks_topic: config.tasks_topic.clone(),
                     shuffle_topic: config.shuffle_topic.clone(),
                     shuffle_partitions,
                     chunk_lines: config.chunk_lines,
                     keep_jobs: config.keep_jobs,
                 });
-                Work::Coordinator
+                Work::Coordinator(Relay {
+                    pool: pool.clone(),
+                    table: "pagecount_outbox",
+                    key_column: "task_key",
+                    producer,
+                    topic: config.tasks_topic.clone(),
+                    wake,
+                    poll_interval: Duration::from_millis(config.relay_interval_ms.max(10)),
+                    pause_before_publish: Duration::from_millis(
+                        config.test_pause_before_publish_ms,
+                    ),
+                })
             }
             Role::Map => {
                 readiness = readiness
@@ -192,7 +213,9 @@ impl Application {
     pub async fn run(self) -> anyhow::Result<()> {
         let mut tasks = Tasks::new(self.shutdown.clone());
         match self.work {
-            Work::Coordinator => {}
+            Work::Coordinator(relay) => {
+                tasks.spawn("outbox-relay", relay.run(self.shutdown.clone()));
+            }
             Work::Map(mapper, setup, health) => {
                 tasks.spawn(
                     "mapper",

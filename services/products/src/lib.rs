@@ -176,6 +176,7 @@ impl Application {
                     topic: topic.clone(),
                     wake: wake.clone(),
                     poll_interval: Duration::from_millis(config.relay_interval_ms),
+                    pause_before_publish: Duration::ZERO,
                 };
                 Work::Creator {
                     creator: creator::Creator {

@@ -67,6 +67,7 @@ impl Application {
                 topic: settings.kafka.events_topic.clone(),
                 wake: wake.clone(),
                 poll_interval: Duration::from_millis(config.relay_interval_ms.max(10)),
+                pause_before_publish: Duration::ZERO,
             }),
             false => None,
         };

@@ -58,6 +58,11 @@ impl World {
     }
 
     pub async fn spawn(&self, role: &str, instance: &str) -> Child {
+        self.spawn_with(role, instance, &[]).await
+    }
+
+    /// [`World::spawn`] with more `KAPPA__…` settings.
+    pub async fn spawn_with(&self, role: &str, instance: &str, settings: &[(&str, &str)]) -> Child {
         let port = free_port();
         let log_path = shared::testkit::repo_root().join(".run").join(format!(
             "test-pagecount-{}-{role}-{instance}.log",
@@ -83,6 +88,7 @@ impl World {
                     .env("KAPPA__PAGECOUNT__SHUFFLE_TOPIC", &self.shuffle_topic)
                     .env("KAPPA__PAGECOUNT__TOPIC_PARTITIONS", "4")
                     .env("KAPPA__PAGECOUNT__MAX_BATCH_EVENTS", "500")
+                    .envs(settings.iter().copied())
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
