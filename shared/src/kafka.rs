@@ -1,12 +1,14 @@
 //! Kafka client construction, so every service talks to the broker the same way.
 
+pub mod bounded;
+
 use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
@@ -183,20 +185,12 @@ pub async fn watermarks(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<(i
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let client: BaseConsumer = client_config(&cfg).create()?;
-        let timeout = Duration::from_secs(10);
-        let metadata = client.fetch_metadata(Some(&topic), timeout)?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map(|t| t.partitions().len())
-            .unwrap_or(0);
+        let marks = bounded::watermarks(&client, &topic, Duration::from_secs(10))?;
         anyhow::ensure!(
-            partitions > 0,
+            !marks.is_empty(),
             "topic {topic}: the metadata lists no partitions (not created, or not known yet)"
         );
-        (0..partitions as i32)
-            .map(|p| Ok(client.fetch_watermarks(&topic, p, timeout)?))
-            .collect()
+        Ok(marks.into_values().collect())
     })
     .await?
 }

@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::consume::{classify, Received, Rejection};
+use crate::kafka::bounded::{self, Limits};
 use crate::kafka::ReaderContext;
 use crate::shutdown::CancellationToken;
 use crate::worker::Window;
@@ -46,12 +46,7 @@ pub enum From {
     Time(DateTime<Utc>),
 }
 
-/// The offsets one partition is read between: `start..end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    pub start: i64,
-    pub end: i64,
-}
+pub use crate::kafka::bounded::Span;
 
 /// A fixed range of a topic: per partition, `start..end`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -524,59 +519,19 @@ fn read_raw(
     mut visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<()> {
     let consumer = reader(kafka)?;
-    let mut list = TopicPartitionList::new();
-    let mut open: BTreeMap<i32, i64> = BTreeMap::new();
-    for (&p, span) in &plan.spans {
-        if span.start < span.end {
-            list.add_partition_offset(&plan.topic, p, Offset::Offset(span.start))?;
-            open.insert(p, span.end);
-        }
-    }
-    consumer
-        .assign(&list)
-        .context("assigning the replay range")?;
+    let limits = Limits {
+        shutdown: Some(shutdown),
+        ..Limits::default()
+    };
     let mut read = 0u64;
-    while !open.is_empty() {
-        anyhow::ensure!(!shutdown.is_cancelled(), "replay cancelled: shutting down");
-        match consumer.poll(Duration::from_millis(500)) {
-            None => {}
-            Some(Ok(message)) => {
-                let p = rdkafka::Message::partition(&message);
-                let offset = rdkafka::Message::offset(&message);
-                let Some(&end) = open.get(&p) else { continue };
-                if offset >= end {
-                    open.remove(&p);
-                    continue;
-                }
-                let size = message.payload_len() as u64;
-                visit(&message);
-                read += 1;
-                progress.read.fetch_add(1, Ordering::Relaxed);
-                progress.bytes.fetch_add(size, Ordering::Relaxed);
-                if offset + 1 >= end {
-                    open.remove(&p);
-                }
-            }
-            // The end of what the partition holds now: with transaction
-            // markers the last offsets never arrive as messages.
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                let position = consumer.position()?;
-                let at = position.find_partition(&plan.topic, p).and_then(|e| {
-                    if let Offset::Offset(o) = e.offset() {
-                        Some(o)
-                    } else {
-                        None
-                    }
-                });
-                if let (Some(at), Some(&end)) = (at, open.get(&p)) {
-                    if at >= end {
-                        open.remove(&p);
-                    }
-                }
-            }
-            Some(Err(error)) => return Err(error).context("reading the replay range"),
-        }
-    }
+    bounded::read(&consumer, &plan.topic, &plan.spans, limits, |message| {
+        let size = message.payload_len() as u64;
+        visit(message);
+        read += 1;
+        progress.read.fetch_add(1, Ordering::Relaxed);
+        progress.bytes.fetch_add(size, Ordering::Relaxed);
+    })
+    .context("reading the replay range")?;
     // Every record of the range is read: offsets taken by transaction
     // markers count as read, so the fraction ends at exactly 1.
     progress

@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use shared::config::KafkaConfig;
+use shared::kafka::bounded::{self, Limits};
 use shared::kafka::ReaderContext;
 
 /// Counts younger than this are served as they are.
@@ -121,89 +120,31 @@ fn read_new(
     budget: Duration,
 ) -> anyhow::Result<(NewRecords, bool)> {
     let deadline = Instant::now() + budget;
-    let timeout = Duration::from_secs(2);
     let consumer: BaseConsumer<ReaderContext> =
         shared::kafka::reader_config(kafka, "kappa-dashboard-dlq", &[])
             .create_with_context(ReaderContext::new("dashboard-dlq"))
             .context("creating the dead-letter reader")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .context("reading the dead-letter topic's metadata")?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    let mut out = NewRecords::default();
-    let mut open: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut list = TopicPartitionList::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .context("reading the dead-letter topic's watermarks")?;
-        let start = from.get(&p).copied().unwrap_or(low).max(low);
-        if start < high {
-            list.add_partition_offset(topic, p, Offset::Offset(start))?;
-            open.insert(p, high);
-        } else {
-            out.next.insert(p, start);
-        }
-    }
-    if open.is_empty() {
-        return Ok((out, true));
-    }
-    consumer
-        .assign(&list)
-        .context("assigning the dead-letter topic")?;
-    while !open.is_empty() {
-        if Instant::now() >= deadline {
-            return Ok((out, false));
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Ok(message)) => {
-                let (p, offset) = (message.partition(), message.offset());
-                let Some(&end) = open.get(&p) else { continue };
-                if offset >= end {
-                    open.remove(&p);
-                    continue;
-                }
-                let code = code_key(&message).to_owned();
-                let day = message
-                    .timestamp()
-                    .to_millis()
-                    .and_then(DateTime::from_timestamp_millis)
-                    .unwrap_or_else(Utc::now)
-                    .date_naive();
-                *out.days.entry(day).or_default().entry(code).or_default() += 1;
-                out.next.insert(p, offset + 1);
-                if offset + 1 >= end {
-                    open.remove(&p);
-                }
-            }
-            // The end of what the partition holds: with transaction markers
-            // the last offsets never arrive as messages.
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                let position = consumer.position()?;
-                let at = position
-                    .find_partition(topic, p)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-                if let (Some(at), Some(&end)) = (at, open.get(&p)) {
-                    if at >= end {
-                        out.next.insert(p, at);
-                        open.remove(&p);
-                    }
-                }
-            }
-            Some(Err(error)) => {
-                return Err(error).context("reading the dead-letter topic");
-            }
-        }
-    }
-    Ok((out, true))
+    let spans = bounded::to_end(&consumer, topic, &from)?;
+    let limits = Limits {
+        deadline: Some(deadline),
+        ..Limits::default()
+    };
+    let mut days = ByDay::new();
+    let reached = bounded::read(&consumer, topic, &spans, limits, |message| {
+        let code = code_key(message).to_owned();
+        let day = message
+            .timestamp()
+            .to_millis()
+            .and_then(DateTime::from_timestamp_millis)
+            .unwrap_or_else(Utc::now)
+            .date_naive();
+        *days.entry(day).or_default().entry(code).or_default() += 1;
+    })?;
+    let new = NewRecords {
+        days,
+        next: reached.next,
+    };
+    Ok((new, reached.complete))
 }
 
 /// A dead letter's reason as a key of the counts: its `dlq.code` if the

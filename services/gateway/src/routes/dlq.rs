@@ -35,20 +35,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::State;
 use chrono::{DateTime, TimeZone, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use shared::config::{KafkaConfig, Settings};
 use shared::dlq::{header, redrive as rh};
 use shared::http::{Admin, ApiError, Json, Query};
+use shared::kafka::bounded::{self, Limits};
 use shared::kafka::ReaderContext;
 use utoipa::{IntoParams, ToSchema};
 
@@ -1348,95 +1347,23 @@ fn scan(
     kafka: &KafkaConfig,
     topic: &str,
     missing: Missing,
-    mut visit: impl FnMut(&BorrowedMessage<'_>),
+    visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<BTreeMap<i32, i64>> {
     let consumer = reader(kafka)?;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("reading the metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    if partitions.is_empty() && missing == Missing::Empty {
+    let spans = bounded::to_end(&consumer, topic, &BTreeMap::new())?;
+    if spans.is_empty() && missing == Missing::Empty {
         return Ok(BTreeMap::new());
     }
     anyhow::ensure!(
-        !partitions.is_empty(),
+        !spans.is_empty(),
         "the topic {topic} has no partitions (does it exist?)"
     );
-    // Per partition, the offset up to which it is read (exclusive).
-    let mut ends = BTreeMap::new();
-    let mut list = TopicPartitionList::new();
-    let mut open: BTreeMap<i32, i64> = BTreeMap::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("reading the watermarks of {topic}"))?;
-        if low < high {
-            list.add_partition_offset(topic, p, Offset::Offset(low))?;
-            open.insert(p, high);
-            ends.insert(p, low);
-        } else {
-            ends.insert(p, high);
-        }
-    }
-    if open.is_empty() {
-        return Ok(ends);
-    }
-    consumer
-        .assign(&list)
-        .with_context(|| format!("assigning {topic}"))?;
-    let mut progress = Instant::now();
-    while !open.is_empty() {
-        anyhow::ensure!(
-            progress.elapsed() < STALL,
-            "reading {topic} made no progress for {STALL:?}"
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Ok(message)) => {
-                progress = Instant::now();
-                let (p, offset) = (message.partition(), message.offset());
-                let Some(&end) = open.get(&p) else { continue };
-                if offset >= end {
-                    open.remove(&p);
-                    ends.insert(p, end);
-                    continue;
-                }
-                visit(&message);
-                ends.insert(p, offset + 1);
-                if offset + 1 >= end {
-                    open.remove(&p);
-                }
-            }
-            // The end of what the partition holds now, or of what is
-            // committed if a transaction is open (read_committed): the
-            // offsets of an open transaction are not read, so not passed.
-            // Transaction markers never arrive as messages.
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                progress = Instant::now();
-                let Some(end) = open.remove(&p) else { continue };
-                let position = consumer.position()?;
-                let at = position
-                    .find_partition(topic, p)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-                if let Some(at) = at {
-                    let reached = ends.entry(p).or_insert(at);
-                    *reached = (*reached).max(at.min(end));
-                }
-            }
-            Some(Err(error)) => {
-                return Err(error).with_context(|| format!("reading {topic}"));
-            }
-        }
-    }
-    Ok(ends)
+    let limits = Limits {
+        stall: Some(STALL),
+        committed_only: true,
+        ..Limits::default()
+    };
+    Ok(bounded::read(&consumer, topic, &spans, limits, visit)?.next)
 }
 
 #[cfg(test)]
