@@ -2,6 +2,7 @@
 //! shared parser, gives each an id, moves large ones to the claim-check store,
 //! and answers only when Kafka acknowledged them (`acks=all`, idempotent).
 
+mod dlq;
 mod publish;
 mod routes;
 
@@ -35,7 +36,7 @@ pub struct AppState {
     pub max_file_bytes: usize,
     pub max_events: usize,
     /// `GET /dlq`, `POST /dlq/redrive`.
-    pub(crate) dlq: Arc<routes::dlq::DeadLetterQueue>,
+    pub(crate) dlq: Arc<dlq::DeadLetterQueue>,
     /// Each ingest request is noted: what a burst freed goes back to the
     /// OS once the gateway is quiet.
     pub(crate) idle: Arc<shared::memory::IdleRelease>,
@@ -68,7 +69,7 @@ impl Application {
         }
         shared::catalogue::zero("kappa_gateway_events_failed_total", &[]);
         let claims = ClaimStore::new(pool.clone());
-        let dlq = routes::dlq::DeadLetterQueue::new(&settings);
+        let dlq = dlq::DeadLetterQueue::new(&settings);
         let publisher = Publisher::new(producer.clone(), claims.clone(), &settings);
         let state = AppState {
             publisher: Arc::new(publisher),
