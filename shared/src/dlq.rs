@@ -21,7 +21,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
-use crate::worker::Output;
+use crate::kafka::Output;
 
 /// Header names on dead-lettered messages.
 pub mod header {

@@ -194,3 +194,18 @@ pub async fn watermarks(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<Vec<(i
     })
     .await?
 }
+
+/// One record to produce: what a Kafka-mode worker's transaction writes
+/// (`worker::Outputs`), a dead letter among them (`dlq::record`).
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Epoch milliseconds; `None`: the producer stamps it.
+    pub timestamp: Option<i64>,
+    /// `None`: the partitioner picks by key (murmur2, like every producer
+    /// of the suite); `Some`: this partition (e.g. a marker to each one).
+    pub partition: Option<i32>,
+}

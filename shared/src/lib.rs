@@ -24,6 +24,7 @@ pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod text;
+pub(crate) mod window;
 pub mod worker;
 
 pub use config::Settings;

@@ -35,7 +35,7 @@ use crate::consume::{classify, Received, Rejection};
 use crate::kafka::bounded::{self, Limits};
 use crate::kafka::ReaderContext;
 use crate::shutdown::CancellationToken;
-use crate::worker::Window;
+use crate::window::Window;
 use uuid::Uuid;
 
 /// Where a replay starts.

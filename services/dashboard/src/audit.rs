@@ -12,7 +12,7 @@
 //! smaller of the two positions. Whichever half is ahead in a partition has
 //! the records between the two positions taken out of its numbers: the audit
 //! reads them from the topic (a short-lived reader, no group) and aggregates
-//! them with the replay's own code ([`crate::runner::read_plan`]: parsing,
+//! them with the replay's own code ([`crate::reading::read_plan`]: parsing,
 //! claim checks, the key rule and the duplicate-id window, which the replay
 //! reader fills from the records before a range's start), so the
 //! adjustment counts each record exactly as a replay would. Both numbers then
@@ -497,7 +497,7 @@ impl Auditor {
             return Ok(BTreeMap::new());
         }
         let progress = Progress::new(plan.total());
-        let part = crate::runner::read_plan(
+        let part = crate::reading::read_plan(
             &self.kafka,
             &self.pool,
             plan,

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod daily;
 pub mod dead_letters;
 mod page;
+mod reading;
 mod routes;
 pub mod runner;
 pub mod store;

@@ -14,8 +14,8 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::parse::Rfc3339;
 use super::schema::{EventBody, EventType};
+use super::time::Rfc3339;
 use super::Event;
 
 /// Parses an inline event, or `None` when the precise path must decide.

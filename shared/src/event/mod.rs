@@ -14,6 +14,7 @@ mod limits;
 pub mod openapi;
 mod parse;
 mod schema;
+mod time;
 mod types;
 
 use chrono::{DateTime, Utc};

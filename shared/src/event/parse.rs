@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::limits::Limits;
 use super::schema::{EventBody, EventType};
+use super::time::Rfc3339;
 use super::{ClaimRef, ClaimedEvent, Envelope, Event};
 
 /// Why a message is not a valid event.
@@ -141,32 +142,6 @@ pub(super) fn parse_precisely(bytes: &[u8]) -> Result<Envelope, ParseError> {
     .map_err(|e| named(track.path().to_string(), e.to_string(), ""))?;
     body.validate(Limits::get())?;
     Ok(Envelope::Inline(Event { id, ts, body }))
-}
-
-/// An RFC 3339 time, parsed with chrono's dedicated RFC 3339 parser (several
-/// times faster than its generic `FromStr`).
-pub(super) struct Rfc3339(pub DateTime<Utc>);
-
-impl<'de> serde::Deserialize<'de> for Rfc3339 {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Rfc3339;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an RFC 3339 date-time such as 2026-11-26T10:00:00Z")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Rfc3339, E> {
-                DateTime::parse_from_rfc3339(v)
-                    .map(|t| Rfc3339(t.with_timezone(&Utc)))
-                    .map_err(|e| {
-                        E::custom(format!(
-                            "{e}; expected an RFC 3339 date-time such as 2026-11-26T10:00:00Z"
-                        ))
-                    })
-            }
-        }
-        deserializer.deserialize_str(V)
-    }
 }
 
 /// Removes an optional field and deserializes it; `null` counts as absent.

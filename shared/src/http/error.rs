@@ -215,26 +215,3 @@ macro_rules! from_rejection {
 }
 
 from_rejection!(BytesRejection, JsonRejection, PathRejection, QueryRejection);
-
-#[cfg(all(test, feature = "testkit"))]
-mod tests {
-    use sqlx::Connection;
-
-    use super::ApiError;
-
-    /// A NUL in a path or query value reached a query: the client's 400,
-    /// not a 500 (found by schemathesis).
-    #[tokio::test]
-    async fn text_the_database_cannot_store_is_the_clients_error() {
-        let url = crate::testkit::admin_database_url();
-        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-        let error = sqlx::query("SELECT $1::text")
-            .bind("a\0b")
-            .execute(&mut db)
-            .await
-            .unwrap_err();
-        let answer = ApiError::from(error);
-        assert_eq!(answer.status(), axum::http::StatusCode::BAD_REQUEST);
-        assert_eq!(answer.code(), "invalid_text");
-    }
-}

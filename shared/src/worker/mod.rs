@@ -113,14 +113,14 @@ use crate::consume::Received;
 use crate::event::{Event, EventType};
 use crate::shutdown::CancellationToken;
 
+pub use crate::kafka::Output;
 #[doc(hidden)]
 pub use batch::Batch;
 #[doc(hidden)]
 pub use commit::{Commit, Committed};
-pub(crate) use dedupe::Window;
 pub use health::Health;
 pub use offsets::Position;
-pub use outputs::{Output, Outputs};
+pub use outputs::Outputs;
 #[doc(hidden)]
 pub use rebalance::Consumer;
 

@@ -9,23 +9,10 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::event::Event;
+use crate::kafka::Output;
 
 /// The producer of a Kafka-mode worker's transactions.
 pub(super) type TxProducer = ThreadedProducer<DefaultProducerContext>;
-
-/// One record a worker produces.
-#[derive(Debug, Clone, Default)]
-pub struct Output {
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// Epoch milliseconds; `None`: the producer stamps it.
-    pub timestamp: Option<i64>,
-    /// `None`: the partitioner picks by key (murmur2, like every producer
-    /// of the suite); `Some`: this partition (e.g. a marker to each one).
-    pub partition: Option<i32>,
-}
 
 /// What a Kafka-mode worker's batch produces.
 #[derive(Debug, Default)]
