@@ -1,5 +1,6 @@
 //! The Postgres pool, with the project's migrations applied at start-up
-//! (sqlx takes an advisory lock, so concurrent starters do not race).
+//! (sqlx takes an advisory lock, so concurrent starters do not race), and
+//! what a database error means for whoever got it ([`Failure`]).
 
 use std::time::Duration;
 
@@ -60,4 +61,51 @@ async fn pool(
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")
+}
+
+/// What a database error means, by its kind and SQLSTATE class: the one
+/// reading of Postgres errors that HTTP answers and workers share.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The database could not be reached or went away (I/O, TLS, the pool;
+    /// class 08 connection exception, 57 operator intervention): retry.
+    Unavailable,
+    /// It refused the data (class 22 data exception: encoding, range,
+    /// length; 23 integrity constraint; 54000 program limit, an index row
+    /// too large): the same input fails the same way every time.
+    Refused { code: String, message: String },
+    /// Anything else: a bug in a statement, a lock, a serialization failure.
+    Other,
+}
+
+impl Failure {
+    pub fn of(error: &sqlx::Error) -> Failure {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => Failure::Unavailable,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                let class = code.get(..2).unwrap_or_default();
+                if matches!(class, "08" | "57") {
+                    Failure::Unavailable
+                } else if matches!(class, "22" | "23") || code == "54000" {
+                    Failure::Refused {
+                        code: code.into_owned(),
+                        message: db.message().to_owned(),
+                    }
+                } else {
+                    Failure::Other
+                }
+            }
+            _ => Failure::Other,
+        }
+    }
+
+    /// Refused text the database cannot store: a NUL, or bytes invalid in
+    /// its encoding (22021, 22P05).
+    pub fn is_unstorable_text(&self) -> bool {
+        matches!(self, Failure::Refused { code, .. } if code == "22021" || code == "22P05")
+    }
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::claim_check::ClaimError;
+use crate::db::Failure;
 
 /// An HTTP error with a stable code, a public message and optional details.
 #[derive(Debug)]
@@ -150,31 +151,23 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        let unreachable = matches!(
-            error,
-            sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Tls(_)
-        ) || matches!(&error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57")));
+        let failure = Failure::of(&error);
         // Text the database cannot store (a NUL, or a byte sequence invalid in
         // its encoding) that reached a query as a parameter: the client's input.
-        let unstorable = matches!(&error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22021" | "22P05")));
-        if unstorable {
+        if failure.is_unstorable_text() {
             return ApiError::bad_request(
                 "invalid_text",
                 "a value contains a character the database cannot store (NUL)",
             )
             .caused_by(error);
         }
-        if unreachable {
-            ApiError::unavailable(
+        match failure {
+            Failure::Unavailable => ApiError::unavailable(
                 "database_unavailable",
                 "the database is unavailable; retry shortly",
             )
-            .caused_by(error)
-        } else {
-            ApiError::internal(error)
+            .caused_by(error),
+            _ => ApiError::internal(error),
         }
     }
 }

@@ -20,6 +20,7 @@ use super::commit::{Backoff, Committed};
 use super::dedupe::Dedupe;
 use super::{Refusals, Worker};
 use crate::consume::{Received, Rejection};
+use crate::db::Failure;
 use crate::dlq::{Sampler, SAMPLE_WINDOW};
 use crate::shutdown::CancellationToken;
 
@@ -265,16 +266,14 @@ pub(super) fn refusal(error: &anyhow::Error) -> Option<Rejection> {
                 reason: refused.reason.clone(),
             });
         }
-        if let Some(sqlx::Error::Database(db)) = cause.downcast_ref::<sqlx::Error>() {
-            let code = db.code().unwrap_or_default();
-            // 22: data exception (encoding, out of range, too long);
-            // 23: integrity constraint; 54000: program limit (index row
-            // size). Anything else (a bug in a statement, a lock, the server
-            // going away) must not cost an event: retried, and /readyz says so.
-            if code.starts_with("22") || code.starts_with("23") || code == "54000" {
+        // Refused data costs its event (a dead letter); anything else (a bug
+        // in a statement, a lock, the server going away) must not: retried,
+        // and /readyz says so.
+        if let Some(error) = cause.downcast_ref::<sqlx::Error>() {
+            if let Failure::Refused { code, message } = Failure::of(error) {
                 return Some(Rejection {
                     code: "refused",
-                    reason: format!("the database refused it: {} ({code})", db.message()),
+                    reason: format!("the database refused it: {message} ({code})"),
                 });
             }
         }
