@@ -218,6 +218,49 @@ pub struct HttpConfig {
     pub max_events_per_request: usize,
 }
 
+/// A worker's batches and its health check: the same keys in the section of
+/// every service that runs one, flattened into it (`[products]
+/// max_batch_events = 500`, `KAPPA__PRODUCTS__MAX_BATCH_EVENTS=500`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct WorkerConfig {
+    /// A batch closes at this many events...
+    #[serde(deserialize_with = "number")]
+    pub max_batch_events: usize,
+    /// ...or this many milliseconds after its first event.
+    #[serde(deserialize_with = "number")]
+    pub max_batch_ms: u64,
+    /// `/readyz` fails when events were held this long without a commit.
+    #[serde(deserialize_with = "number")]
+    pub stuck_after_ms: u64,
+}
+
+impl WorkerConfig {
+    pub fn stuck_after(&self) -> Duration {
+        Duration::from_millis(self.stuck_after_ms)
+    }
+}
+
+/// A number of a flattened section: serde hands it over as it was read, and
+/// the environment gives text (`"500"`) where a file gives a number.
+fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr + Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given<T> {
+        Number(T),
+        Text(String),
+    }
+    match Given::<T>::deserialize(deserializer)? {
+        Given::Number(n) => Ok(n),
+        Given::Text(text) => text.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("expected a whole number, got `{text}`"))
+        }),
+    }
+}
+
 /// The merged configuration sources, from which sections are read.
 pub struct Loaded(config::Config);
 
@@ -380,6 +423,57 @@ mod tests {
         assert_eq!(
             librdkafka_key("queue_buffering_max_ms"),
             "queue.buffering.max.ms"
+        );
+    }
+
+    #[test]
+    fn worker_keys_flatten_into_a_section_from_a_file_or_the_environment() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Section {
+            #[allow(dead_code)]
+            addr: String,
+            #[serde(flatten)]
+            worker: WorkerConfig,
+        }
+        let read = |extra: &str, vars: &[(&str, &str)]| {
+            let file = format!(
+                "[svc]\naddr = \"a\"\nmax_batch_events = 5\nmax_batch_ms = 6\nstuck_after_ms = 7\n{extra}"
+            );
+            config::Config::builder()
+                .add_source(config::File::from_str(&file, config::FileFormat::Toml))
+                .add_source(
+                    config::Environment::with_prefix("KAPPA")
+                        .prefix_separator("__")
+                        .separator("__")
+                        .source(env(vars)),
+                )
+                .build()
+                .and_then(|c| c.get::<Section>("svc"))
+        };
+        let worker = |max_batch_events, max_batch_ms, stuck_after_ms| WorkerConfig {
+            max_batch_events,
+            max_batch_ms,
+            stuck_after_ms,
+        };
+        assert_eq!(read("", &[]).unwrap().worker, worker(5, 6, 7));
+        // The environment gives text.
+        let from_env = read("", &[("KAPPA__SVC__MAX_BATCH_EVENTS", "500")]).unwrap();
+        assert_eq!(from_env.worker, worker(500, 6, 7));
+        let error = read("", &[("KAPPA__SVC__MAX_BATCH_MS", "soon")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("expected a whole number, got `soon`"),
+            "{error}"
+        );
+        // A typo is still refused beside the flattened keys.
+        let error = read("max_batch_event = 1\n", &[]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("unknown field `max_batch_event`"),
+            "{error}"
         );
     }
 }

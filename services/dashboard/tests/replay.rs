@@ -472,10 +472,12 @@ async fn streaming_half(
     let config = recommendation::RecommendationConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         group: group.to_owned(),
-        max_batch_events: 50,
-        max_batch_ms: 20,
+        worker: shared::config::WorkerConfig {
+            max_batch_events: 50,
+            max_batch_ms: 20,
+            stuck_after_ms: 30_000,
+        },
         half_life_days: 7.0,
-        stuck_after_ms: 30_000,
         read_connections: 4,
     };
     let app = recommendation::Application::build(env.settings.clone(), config, shutdown.clone())

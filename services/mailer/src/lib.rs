@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use shared::config::Settings;
+use shared::config::{Settings, WorkerConfig};
 use shared::http::Readiness;
 use shared::shutdown::CancellationToken;
 use shared::tasks::Tasks;
@@ -70,9 +70,9 @@ pub struct MailerConfig {
     pub data_dir: PathBuf,
     pub wait_for_user_ms: u64,
     pub concurrency: usize,
-    pub max_batch_events: usize,
-    pub max_batch_ms: u64,
-    pub stuck_after_ms: u64,
+    /// Batches and the health check.
+    #[serde(flatten)]
+    pub worker: WorkerConfig,
 }
 
 /// A built service: bound, connected, not yet running.
@@ -102,7 +102,7 @@ impl Application {
             group => group.to_owned(),
         };
         let topic = settings.kafka.events_topic.clone();
-        let health = Health::new(Duration::from_millis(config.stuck_after_ms));
+        let health = Health::new(config.worker.stuck_after());
         let mut readiness = Readiness::default()
             .postgres(pool.clone())
             .kafka(&settings.kafka, topic.clone())?
@@ -173,14 +173,7 @@ impl Application {
         let setup = Setup {
             kafka: settings.kafka.clone(),
             pool,
-            options: Options {
-                group: group.clone(),
-                topic,
-                max_batch_events: config.max_batch_events,
-                max_batch_ms: config.max_batch_ms,
-                stuck_after: Duration::from_millis(config.stuck_after_ms),
-                instance: group,
-            },
+            options: Options::new(&config.worker, group.clone(), topic, group),
         };
         Ok(Self {
             listener,

@@ -59,8 +59,8 @@ async fn each_user_is_looked_up_once_and_refusals_cost_no_retry() {
     // One batch: more room than the 200 requests, a window longer than
     // reading them takes.
     let mut config = world.config(Mode::Stateless);
-    config.max_batch_events = 1_000;
-    config.max_batch_ms = 3_000;
+    config.worker.max_batch_events = 1_000;
+    config.worker.max_batch_ms = 3_000;
     let group = config.group.clone();
     let mailer = world.mailer(config).await;
 

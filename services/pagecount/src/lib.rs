@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use shared::config::Settings;
+use shared::config::{Settings, WorkerConfig};
 use shared::http::Readiness;
 use shared::kafka_batch::BatchProducer;
 use shared::outbox::Relay;
@@ -60,9 +60,9 @@ pub struct PagecountConfig {
     pub topic_partitions: i32,
     pub chunk_lines: u32,
     pub keep_jobs: i64,
-    pub max_batch_events: usize,
-    pub max_batch_ms: u64,
-    pub stuck_after_ms: u64,
+    /// Batches and the health check.
+    #[serde(flatten)]
+    pub worker: WorkerConfig,
     /// How often the coordinator's outbox relay looks for unsent map tasks
     /// written by other coordinators (its own writes wake it).
     pub relay_interval_ms: u64,
@@ -115,17 +115,13 @@ impl Application {
                 Err(error) => return Err(error.context("reading the shuffle topic's partitions")),
             }
         };
-        let health = Health::new(Duration::from_millis(config.stuck_after_ms));
+        let health = Health::new(config.worker.stuck_after());
         let setup = |group: &str, topic: &str, max_batch_events| Setup {
             kafka: kafka.clone(),
             pool: pool.clone(),
             options: Options {
-                group: group.to_owned(),
-                topic: topic.to_owned(),
                 max_batch_events,
-                max_batch_ms: config.max_batch_ms,
-                stuck_after: Duration::from_millis(config.stuck_after_ms),
-                instance: config.instance.clone(),
+                ..Options::new(&config.worker, group, topic, &config.instance)
             },
         };
         let mut readiness = Readiness::default().postgres(pool.clone());
@@ -188,7 +184,7 @@ impl Application {
                     setup(
                         &format!("{}-reduce", config.group_prefix),
                         &config.shuffle_topic,
-                        config.max_batch_events,
+                        config.worker.max_batch_events,
                     ),
                     health,
                 )

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use shared::claim_check::ClaimStore;
-use shared::config::Settings;
+use shared::config::{Settings, WorkerConfig};
 use shared::event::AssetKind;
 use shared::http::Readiness;
 use shared::kafka_batch::BatchProducer;
@@ -79,9 +79,9 @@ pub struct ProductsConfig {
     pub relay_interval_ms: u64,
     pub max_image_pixels: u64,
     pub thumbnail_px: u32,
-    pub max_batch_events: usize,
-    pub max_batch_ms: u64,
-    pub stuck_after_ms: u64,
+    /// Batches and the health check.
+    #[serde(flatten)]
+    pub worker: WorkerConfig,
 }
 
 /// A built process: bound, connected, not yet running.
@@ -118,18 +118,11 @@ impl Application {
             "" => format!("products-{}", config.role.as_str()),
             group => group.to_owned(),
         };
-        let health = Health::new(Duration::from_millis(config.stuck_after_ms));
+        let health = Health::new(config.worker.stuck_after());
         let setup = Setup {
             kafka: settings.kafka.clone(),
             pool: pool.clone(),
-            options: Options {
-                group: group.clone(),
-                topic: topic.clone(),
-                max_batch_events: config.max_batch_events,
-                max_batch_ms: config.max_batch_ms,
-                stuck_after: Duration::from_millis(config.stuck_after_ms),
-                instance: config.instance.clone(),
-            },
+            options: Options::new(&config.worker, group.clone(), &topic, &config.instance),
         };
         let mut readiness = Readiness::default().postgres(pool.clone());
         let mut routes = utoipa_axum::router::OpenApiRouter::new();

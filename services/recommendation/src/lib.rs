@@ -12,10 +12,9 @@ pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
-use shared::config::Settings;
+use shared::config::{Settings, WorkerConfig};
 use shared::http::Readiness;
 use shared::shutdown::CancellationToken;
 use shared::tasks::Tasks;
@@ -32,14 +31,11 @@ pub struct RecommendationConfig {
     pub addr: SocketAddr,
     /// Consumer group, and the consumer's name in `consumer_offsets`.
     pub group: String,
-    /// A batch closes at this many events...
-    pub max_batch_events: usize,
-    /// ...or this many milliseconds after its first event.
-    pub max_batch_ms: u64,
+    /// Batches and the health check.
+    #[serde(flatten)]
+    pub worker: WorkerConfig,
     /// Half-life of interaction weights, in days.
     pub half_life_days: f64,
-    /// `/readyz` fails when events were held this long without a commit.
-    pub stuck_after_ms: u64,
     /// Connections the answers read through (a pool of their own).
     pub read_connections: u32,
 }
@@ -100,7 +96,7 @@ impl Application {
             half_life_secs: config.half_life_secs(),
             popular: Arc::default(),
         };
-        let health = Health::new(Duration::from_millis(config.stuck_after_ms));
+        let health = Health::new(config.worker.stuck_after());
         let readiness = Readiness::default()
             .postgres(pool.clone())
             .kafka(&settings.kafka, settings.kafka.events_topic.clone())?
@@ -132,14 +128,12 @@ impl Application {
         let setup = Setup {
             kafka: self.settings.kafka.clone(),
             pool: self.pool.clone(),
-            options: Options {
-                group: self.config.group.clone(),
-                topic: self.settings.kafka.events_topic.clone(),
-                max_batch_events: self.config.max_batch_events,
-                max_batch_ms: self.config.max_batch_ms,
-                stuck_after: Duration::from_millis(self.config.stuck_after_ms),
-                instance: self.config.group.clone(),
-            },
+            options: Options::new(
+                &self.config.worker,
+                &self.config.group,
+                &self.settings.kafka.events_topic,
+                &self.config.group,
+            ),
         };
         tracing::info!(addr = %self.addr(), "recommendation listening");
         let mut tasks = Tasks::new(self.shutdown.clone());

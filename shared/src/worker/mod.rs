@@ -108,7 +108,7 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, WorkerConfig};
 use crate::consume::Received;
 use crate::event::{Event, EventType};
 use crate::shutdown::CancellationToken;
@@ -255,6 +255,25 @@ pub struct Options {
     /// transactional id is `<group>-<instance>`, so a restarted instance
     /// aborts what its previous life left open).
     pub instance: String,
+}
+
+impl Options {
+    /// Group `group` on `topic` as instance `instance`, batching as configured.
+    pub fn new(
+        config: &WorkerConfig,
+        group: impl Into<String>,
+        topic: impl Into<String>,
+        instance: impl Into<String>,
+    ) -> Self {
+        Options {
+            group: group.into(),
+            topic: topic.into(),
+            max_batch_events: config.max_batch_events,
+            max_batch_ms: config.max_batch_ms,
+            stuck_after: config.stuck_after(),
+            instance: instance.into(),
+        }
+    }
 }
 
 /// What a worker runs with.

@@ -138,9 +138,11 @@ impl World {
             data_dir: self.dir.join(mode.as_str()),
             wait_for_user_ms: 3000,
             concurrency: 8,
-            max_batch_events: 100,
-            max_batch_ms: 20,
-            stuck_after_ms: 60_000,
+            worker: shared::config::WorkerConfig {
+                max_batch_events: 100,
+                max_batch_ms: 20,
+                stuck_after_ms: 60_000,
+            },
         }
     }
 

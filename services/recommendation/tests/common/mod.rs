@@ -137,10 +137,12 @@ pub fn config(group: &str) -> RecommendationConfig {
     RecommendationConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         group: group.to_owned(),
-        max_batch_events: 500,
-        max_batch_ms: 20,
+        worker: shared::config::WorkerConfig {
+            max_batch_events: 500,
+            max_batch_ms: 20,
+            stuck_after_ms: 30_000,
+        },
         half_life_days: 7.0,
-        stuck_after_ms: 30_000,
         read_connections: 4,
     }
 }
