@@ -1,6 +1,7 @@
 //! The Postgres pool, with the project's migrations applied at start-up
 //! (sqlx takes an advisory lock, so concurrent starters do not race), and
-//! what a database error means for whoever got it ([`Failure`]).
+//! what a database error means for whoever got it ([`Failure`]); and
+//! [`text_enum!`](crate::text_enum), the states and kinds stored as text.
 
 use std::time::Duration;
 
@@ -108,4 +109,92 @@ impl Failure {
     pub fn is_unstorable_text(&self) -> bool {
         matches!(self, Failure::Refused { code, .. } if code == "22021" || code == "22P05")
     }
+}
+
+/// Declares an enum stored in a text column (a `CHECK (… IN (…))` lists the
+/// same texts): serde and OpenAPI write its texts, sqlx binds and reads it
+/// as one, and [`as_str`] gives the text for SQL written around it. A text
+/// the enum does not know is an error when read, never a default.
+///
+/// ```ignore
+/// shared::text_enum! {
+///     /// Where a job is (`pagecount_jobs.state`).
+///     JobState { Running = "running", Succeeded = "succeeded", Cancelled = "cancelled" }
+/// }
+/// ```
+#[macro_export]
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$doc])*
+        // The texts are the variants in snake_case: utoipa reads the enum's
+        // `rename_all` (it does not see a `rename` made of a macro
+        // argument), serde the exact text (a test checks they agree).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vdoc])* #[serde(rename = $text)] $variant),* }
+
+        impl $name {
+            /// Every variant, in order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($text => Ok($name::$variant),)*
+                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
+                }
+            }
+        }
+
+        impl ::sqlx::Type<::sqlx::Postgres> for $name {
+            fn type_info() -> ::sqlx::postgres::PgTypeInfo {
+                <&str as ::sqlx::Type<::sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &::sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as ::sqlx::Type<::sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'q> ::sqlx::Encode<'q, ::sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut ::sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<::sqlx::encode::IsNull, ::sqlx::error::BoxDynError> {
+                <&str as ::sqlx::Encode<'q, ::sqlx::Postgres>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+
+        impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for $name {
+            fn decode(
+                value: ::sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, ::sqlx::error::BoxDynError> {
+                let text = <&str as ::sqlx::Decode<'r, ::sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse()?)
+            }
+        }
+    };
+}
+
+/// The OpenAPI enum of `T` lists exactly the texts serde writes (for the
+/// tests of each [`text_enum!`](crate::text_enum)).
+#[cfg(feature = "testkit")]
+pub fn schema_matches<T: utoipa::PartialSchema + serde::Serialize>(all: &[T]) {
+    let schema = serde_json::to_value(T::schema()).unwrap();
+    let texts: Vec<serde_json::Value> = all
+        .iter()
+        .map(|v| serde_json::to_value(v).unwrap())
+        .collect();
+    assert_eq!(schema["enum"], serde_json::Value::from(texts), "{schema}");
 }

@@ -618,7 +618,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             error: None,
-            kind: Some("full".into()),
+            kind: Some(store::RunKind::Full),
             base_run_id: None,
             aggregation_version: Some(crate::aggregate::VERSION),
             covered_from: None,

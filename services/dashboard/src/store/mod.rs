@@ -8,7 +8,6 @@ mod products;
 mod results;
 mod runs;
 
-use serde::Serialize;
 use sqlx::PgConnection;
 
 pub use mapreduce::{jobs as mapreduce_jobs, top_pages as mapreduce_top_pages, JobRow};
@@ -37,60 +36,24 @@ pub async fn unlock(conn: &mut PgConnection) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Declares a text-valued enum: its strings, serde names, and parsing from
-/// the text column it is stored in.
-macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
-        $(#[$doc])*
-        // The texts are the variants in snake_case: utoipa reads the enum's
-        // `rename_all` (it does not see a `rename` made of a macro
-        // argument), serde the exact text (a test checks they agree).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $(#[serde(rename = $text)] $variant),* }
-
-        impl $name {
-            /// Every variant, in order.
-            #[cfg(test)]
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
-        }
-
-        impl $name {
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),* }
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(text: String) -> Result<Self, String> {
-                match text.as_str() {
-                    $($text => Ok($name::$variant),)*
-                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
-                }
-            }
-        }
-    };
-}
-
-text_enum! {
+shared::text_enum! {
     /// Where a run is (`replay_runs.state`).
     RunState { Queued = "queued", Running = "running", Succeeded = "succeeded", Failed = "failed" }
 }
 
-text_enum! {
+shared::text_enum! {
     /// What started a run (`replay_runs.trigger`).
     Trigger { Manual = "manual", Schedule = "schedule", Interval = "interval", Threshold = "threshold" }
 }
 
-text_enum! {
+shared::text_enum! {
     /// What a run read (`replay_runs.kind`): the whole topic; the records
     /// after its base run's end, merged into the base's days; a custom time
     /// range (served by its id only).
     RunKind { Full = "full", Incremental = "incremental", Range = "range" }
 }
 
-text_enum! {
+shared::text_enum! {
     /// What a top-products list ranks by.
     By { Views = "views", Purchases = "purchases" }
 }
@@ -98,17 +61,7 @@ text_enum! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use utoipa::PartialSchema;
-
-    /// The OpenAPI enum of `T` lists exactly the texts serde writes.
-    fn schema_matches<T: PartialSchema + Serialize>(all: &[T]) {
-        let schema = serde_json::to_value(T::schema()).unwrap();
-        let texts: Vec<serde_json::Value> = all
-            .iter()
-            .map(|v| serde_json::to_value(v).unwrap())
-            .collect();
-        assert_eq!(schema["enum"], serde_json::Value::from(texts), "{schema}");
-    }
+    use shared::db::schema_matches;
 
     #[test]
     fn the_described_texts_are_the_serialized_ones() {

@@ -14,18 +14,15 @@ use crate::aggregate::{self, Day, Results};
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Run {
     pub id: i64,
-    #[sqlx(try_from = "String")]
     pub trigger: Trigger,
     /// The range's start time; none: from the earliest offsets.
     pub from_time: Option<DateTime<Utc>>,
     /// The range's end time; none: up to the end offsets snapshotted at the start.
     pub to_time: Option<DateTime<Utc>>,
-    #[sqlx(try_from = "String")]
     pub state: RunState,
     /// What it read: `full`, `incremental` or `range`; none while an
     /// automatic run waits (decided when it starts).
-    #[schema(value_type = Option<RunKind>)]
-    pub kind: Option<String>,
+    pub kind: Option<RunKind>,
     /// The run an incremental run merged its records into.
     pub base_run_id: Option<i64>,
     /// The version of what it computed (`dashboard::aggregate::VERSION`).
@@ -65,7 +62,7 @@ impl Run {
     }
 
     pub fn kind(&self) -> Option<RunKind> {
-        self.kind.clone().and_then(|k| RunKind::try_from(k).ok())
+        self.kind
     }
 
     /// Per partition, the offset its range ended before.
