@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::http::openapi::ErrorBody;
-use shared::http::{self, Admin, ApiError, Path, Query, Viewer};
+use shared::http::{self, Admin, ApiError, Limit, Path, Query, Viewer};
 use shared::replay::ProgressView;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -421,13 +421,7 @@ async fn top_products(
     State(s): State<AppState>,
     Query(q): Query<TopQuery>,
 ) -> Result<Json<TopProducts>, ApiError> {
-    let limit = q.limit.unwrap_or(10);
-    if !(1..=crate::aggregate::TOP as i64).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("`limit` must be between 1 and {}", crate::aggregate::TOP),
-        ));
-    }
+    let limit = Limit::new(10, crate::aggregate::TOP).check(q.limit)? as i64;
     let run = served(&s, q.run).await?;
     let rows = store::top_products(&s.pool, run.id, q.day, q.by, limit).await?;
     let items = rows

@@ -16,7 +16,7 @@ use serde_json::Value;
 use shared::config::KafkaConfig;
 use shared::event::{Event, EventBody, MapTask};
 use shared::http::extract::TimeRange;
-use shared::http::{Admin, ApiError, Json, Path, Query};
+use shared::http::{Admin, ApiError, Json, Limit, Path, Query};
 use shared::replay::{From, Span};
 use sqlx::PgPool;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
@@ -555,13 +555,7 @@ async fn pages(
     Path(id): Path<i64>,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<Pages>, ApiError> {
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=1000).contains(&limit) {
-        return Err(
-            ApiError::bad_request("invalid_query", "limit must be 1 to 1000")
-                .with("field", "limit"),
-        );
-    }
+    let limit = Limit::new(20, 1000).check(q.limit)? as i64;
     let after = match q.after.as_deref() {
         None => None,
         Some(cursor) => Some(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use shared::http::{Admin, ApiError, Path, Query, Viewer};
+use shared::http::{Admin, ApiError, Limit, Path, Query, Viewer};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,21 +19,15 @@ const MAX_LIMIT: usize = 100;
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct Limit {
+pub struct LimitQuery {
     /// How many products, 1 to 100 (default 10).
     #[param(minimum = 1, maximum = 100)]
-    limit: Option<usize>,
+    limit: Option<i64>,
 }
 
-impl Limit {
+impl LimitQuery {
     fn get(self) -> Result<usize, ApiError> {
-        match self.limit.unwrap_or(10) {
-            n @ 1..=MAX_LIMIT => Ok(n),
-            n => Err(ApiError::bad_request(
-                "invalid_limit",
-                format!("limit must be between 1 and {MAX_LIMIT}, got {n}"),
-            )),
-        }
+        Ok(Limit::new(10, MAX_LIMIT).check(self.limit)?)
     }
 }
 
@@ -127,13 +121,13 @@ pub struct Daily {
 /// (`fallback`). Any instance gives the same answer.
 #[utoipa::path(get, path = "/users/{id}/recommendations", tag = "recommendation", operation_id = "recommendations_for_user",
     security(("bearer" = [])),
-    params(UserPath, Limit),
+    params(UserPath, LimitQuery),
     responses((status = 200, description = "The user's recommendations (an unknown user gets popular products)", body = ForUser)))]
 async fn recommendations(
     _: Admin,
     State(s): State<AppState>,
     Path(user): Path<String>,
-    Query(limit): Query<Limit>,
+    Query(limit): Query<LimitQuery>,
 ) -> Result<Json<ForUser>, ApiError> {
     let (user, limit) = (checked_id(user)?, limit.get()?);
     let (items, fallback, as_of) = query::answer_for_user(
@@ -158,12 +152,12 @@ async fn recommendations(
 /// The products most often engaged with together with it, best first; an
 /// unknown product has none.
 #[utoipa::path(get, path = "/products/{id}/similar", tag = "recommendation", operation_id = "similar_products",
-    params(ProductPath, Limit),
+    params(ProductPath, LimitQuery),
     responses((status = 200, description = "The similar products", body = Similar)))]
 async fn similar(
     State(s): State<AppState>,
     Path(product): Path<String>,
-    Query(limit): Query<Limit>,
+    Query(limit): Query<LimitQuery>,
 ) -> Result<Json<Similar>, ApiError> {
     let (product, limit) = (checked_id(product)?, limit.get()?);
     let (items, as_of) = query::answer_similar(

@@ -8,7 +8,7 @@ use axum::http::header::{ETAG, IF_MATCH, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use shared::http::{Admin, ApiError, Json, Path, Query};
+use shared::http::{Admin, ApiError, Json, Limit, Path, Query};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -79,6 +79,9 @@ struct UserPath {
     #[allow(dead_code)] // A schema only: the handlers take `Path<String>`.
     id: String,
 }
+
+/// `GET /users`'s page size.
+const PAGE: Limit = Limit::new(50, 1000);
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -287,13 +290,7 @@ async fn list(
     State(s): State<AppState>,
     Query(page): Query<Page>,
 ) -> Result<axum::Json<Users>, ApiError> {
-    let limit = page.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = PAGE.check(page.limit)? as i64;
     if page.after.as_deref().is_some_and(|a| a.contains('\0')) {
         return Err(ApiError::bad_request(
             "invalid_after",

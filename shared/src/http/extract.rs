@@ -2,7 +2,8 @@
 //! path segment, query or body gets the same error shape (and status) as
 //! everything else: `Path`, `Query` and `Json` here, used as in axum. And
 //! [`TimeRange`]: the range of the stream a body asks to read, parsed with
-//! the same rules and errors by every service that takes one.
+//! the same rules and errors by every service that takes one; and [`Limit`],
+//! the page size every listing checks the same way.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -125,9 +126,69 @@ fn range_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError
     Ok(time)
 }
 
+/// The page size a listing accepts (`limit`): from 1 to `max`, `default`
+/// when none is given. Every listing checks its `limit` with one of these,
+/// so a limit out of range is the same 400 everywhere (`invalid_limit`,
+/// naming the field and the maximum), never clamped in silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub default: usize,
+    pub max: usize,
+}
+
+/// A `limit` outside its range, or not a number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limit must be a whole number from 1 to {max}, got `{given}`")]
+pub struct LimitError {
+    pub given: String,
+    pub max: usize,
+}
+
+impl Limit {
+    pub const fn new(default: usize, max: usize) -> Self {
+        Limit { default, max }
+    }
+
+    /// The page size `given` asks for.
+    pub fn check(self, given: Option<i64>) -> Result<usize, LimitError> {
+        match given {
+            None => Ok(self.default),
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=self.max).contains(n))
+                .ok_or(LimitError {
+                    given: n.to_string(),
+                    max: self.max,
+                }),
+        }
+    }
+
+    /// The page size `given` asks for, as the query's text.
+    pub fn parse(self, given: Option<&str>) -> Result<usize, LimitError> {
+        match given {
+            None => Ok(self.default),
+            Some(text) => match text.trim().parse::<i64>() {
+                Ok(n) => self.check(Some(n)),
+                Err(_) => Err(LimitError {
+                    given: text.to_owned(),
+                    max: self.max,
+                }),
+            },
+        }
+    }
+}
+
+impl From<LimitError> for ApiError {
+    fn from(error: LimitError) -> Self {
+        ApiError::bad_request("invalid_limit", error.to_string())
+            .with("field", "limit")
+            .with("max", error.max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::TimeRange;
+    use super::*;
 
     #[test]
     fn a_range_starts_in_1970_and_ends_after_it_starts() {
@@ -159,5 +220,22 @@ mod tests {
             Some("2026-11-25T23:00:00+00:00")
         );
         assert!(TimeRange::parse("1970-01-01T00:00:00Z", Some("1970-01-01T00:00:01Z")).is_ok());
+    }
+
+    #[test]
+    fn a_limit_is_its_default_or_within_one_to_its_maximum() {
+        let page = Limit::new(50, 1000);
+        assert_eq!(page.check(None), Ok(50));
+        assert_eq!(page.check(Some(1)), Ok(1));
+        assert_eq!(page.check(Some(1000)), Ok(1000));
+        for bad in [0, -3, 1001] {
+            let error = page.check(Some(bad)).unwrap_err();
+            assert_eq!(error.max, 1000);
+            let answer = ApiError::from(error);
+            assert_eq!(answer.code(), "invalid_limit");
+            assert_eq!(answer.detail("field"), Some(&serde_json::json!("limit")));
+        }
+        assert_eq!(page.parse(Some(" 7 ")), Ok(7));
+        assert_eq!(page.parse(Some("ten")).unwrap_err().given, "ten");
     }
 }

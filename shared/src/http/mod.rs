@@ -25,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::{Admin, Viewer};
 pub use error::ApiError;
-pub use extract::{Json, Path, Query};
+pub use extract::{Json, Limit, LimitError, Path, Query};
 pub use limits::HttpLimits;
 pub use ops::Readiness;
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::letter::{is_reason_code, Meta, Origin};
-use super::{DlqError, DEFAULT_LIMIT, MAX_LIMIT};
+use super::{DlqError, LIMIT};
 
 /// Most entries in a redrive's `ids`.
 const MAX_IDS: usize = 1000;
@@ -144,16 +144,7 @@ impl Filter {
                 }
             }
         }
-        let limit = match filter.limit {
-            None => DEFAULT_LIMIT,
-            Some(n) if (1..=MAX_LIMIT as u32).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(field(
-                    "limit",
-                    format!("limit must be from 1 to {MAX_LIMIT}, got {n}"),
-                ))
-            }
-        };
+        let limit = LIMIT.check(filter.limit.map(i64::from))?;
         Ok(Self {
             ids: filter
                 .ids

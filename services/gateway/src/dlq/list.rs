@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::letter::{is_reason_code, parse_position, DeadLetter, Meta};
-use super::{log, scan, DeadLetterQueue, DlqError, Missing, DEFAULT_LIMIT, MAX_LIMIT};
+use super::{log, scan, DeadLetterQueue, DlqError, Missing, LIMIT};
 
 /// Where a listing goes on from: per partition, the last offset covered,
 /// written `partition:offset` pairs separated by commas (`0:41,2:7`), each
@@ -78,18 +78,7 @@ impl ListRequest {
         after: Option<&str>,
         limit: Option<&str>,
     ) -> Result<Self, DlqError> {
-        let limit = match limit {
-            None => DEFAULT_LIMIT,
-            Some(text) => match text.trim().parse::<usize>() {
-                Ok(n @ 1..=MAX_LIMIT) => n,
-                _ => {
-                    return Err(invalid(
-                        "limit",
-                        format!("limit must be a whole number from 1 to {MAX_LIMIT}, got `{text}`"),
-                    ))
-                }
-            },
-        };
+        let limit = LIMIT.parse(limit)?;
         let reason = match reason.filter(|r| !r.is_empty()) {
             Some(r) if !is_reason_code(r) => {
                 return Err(invalid(

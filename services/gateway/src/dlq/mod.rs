@@ -51,12 +51,12 @@ use anyhow::Context;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::BorrowedMessage;
 use shared::config::{KafkaConfig, Settings};
+use shared::http::{Limit, LimitError};
 use shared::kafka::bounded::{self, Limits};
 use shared::kafka::ReaderContext;
 
-/// Records per page (or per redrive) unless asked otherwise, and at most.
-pub(crate) const DEFAULT_LIMIT: usize = 100;
-pub(crate) const MAX_LIMIT: usize = 1000;
+/// Records per page (or per redrive): 100 unless asked otherwise, 1000 at most.
+pub(crate) const LIMIT: Limit = Limit::new(100, 1000);
 /// A read of the DLQ that receives nothing for this long fails (503).
 const STALL: Duration = Duration::from_secs(15);
 
@@ -70,6 +70,9 @@ pub(crate) enum DlqError {
         field: String,
         message: String,
     },
+    /// A `limit` out of range.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// The DLQ topic or the redrive log could not be read; a retry may succeed.
     #[error("the dead-letter topic could not be read: {0:#}")]
     Unreadable(anyhow::Error),

@@ -20,6 +20,7 @@ impl From<DlqError> for ApiError {
                 field,
                 message,
             } => ApiError::bad_request(code, message).with("field", field),
+            DlqError::Limit(error) => ApiError::from(error),
             DlqError::Unreadable(cause) => ApiError::unavailable(
                 "dlq_unavailable",
                 "the dead-letter topic could not be read; retry shortly",
