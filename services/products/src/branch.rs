@@ -21,7 +21,7 @@ use shared::event::{
 use shared::worker::{KafkaTransactions, Outputs, Refusals, Worker};
 use uuid::Uuid;
 
-use crate::image::{self, ImageRules};
+use crate::image::{self, ImageResult, ImageRules, Thumbnail};
 use crate::{metadata, video};
 
 /// The content type of thumbnails.
@@ -147,15 +147,20 @@ impl Branch {
             .put_content(&thumbnail, &processed.thumbnail)
             .await?;
         self.claims.commit(&[thumbnail.token]).await?;
-        let mut result = json!(processed);
-        result["thumbnail"] = json!({
-            "token": thumbnail.token,
-            "sha256": thumbnail.sha256,
-            "size": thumbnail.size,
-            "content_type": THUMBNAIL_TYPE,
-            "width": processed.thumbnail_width,
-            "height": processed.thumbnail_height,
-        });
+        let result = ImageResult {
+            width: processed.width,
+            height: processed.height,
+            format: processed.format.to_owned(),
+            thumbnail: Thumbnail {
+                token: thumbnail.token,
+                sha256: thumbnail.sha256,
+                size: thumbnail.size,
+                content_type: thumbnail.content_type,
+                width: processed.thumbnail_width,
+                height: processed.thumbnail_height,
+            },
+        };
+        let result = serde_json::to_value(result)?;
         Ok(Ok(result))
     }
 }

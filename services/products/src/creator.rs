@@ -31,6 +31,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::store::{PartState, ProductStatus};
+
 use std::sync::Arc;
 
 /// Products decided per sweep transaction.
@@ -175,8 +177,8 @@ async fn arrive<'a>(
     ts: DateTime<Utc>,
 ) -> anyhow::Result<Option<&'a str>> {
     let (state, result, reason) = match outcome {
-        Ok(result) => ("processed", Some(result), None),
-        Err(reason) => ("failed", None, Some(reason)),
+        Ok(result) => (PartState::Processed, Some(result), None),
+        Err(reason) => (PartState::Failed, None, Some(reason)),
     };
     // The branch's latency: the upload's time to the result's.
     let waited: Option<(Option<f64>,)> = sqlx::query_as(
@@ -213,18 +215,21 @@ async fn arrive<'a>(
 
 /// Decides `product` if no part is waiting any more; true when it did.
 async fn complete(tx: &mut PgConnection, product_id: &str) -> anyhow::Result<bool> {
-    let parts: Vec<(String, String, Option<Value>, Option<String>)> = sqlx::query_as(
+    let parts: Vec<(String, PartState, Option<Value>, Option<String>)> = sqlx::query_as(
         "SELECT part, state, result, reason FROM product_parts WHERE product_id = $1 ORDER BY part",
     )
     .bind(product_id)
     .fetch_all(&mut *tx)
     .await?;
-    if parts.iter().any(|(_, state, _, _)| state == "waiting") {
+    if parts
+        .iter()
+        .any(|(_, state, _, _)| *state == PartState::Waiting)
+    {
         return Ok(false);
     }
     let failures: Vec<String> = parts
         .iter()
-        .filter(|(_, state, _, _)| state == "failed")
+        .filter(|(_, state, _, _)| *state == PartState::Failed)
         .map(|(part, _, _, reason)| format!("{part}: {}", reason.as_deref().unwrap_or("failed")))
         .collect();
     let normalized = parts
@@ -246,16 +251,16 @@ async fn complete(tx: &mut PgConnection, product_id: &str) -> anyhow::Result<boo
             title,
             parts: Value::Object(results),
         });
-        ("active", None, body)
+        (ProductStatus::Active, None, body)
     } else {
         let reason = failures.join("; ");
         let body = EventBody::ProductFailed(ProductFailed {
             product_id: product_id.to_owned(),
-            status: "rejected".into(),
+            status: ProductStatus::Rejected.to_string(),
             reason: reason.clone(),
             missing: Vec::new(),
         });
-        ("rejected", Some(reason), body)
+        (ProductStatus::Rejected, Some(reason), body)
     };
     decide(
         tx,
@@ -273,7 +278,7 @@ async fn complete(tx: &mut PgConnection, product_id: &str) -> anyhow::Result<boo
 async fn decide(
     tx: &mut PgConnection,
     product_id: &str,
-    status: &str,
+    status: ProductStatus,
     reason: Option<&str>,
     normalized: Option<&Value>,
     body: EventBody,
@@ -314,7 +319,7 @@ async fn decide(
     .bind(product_id)
     .fetch_one(&mut *tx)
     .await?;
-    metrics::counter!("kappa_products_decided_total", "status" => status.to_owned()).increment(1);
+    metrics::counter!("kappa_products_decided_total", "status" => status.as_str()).increment(1);
     metrics::histogram!("kappa_products_join_seconds").record(seconds.unwrap_or(0.0));
     Ok(true)
 }
@@ -369,11 +374,20 @@ pub async fn sweep_once(pool: &PgPool) -> anyhow::Result<usize> {
         let reason = format!("no result before the deadline for: {}", missing.join(", "));
         let body = EventBody::ProductFailed(ProductFailed {
             product_id: product_id.clone(),
-            status: "incomplete".into(),
+            status: ProductStatus::Incomplete.to_string(),
             reason: reason.clone(),
             missing,
         });
-        if decide(&mut tx, product_id, "incomplete", Some(&reason), None, body).await? {
+        if decide(
+            &mut tx,
+            product_id,
+            ProductStatus::Incomplete,
+            Some(&reason),
+            None,
+            body,
+        )
+        .await?
+        {
             decided += 1;
         }
     }

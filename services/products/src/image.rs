@@ -19,7 +19,7 @@
 use std::io::Cursor;
 
 use image::{ImageDecoder, ImageFormat, ImageReader, Limits};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bytes per pixel of the budget: RGBA8, what `max_pixels` is sized for.
 const BUDGET_BYTES_PER_PIXEL: u64 = 4;
@@ -54,6 +54,28 @@ pub struct Processed {
     pub thumbnail_width: u32,
     #[serde(skip)]
     pub thumbnail_height: u32,
+}
+
+/// A processed image part's result, as its `asset_processed` event and its
+/// part row carry it: the image's facts and where its thumbnail is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageResult {
+    pub width: u32,
+    pub height: u32,
+    /// png, jpeg or webp.
+    pub format: String,
+    pub thumbnail: Thumbnail,
+}
+
+/// A thumbnail in the claim-check store (content addressed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thumbnail {
+    pub token: uuid::Uuid,
+    pub sha256: String,
+    pub size: u64,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// Why the image was refused (its `Display` is the `asset_failed` reason).

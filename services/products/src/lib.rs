@@ -21,6 +21,7 @@ pub mod branch;
 pub mod creator;
 pub mod image;
 pub mod metadata;
+pub mod store;
 pub mod video;
 
 use std::net::SocketAddr;

@@ -75,12 +75,26 @@ pub enum AssetKind {
 }
 
 impl AssetKind {
+    pub const ALL: [AssetKind; 3] = [AssetKind::Image, AssetKind::Video, AssetKind::Metadata];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AssetKind::Image => "image",
             AssetKind::Video => "video",
             AssetKind::Metadata => "metadata",
         }
+    }
+}
+
+/// From the text it is stored as (`product_parts.kind`).
+impl TryFrom<String> for AssetKind {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        AssetKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| format!("unknown asset kind `{text}`"))
     }
 }
 
