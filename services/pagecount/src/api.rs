@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use shared::config::KafkaConfig;
 use shared::event::{Event, EventBody, MapTask};
 use shared::http::extract::TimeRange;
@@ -24,6 +22,8 @@ use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use crate::store::{self, Job, JobState, Range};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -90,95 +90,6 @@ fn offsets_schema() -> impl Into<RefOr<Schema>> {
         .description(Some(
             "Explicit offsets instead: `{\"<partition>\": [start, end]}`, end exclusive, within what the partition holds.",
         ))
-}
-
-/// Where a job is (a schema only: stored as text).
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum JobState {
-    /// Map or reduce tasks are still running.
-    Running,
-    /// Every line is counted: the pages are served.
-    Succeeded,
-    /// Cancelled: nothing is served.
-    Cancelled,
-}
-
-/// One partition's range of the input.
-#[derive(Serialize, ToSchema)]
-struct Range {
-    partition: i32,
-    start: i64,
-    /// Exclusive.
-    end: i64,
-}
-
-/// A job with its progress.
-#[derive(Serialize, ToSchema)]
-pub struct Job {
-    id: i64,
-    #[schema(value_type = JobState)]
-    state: String,
-    input_topic: String,
-    /// What the job counts, per partition.
-    #[schema(value_type = Vec<Range>)]
-    ranges: Value,
-    lines_total: i64,
-    chunk_lines: i32,
-    combiner: bool,
-    /// Map tasks.
-    chunks: Chunks,
-    /// Shuffle partitions reduced to their final counts.
-    shuffle_partitions: FinalPartitions,
-    lines: Lines,
-    /// What the mappers sent to the reducers.
-    shuffle: Shuffle,
-    seconds: Seconds,
-    /// 0 to 1: half for the map tasks done, half for the partitions reduced.
-    progress: f64,
-    /// Estimated seconds left while running; null otherwise.
-    eta_seconds: Option<f64>,
-    created_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct Chunks {
-    done: i64,
-    total: i32,
-}
-
-#[derive(Serialize, ToSchema)]
-struct FinalPartitions {
-    r#final: i64,
-    total: i32,
-}
-
-/// The lines the mappers read.
-#[derive(Serialize, ToSchema)]
-struct Lines {
-    read: i64,
-    counted: i64,
-    /// Not a web-server log line (dead-lettered).
-    rejected: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-struct Shuffle {
-    records: i64,
-    bytes: i64,
-}
-
-/// How long each phase took.
-#[derive(Serialize, ToSchema)]
-struct Seconds {
-    /// Null until every map task is done.
-    map: Option<f64>,
-    /// Null until the job finished.
-    reduce: Option<f64>,
-    /// So far, while running.
-    total: f64,
 }
 
 /// The latest jobs, newest first.
@@ -280,165 +191,46 @@ async fn create(
         })
         .collect();
     let combiner = request.combiner.unwrap_or(true);
+    let job = store::NewJob {
+        input_topic: &s.input_topic,
+        ranges: &ranges,
+        lines_total: lines,
+        chunk_lines: chunk_lines as i32,
+        chunks_total: chunks.len() as i32,
+        shuffle_partitions: s.shuffle_partitions,
+        combiner,
+    };
     // The job and its tasks are one transaction (the outbox): a coordinator
     // killed after the commit leaves the tasks to the next relay.
-    let mut tx = s.pool.begin().await?;
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO pagecount_jobs (state, input_topic, ranges, lines_total, chunk_lines, chunks_total, shuffle_partitions, combiner)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-    )
-    .bind(if chunks.is_empty() { "succeeded" } else { "running" })
-    .bind(&s.input_topic)
-    .bind(serde_json::to_value(ranges).map_err(ApiError::internal)?)
-    .bind(lines)
-    .bind(chunk_lines as i32)
-    .bind(chunks.len() as i32)
-    .bind(s.shuffle_partitions)
-    .bind(combiner)
-    .fetch_one(&mut *tx)
+    let id = store::create(&s.pool, job, s.keep_jobs, |id| {
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(chunk, (partition, start, end))| {
+                let event = Event::new(EventBody::MapTask(MapTask {
+                    task: format!("{id}-{chunk}"),
+                    job_id: id,
+                    chunk: chunk as u32,
+                    topic: s.input_topic.clone(),
+                    partition: *partition,
+                    start: *start,
+                    end: *end,
+                    shuffle_topic: s.shuffle_topic.clone(),
+                    shuffle_partitions: s.shuffle_partitions,
+                    combiner,
+                }));
+                let payload = String::from_utf8(event.to_json()).expect("JSON is UTF-8");
+                (event.key().to_owned(), payload)
+            })
+            .collect()
+    })
     .await?;
-    let (keys, payloads): (Vec<String>, Vec<String>) = chunks
-        .iter()
-        .enumerate()
-        .map(|(chunk, (partition, start, end))| {
-            let event = Event::new(EventBody::MapTask(MapTask {
-                task: format!("{id}-{chunk}"),
-                job_id: id,
-                chunk: chunk as u32,
-                topic: s.input_topic.clone(),
-                partition: *partition,
-                start: *start,
-                end: *end,
-                shuffle_topic: s.shuffle_topic.clone(),
-                shuffle_partitions: s.shuffle_partitions,
-                combiner,
-            }));
-            let payload = String::from_utf8(event.to_json()).expect("JSON is UTF-8");
-            (event.key().to_owned(), payload)
-        })
-        .unzip();
-    sqlx::query(
-        "INSERT INTO pagecount_outbox (job_id, task_key, payload)
-         SELECT $1, key, payload FROM unnest($2::text[], $3::text[]) AS t(key, payload)",
-    )
-    .bind(id)
-    .bind(&keys)
-    .bind(&payloads)
-    .execute(&mut *tx)
-    .await?;
-    // Results of the last `keep_jobs` jobs are kept.
-    sqlx::query("DELETE FROM pagecount_jobs WHERE state <> 'running' AND id <= $1 - $2")
-        .bind(id)
-        .bind(s.keep_jobs)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
     s.wake.notify_one();
     metrics::counter!("kappa_pagecount_jobs_started_total").increment(1);
-    let job = view(&s.pool, id).await?.expect("just created");
+    let job = store::job(&s.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("job {id} is gone just after it was created")))?;
     Ok((StatusCode::ACCEPTED, axum::Json(job)))
-}
-
-/// A job with its progress.
-async fn view(pool: &PgPool, id: i64) -> Result<Option<Job>, sqlx::Error> {
-    type Row = (
-        i64,
-        String,
-        String,
-        Value,
-        i64,
-        i32,
-        i32,
-        i32,
-        bool,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-    );
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT id, state, input_topic, ranges, lines_total, chunk_lines, chunks_total, shuffle_partitions, combiner,
-                created_at, mapped_at, finished_at FROM pagecount_jobs WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    let Some((
-        id,
-        state,
-        topic,
-        ranges,
-        lines_total,
-        chunk_lines,
-        chunks_total,
-        partitions,
-        combiner,
-        created,
-        mapped,
-        finished,
-    )) = row
-    else {
-        return Ok(None);
-    };
-    // Each chunk's marker reaches every shuffle partition: partition 0's copy counts it once.
-    let (chunks_done, lines, rejected, records, bytes): (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT count(*), sum(lines)::bigint, sum(rejected)::bigint, sum(records)::bigint, sum(bytes)::bigint
-         FROM pagecount_chunks WHERE job_id = $1 AND shuffle_partition = 0",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await?;
-    let (final_partitions,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM pagecount_partitions WHERE job_id = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await?;
-    let (lines, rejected) = (lines.unwrap_or(0), rejected.unwrap_or(0));
-    let progress = if chunks_total == 0 {
-        1.0
-    } else {
-        0.5 * chunks_done as f64 / f64::from(chunks_total)
-            + 0.5 * final_partitions as f64 / f64::from(partitions)
-    };
-    let elapsed = (finished.unwrap_or_else(Utc::now) - created).as_seconds_f64();
-    let eta = (state == "running" && progress > 0.0).then(|| elapsed * (1.0 - progress) / progress);
-    let seconds = |a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>| {
-        a.zip(b).map(|(a, b)| (b - a).as_seconds_f64())
-    };
-    Ok(Some(Job {
-        id,
-        state,
-        input_topic: topic,
-        ranges,
-        lines_total,
-        chunk_lines,
-        combiner,
-        chunks: Chunks {
-            done: chunks_done,
-            total: chunks_total,
-        },
-        shuffle_partitions: FinalPartitions {
-            r#final: final_partitions,
-            total: partitions,
-        },
-        lines: Lines {
-            read: lines,
-            counted: lines - rejected,
-            rejected,
-        },
-        shuffle: Shuffle {
-            records: records.unwrap_or(0),
-            bytes: bytes.unwrap_or(0),
-        },
-        seconds: Seconds {
-            map: seconds(Some(created), mapped),
-            reduce: seconds(mapped, finished),
-            total: elapsed,
-        },
-        progress,
-        eta_seconds: eta,
-        created_at: created,
-        finished_at: finished,
-    }))
 }
 
 /// A job with its progress.
@@ -454,7 +246,7 @@ async fn fetch(
     State(s): State<ApiState>,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Job>, ApiError> {
-    let job = view(&s.pool, id)
+    let job = store::job(&s.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(axum::Json(job))
@@ -467,13 +259,10 @@ async fn fetch(
     security(("bearer" = [])),
     responses((status = 200, description = "The latest jobs", body = Jobs)))]
 async fn list(_: Admin, State(s): State<ApiState>) -> Result<axum::Json<Jobs>, ApiError> {
-    let ids: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM pagecount_jobs ORDER BY id DESC LIMIT 50")
-            .fetch_all(&s.pool)
-            .await?;
+    let ids = store::latest(&s.pool, 50).await?;
     let mut jobs = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(job) = view(&s.pool, id).await? {
+        if let Some(job) = store::job(&s.pool, id).await? {
             jobs.push(job);
         }
     }
@@ -497,23 +286,10 @@ async fn cancel(
     State(s): State<ApiState>,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Job>, ApiError> {
-    let state: Option<String> = sqlx::query_scalar(
-        "UPDATE pagecount_jobs SET state = CASE WHEN state = 'running' THEN 'cancelled' ELSE state END,
-                finished_at = CASE WHEN state = 'running' THEN now() ELSE finished_at END
-         WHERE id = $1 RETURNING state",
-    )
-    .bind(id)
-    .fetch_optional(&s.pool)
-    .await?;
-    match state.as_deref() {
+    match store::cancel(&s.pool, id).await? {
         None => Err(ApiError::not_found(format!("no job {id}"))),
-        Some("cancelled") => {
-            // Nothing half-written is served: the partial sums go.
-            sqlx::query("DELETE FROM pagecount_pages WHERE job_id = $1")
-                .bind(id)
-                .execute(&s.pool)
-                .await?;
-            let job = view(&s.pool, id)
+        Some(JobState::Cancelled) => {
+            let job = store::job(&s.pool, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
             Ok(axum::Json(job))
@@ -571,34 +347,20 @@ async fn pages(
                 })?,
         ),
     };
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM pagecount_jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&s.pool)
-            .await?;
-    match state.as_deref() {
+    match store::state(&s.pool, id).await? {
         None => return Err(ApiError::not_found(format!("no job {id}"))),
-        Some("succeeded") => {}
+        Some(JobState::Succeeded) => {}
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "job_not_finished",
                 format!("job {id} is {other}; pages are served once it succeeded"),
             )
-            .with("state", other))
+            .with("state", other.as_str()))
         }
     }
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT page, count FROM pagecount_pages WHERE job_id = $1
-           AND ($2::bigint IS NULL OR (count, page) < ($2, $3))
-         ORDER BY count DESC, page DESC LIMIT $4",
-    )
-    .bind(id)
-    .bind(after.as_ref().map(|a| a.0))
-    .bind(after.as_ref().map(|a| a.1.clone()))
-    .bind(limit)
-    .fetch_all(&s.pool)
-    .await?;
+    let after = after.as_ref().map(|(count, page)| (*count, page.as_str()));
+    let rows = store::pages(&s.pool, id, after, limit).await?;
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|(p, c)| format!("{c}:{p}")))
         .flatten();

@@ -19,6 +19,7 @@ pub mod clf;
 pub mod local;
 pub mod map;
 pub mod reduce;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

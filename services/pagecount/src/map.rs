@@ -24,6 +24,7 @@ use shared::worker::{KafkaTransactions, Output, Outputs, Refusals, Worker};
 use sqlx::PgPool;
 
 use crate::clf;
+use crate::store::JobState;
 
 /// How long a chunk may take to read before the task is retried.
 const READ_DEADLINE: Duration = Duration::from_secs(120);
@@ -172,12 +173,8 @@ impl Worker for Mapper {
             else {
                 continue;
             };
-            let state: Option<String> =
-                sqlx::query_scalar("SELECT state FROM pagecount_jobs WHERE id = $1")
-                    .bind(task.job_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            if state.as_deref() != Some("running") {
+            let state = crate::store::state(&self.pool, task.job_id).await?;
+            if state != Some(JobState::Running) {
                 tracing::info!(
                     job = task.job_id,
                     chunk = task.chunk,
