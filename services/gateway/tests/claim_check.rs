@@ -124,7 +124,34 @@ async fn uncommitted_payloads_are_swept_after_the_grace_period() {
         topic: env.settings.kafka.events_topic.clone(),
         grace: Duration::from_secs(3600),
     };
-    let swept = sweeper.sweep().await.unwrap();
+    // A round stopped by shutdown deletes nothing: its scan did not finish.
+    let producer: rdkafka::producer::FutureProducer =
+        shared::kafka::producer(&env.settings.kafka).unwrap();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), _>::to(&env.settings.kafka.events_topic)
+                .payload("not an event"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let stopping = shared::shutdown::CancellationToken::new();
+    stopping.cancel();
+    let stopped = sweeper.sweep(&stopping).await.unwrap_err();
+    assert!(
+        format!("{stopped:#}").contains("shutting down"),
+        "{stopped:#}"
+    );
+    assert!(
+        store.fetch_typed(old.token).await.is_ok(),
+        "nothing deleted"
+    );
+
+    let swept = sweeper
+        .sweep(&shared::shutdown::CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!((swept.kept, swept.deleted), (0, 1), "{swept:?}");
     assert!(matches!(
         store.fetch_typed(old.token).await,

@@ -59,7 +59,7 @@ impl Sweeper {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
             }
-            match self.sweep().await {
+            match self.sweep(&shutdown).await {
                 Ok(swept) if swept == Swept::default() => {}
                 Ok(swept) => tracing::info!(
                     kept = swept.kept,
@@ -76,8 +76,9 @@ impl Sweeper {
     }
 
     /// One round: a snapshot of the topic's end, then the candidates
-    /// (pending for longer than the grace period) settled by a scan.
-    pub async fn sweep(&self) -> anyhow::Result<Swept> {
+    /// (pending for longer than the grace period) settled by a scan. A scan
+    /// that `shutdown` stops fails the round: nothing is deleted.
+    pub async fn sweep(&self, shutdown: &CancellationToken) -> anyhow::Result<Swept> {
         self.snapshot().await?;
         let pool = &self.store.pool;
         let candidates: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
@@ -100,11 +101,12 @@ impl Sweeper {
         .fetch_optional(pool)
         .await?;
         let wanted: HashSet<Uuid> = candidates.iter().map(|c| c.0).collect();
-        let (kafka, topic) = (self.kafka.clone(), self.topic.clone());
-        let (found, records_read) =
-            tokio::task::spawn_blocking(move || scan(&kafka, &topic, from.as_deref(), &wanted))
-                .await
-                .context("the scan panicked")??;
+        let (kafka, topic, shutdown) = (self.kafka.clone(), self.topic.clone(), shutdown.clone());
+        let (found, records_read) = tokio::task::spawn_blocking(move || {
+            scan(&kafka, &topic, from.as_deref(), &wanted, &shutdown)
+        })
+        .await
+        .context("the scan panicked")??;
         let (referenced, unreferenced): (Vec<Uuid>, Vec<Uuid>) = candidates
             .iter()
             .map(|c| c.0)
@@ -181,6 +183,7 @@ fn scan(
     topic: &str,
     from: Option<&[i64]>,
     wanted: &HashSet<Uuid>,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<(HashSet<Uuid>, u64)> {
     let mut plan = replay::plan(kafka, topic, replay::From::Earliest, None)?;
     for (p, span) in &mut plan.spans {
@@ -190,17 +193,11 @@ fn scan(
     }
     let progress = replay::Progress::new(plan.total());
     let mut found = HashSet::new();
-    replay::run(
-        kafka,
-        &plan,
-        &progress,
-        &CancellationToken::new(),
-        |record| {
-            if let Ok(received) = record {
-                found.extend(references(&received.envelope).filter(|t| wanted.contains(t)));
-            }
-        },
-    )?;
+    replay::run(kafka, &plan, &progress, shutdown, |record| {
+        if let Ok(received) = record {
+            found.extend(references(&received.envelope).filter(|t| wanted.contains(t)));
+        }
+    })?;
     Ok((found, plan.total()))
 }
 
