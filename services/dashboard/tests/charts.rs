@@ -2,7 +2,8 @@
 //! Chromium (chromedriver): a continuous time axis with the years when the
 //! range spans years, a missing day left as a gap and a six-year gap
 //! collapsed behind a marker, a y-axis with round ticks, money and counts
-//! with thousands separators, a width that follows the window, and the runs
+//! with thousands separators, a width that follows the window, labels that
+//! never overlap, and the runs
 //! with % done, duration, rejected records and a failed run's error. A
 //! screenshot is saved to `.run/artifacts/dashboard-page.png`.
 
@@ -76,6 +77,31 @@ async fn attrs(browser: &Browser, css: &str, name: &str) -> Vec<String> {
         .execute(
             "return [...document.querySelectorAll(arguments[0])].map(e => e.getAttribute(arguments[1]))",
             json!([css, name]),
+        )
+        .await;
+    serde_json::from_value(found).unwrap()
+}
+
+/// The pairs of a chart's axis labels (day, year, gap, y tick) whose boxes
+/// overlap as the browser laid them out, as `chart: "a" over "b"`.
+async fn colliding_labels(browser: &Browser) -> Vec<String> {
+    let found = browser
+        .execute(
+            r#"const out = [];
+            for (const svg of document.querySelectorAll('svg.chart')) {
+              const labels = [...svg.querySelectorAll('text.tick, text.year, text.gap, text.ytick')]
+                .map(e => [e.textContent, e.getBoundingClientRect()]);
+              for (let i = 0; i < labels.length; i++) {
+                for (let j = i + 1; j < labels.length; j++) {
+                  const [a, p] = labels[i], [b, q] = labels[j];
+                  if (p.left < q.right && q.left < p.right && p.top < q.bottom && q.top < p.bottom) {
+                    out.push(`${svg.id}: "${a}" over "${b}"`);
+                  }
+                }
+              }
+            }
+            return out;"#,
+            json!([]),
         )
         .await;
     serde_json::from_value(found).unwrap()
@@ -202,6 +228,17 @@ async fn the_charts_show_a_time_axis_round_ticks_years_and_formatted_numbers() {
         shot.display()
     );
     println!("dashboard page screenshot: {}", shot.display());
+    // Every label of every chart's axes stands clear of the others, on the
+    // default range and on one whose days are narrow (a month before 2019's
+    // day, then the break: the gap's length and 2025 meet beside it).
+    assert_eq!(colliding_labels(&browser).await, Vec::<String>::new());
+    browser
+        .goto(&format!("{}/?from=2019-05-01&to=2026-01-02", service.base))
+        .await;
+    let years = texts(&browser, "#chart-views .year").await;
+    assert_eq!(years, ["2019", "2025", "2026"]);
+    assert_eq!(texts(&browser, "#chart-views .gap").await, ["7 yr"]);
+    assert_eq!(colliding_labels(&browser).await, Vec::<String>::new());
     let (_, metrics) = service.get("/api/metrics/daily").await;
     assert_eq!(
         metrics["totals"]["revenue_cents"],

@@ -53,7 +53,10 @@ impl Axis {
             for pair in edges.windows(2) {
                 let empty = (pair[1] - pair[0]).num_days() - 1;
                 if empty >= COLLAPSE_DAYS && empty * 8 >= span {
-                    collapsed.push((pair[0].succ_opt().unwrap(), pair[1].pred_opt().unwrap()));
+                    // Days between two others: both exist.
+                    if let (Some(first), Some(last)) = (pair[0].succ_opt(), pair[1].pred_opt()) {
+                        collapsed.push((first, last));
+                    }
                 }
             }
         }
@@ -67,7 +70,7 @@ impl Axis {
         for (first, last) in collapsed {
             if cursor < first {
                 let days = (first - cursor).num_days() as f64;
-                let last_day = first.pred_opt().unwrap();
+                let last_day = first.pred_opt().unwrap_or(first);
                 pieces.push(Piece::Days {
                     first: cursor,
                     last: last_day,

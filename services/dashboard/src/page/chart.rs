@@ -16,7 +16,7 @@ use super::format;
 /// margins are the x-axis's: [`super::axis`]).
 const HEIGHT: f64 = 230.0;
 const TOP: f64 = 12.0;
-const BOTTOM: f64 = 46.0;
+const BOTTOM: f64 = 54.0;
 
 /// What a series counts, which decides how its numbers are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +142,9 @@ impl Chart<'_> {
 }
 
 /// The baseline, day labels (with the year under them when the range spans
-/// years), and a marker on each collapsed stretch.
+/// years), and a marker on each collapsed stretch, its length on a row of
+/// its own below the years: beside the first day after a break it would
+/// meet that day's year.
 fn x_axis(svg: &mut String, axis: &Axis, years: bool) {
     let base = HEIGHT - BOTTOM;
     let _ = write!(
@@ -188,7 +190,7 @@ fn x_axis(svg: &mut String, axis: &Axis, years: bool) {
             b + 3.0,
             base - 6.0,
             x + BREAK / 2.0,
-            base + 28.0,
+            base + 44.0,
             format::span(days)
         );
     }
