@@ -17,6 +17,7 @@ use super::filter::Filter;
 use super::health::Health;
 use super::poll::{self, Fetched, Seek};
 use super::rebalance::{Consumer, Context, Control, Epochs};
+use super::sealed::Starts as _;
 use super::{Setup, Start, Worker};
 use crate::memory::IdleRelease;
 use crate::shutdown::CancellationToken;

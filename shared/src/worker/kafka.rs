@@ -29,7 +29,8 @@ use super::filter::Filter;
 use super::outputs::{send, Outputs, TxProducer};
 use super::ranges::{self, refusal, Attempt, Ranged, Stale};
 use super::rebalance::Consumer;
-use super::{resolve, KafkaTransactions, Setup, Start, Worker};
+use super::sealed::Starts;
+use super::{resolve, KafkaTransactions, Setup, Worker};
 use crate::claim_check::ClaimStore;
 use crate::config::KafkaConfig;
 use crate::shutdown::CancellationToken;
@@ -66,7 +67,7 @@ async fn transactional(kafka: &KafkaConfig, id: &str) -> anyhow::Result<Arc<TxPr
     Ok(producer)
 }
 
-impl<W: Worker<Mode = KafkaTransactions>> Start<W> for KafkaTransactions {
+impl<W: Worker<Mode = KafkaTransactions>> Starts<W> for KafkaTransactions {
     type Committer = KafkaCommit;
 
     async fn start(setup: &Setup, consumer: Arc<Consumer>) -> anyhow::Result<KafkaCommit> {

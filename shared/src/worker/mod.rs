@@ -114,15 +114,9 @@ use crate::event::{Event, EventType};
 use crate::shutdown::CancellationToken;
 
 pub use crate::kafka::Output;
-#[doc(hidden)]
-pub use batch::Batch;
-#[doc(hidden)]
-pub use commit::{Commit, Committed};
 pub use health::Health;
 pub use offsets::Position;
 pub use outputs::Outputs;
-#[doc(hidden)]
-pub use rebalance::Consumer;
 
 /// Why a worker will never apply an event (a user that does not exist, an
 /// address the mail server refuses, a product uploaded twice): a code for
@@ -299,14 +293,28 @@ where
     applier::run(worker, setup, health, shutdown).await
 }
 
-/// How a mode starts committing for worker `W` (implemented by both modes).
-pub trait Start<W: Worker>: Mode {
-    #[doc(hidden)]
-    type Committer: Commit<W>;
+/// A mode worker `W` can run in: both of this crate's ([`Postgres`],
+/// [`KafkaTransactions`]) and no other (sealed: how a mode commits is the
+/// runtime's own business).
+pub trait Start<W: Worker>: Mode + sealed::Starts<W> {}
 
-    #[doc(hidden)]
-    fn start(
-        setup: &Setup,
-        consumer: Arc<Consumer>,
-    ) -> impl Future<Output = anyhow::Result<Self::Committer>> + Send;
+impl<W: Worker, M: Mode + sealed::Starts<W>> Start<W> for M {}
+
+pub(crate) mod sealed {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use super::commit::Commit;
+    use super::rebalance::Consumer;
+    use super::{Setup, Worker};
+
+    /// How a mode starts committing for worker `W` (implemented by both modes).
+    pub trait Starts<W: Worker> {
+        type Committer: Commit<W>;
+
+        fn start(
+            setup: &Setup,
+            consumer: Arc<Consumer>,
+        ) -> impl Future<Output = anyhow::Result<Self::Committer>> + Send;
+    }
 }

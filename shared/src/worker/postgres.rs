@@ -26,7 +26,8 @@ use super::filter::Filter;
 use super::offsets::{self, Position};
 use super::ranges::{self, refusal, Attempt, Ranged, Stale};
 use super::rebalance::Consumer;
-use super::{resolve, Postgres, Setup, Start, Worker};
+use super::sealed::Starts;
+use super::{resolve, Postgres, Setup, Worker};
 use crate::claim_check::ClaimStore;
 use crate::dlq::DeadLetters;
 use crate::shutdown::CancellationToken;
@@ -45,7 +46,7 @@ pub struct PgCommit {
     dedupe: Dedupe,
 }
 
-impl<W: Worker<Mode = Postgres>> Start<W> for Postgres {
+impl<W: Worker<Mode = Postgres>> Starts<W> for Postgres {
     type Committer = PgCommit;
 
     async fn start(setup: &Setup, consumer: Arc<Consumer>) -> anyhow::Result<PgCommit> {
