@@ -321,6 +321,6 @@ mod tests {
 
     #[test]
     fn the_described_states_are_the_stored_ones() {
-        shared::db::schema_matches(JobState::ALL);
+        shared::testkit::schema_matches(JobState::ALL);
     }
 }

@@ -228,8 +228,8 @@ mod tests {
 
     #[test]
     fn the_described_states_are_the_stored_ones() {
-        shared::db::schema_matches(ProductStatus::ALL);
-        shared::db::schema_matches(PartState::ALL);
+        shared::testkit::schema_matches(ProductStatus::ALL);
+        shared::testkit::schema_matches(PartState::ALL);
         assert_eq!("incomplete".parse(), Ok(ProductStatus::Incomplete));
         assert!("gone".parse::<PartState>().is_err());
     }

@@ -20,7 +20,7 @@ mod servers;
 use crate::consume::assign_from_start;
 use crate::kafka;
 pub use pg_proxy::PgProxy;
-pub use probes::{assert_openapi, metric, metrics_text};
+pub use probes::{assert_openapi, metric, metrics_text, schema_matches};
 pub use servers::{PrivateBroker, PrivateMailpit, PrivatePostgres};
 
 /// Partitions of every test's events topic.

@@ -1,6 +1,7 @@
 //! What a running service answers, for the tests that ask it: a metric's
 //! value on `/metrics`, and an OpenAPI document that lists the operations
-//! and whose every `$ref` resolves.
+//! and whose every `$ref` resolves; and that a stored enum's schema lists
+//! the texts it is written as.
 
 /// The value of a Prometheus sample: the sum over every label set of
 /// `name` whose labels contain all of `labels` (e.g. `consumer="g"`).
@@ -107,4 +108,15 @@ fn assert_refs_resolve(api: &serde_json::Value, node: &serde_json::Value) {
         serde_json::Value::Array(items) => items.iter().for_each(|v| assert_refs_resolve(api, v)),
         _ => {}
     }
+}
+
+/// The OpenAPI enum of `T` lists exactly the texts serde writes (for the
+/// tests of each [`text_enum!`](crate::text_enum)).
+pub fn schema_matches<T: utoipa::PartialSchema + serde::Serialize>(all: &[T]) {
+    let schema = serde_json::to_value(T::schema()).unwrap();
+    let texts: Vec<serde_json::Value> = all
+        .iter()
+        .map(|v| serde_json::to_value(v).unwrap())
+        .collect();
+    assert_eq!(schema["enum"], serde_json::Value::from(texts), "{schema}");
 }

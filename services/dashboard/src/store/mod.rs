@@ -61,7 +61,7 @@ shared::text_enum! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::db::schema_matches;
+    use shared::testkit::schema_matches;
 
     #[test]
     fn the_described_texts_are_the_serialized_ones() {
