@@ -30,6 +30,9 @@ pub const FRESH_FOR: Duration = Duration::from_secs(1);
 /// The longest one look reads for.
 pub const READ_BUDGET: Duration = Duration::from_secs(5);
 
+/// How long the broker may take to answer a look's metadata and watermarks.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Per day, per reason code: dead letters.
 pub type ByDay = BTreeMap<NaiveDate, BTreeMap<String, u64>>;
 
@@ -124,7 +127,7 @@ fn read_new(
         shared::kafka::reader_config(kafka, "kappa-dashboard-dlq", &[])
             .create_with_context(ReaderContext::new("dashboard-dlq"))
             .context("creating the dead-letter reader")?;
-    let spans = bounded::to_end(&consumer, topic, &from)?;
+    let spans = bounded::to_end(&consumer, topic, &from, BROKER_TIMEOUT.min(budget))?;
     let limits = Limits {
         deadline: Some(deadline),
         ..Limits::default()

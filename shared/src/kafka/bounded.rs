@@ -81,13 +81,15 @@ pub fn watermarks<C: ConsumerContext>(
 
 /// Per partition of `topic`, the span from `from` (or the low watermark,
 /// where `from` has no offset or one below it) up to the high watermark
-/// now. Empty when the metadata lists no partitions. Blocking.
+/// now, each broker call within `timeout`. Empty when the metadata lists no
+/// partitions. Blocking.
 pub fn to_end<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     from: &BTreeMap<i32, i64>,
+    timeout: Duration,
 ) -> anyhow::Result<BTreeMap<i32, Span>> {
-    Ok(watermarks(consumer, topic, Duration::from_secs(10))?
+    Ok(watermarks(consumer, topic, timeout)?
         .into_iter()
         .map(|(p, (low, high))| {
             let start = from.get(&p).copied().unwrap_or(low).max(low);
@@ -106,58 +108,78 @@ pub fn read<C: ConsumerContext>(
     limits: Limits<'_>,
     mut visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<Reached> {
-    let mut next: BTreeMap<i32, i64> = spans.iter().map(|(&p, s)| (p, s.start)).collect();
-    let mut open: BTreeMap<i32, i64> = BTreeMap::new();
+    // Per partition, the next offset to read; the open ones' in `open`, with
+    // their ends, so a record costs one lookup.
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut open: BTreeMap<i32, Open> = BTreeMap::new();
     let mut list = TopicPartitionList::new();
     for (&p, span) in spans {
         if span.start < span.end {
             list.add_partition_offset(topic, p, Offset::Offset(span.start))?;
-            open.insert(p, span.end);
+            open.insert(
+                p,
+                Open {
+                    end: span.end,
+                    next: span.start,
+                },
+            );
+        } else {
+            next.insert(p, span.start);
         }
     }
+    let reached = |mut next: BTreeMap<i32, i64>, open: BTreeMap<i32, Open>, complete| {
+        next.extend(open.into_iter().map(|(p, o)| (p, o.next)));
+        Reached { next, complete }
+    };
     if open.is_empty() {
-        return Ok(Reached {
-            next,
-            complete: true,
-        });
+        return Ok(reached(next, open, true));
     }
     consumer
         .assign(&list)
         .with_context(|| format!("assigning {topic}"))?;
+    // The clock is read only for a limit that needs it.
+    let timed = limits.deadline.is_some() || limits.stall.is_some();
     let mut arrived = Instant::now();
     while !open.is_empty() {
         if limits.shutdown.is_some_and(CancellationToken::is_cancelled) {
             anyhow::bail!("reading {topic} cancelled: shutting down");
         }
-        if limits.deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(Reached {
-                next,
-                complete: false,
-            });
-        }
-        if let Some(stall) = limits.stall {
-            anyhow::ensure!(
-                arrived.elapsed() < stall,
-                "reading {topic} made no progress for {stall:?}"
-            );
+        if timed {
+            let now = Instant::now();
+            if limits.deadline.is_some_and(|d| now >= d) {
+                return Ok(reached(next, open, false));
+            }
+            if let Some(stall) = limits.stall {
+                anyhow::ensure!(
+                    now - arrived < stall,
+                    "reading {topic} made no progress for {stall:?}"
+                );
+            }
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
             Some(Ok(message)) => {
-                arrived = Instant::now();
+                if timed {
+                    arrived = Instant::now();
+                }
                 let (p, offset) = (message.partition(), message.offset());
-                let Some(&end) = open.get(&p) else { continue };
-                if offset < end {
+                let Some(partition) = open.get_mut(&p) else {
+                    continue;
+                };
+                if offset < partition.end {
                     visit(&message);
                 }
-                next.insert(p, (offset + 1).min(end));
-                if offset + 1 >= end {
+                partition.next = (offset + 1).min(partition.end);
+                if offset + 1 >= partition.end {
+                    next.insert(p, partition.end);
                     open.remove(&p);
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 arrived = Instant::now();
-                let Some(&end) = open.get(&p) else { continue };
+                let Some(partition) = open.get(&p) else {
+                    continue;
+                };
                 let at =
                     consumer
                         .position()?
@@ -166,18 +188,24 @@ pub fn read<C: ConsumerContext>(
                             Offset::Offset(o) => Some(o),
                             _ => None,
                         });
-                let Some(at) = at else { continue };
-                if at >= end || limits.committed_only {
+                // At the end of what is committed, even where the position
+                // is not known (nothing of the partition was a record).
+                if limits.committed_only || at.is_some_and(|at| at >= partition.end) {
+                    let read_to = at.map_or(partition.next, |at| {
+                        partition.next.max(at.min(partition.end))
+                    });
+                    next.insert(p, read_to);
                     open.remove(&p);
-                    let reached = next.entry(p).or_insert(at);
-                    *reached = (*reached).max(at.min(end));
                 }
             }
             Some(Err(error)) => return Err(error).with_context(|| format!("reading {topic}")),
         }
     }
-    Ok(Reached {
-        next,
-        complete: true,
-    })
+    Ok(reached(next, open, true))
+}
+
+/// A partition not read to its end yet.
+struct Open {
+    end: i64,
+    next: i64,
 }

@@ -30,6 +30,7 @@
 //! the same dead letter is redriven once, again only when asked (`again`),
 //! each time counting toward the maximum. Redrives are serialized: one at a
 //! time per process, and across gateways by the transactional id
+//! (`kappa-dlq-redrive-<dlq topic>`), which fences a concurrent one.
 //!
 //! - [`letter`]: what a dead letter says (its headers, its payload's preview);
 //! - [`list`]: a page of dead letters after a [`list::Cursor`];
@@ -178,7 +179,7 @@ pub(crate) fn scan(
     visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<BTreeMap<i32, i64>> {
     let consumer = reader(kafka)?;
-    let spans = bounded::to_end(&consumer, topic, &BTreeMap::new())?;
+    let spans = bounded::to_end(&consumer, topic, &BTreeMap::new(), Duration::from_secs(10))?;
     if spans.is_empty() && missing == Missing::Empty {
         return Ok(BTreeMap::new());
     }
