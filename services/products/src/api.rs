@@ -45,8 +45,8 @@ pub fn router(state: ApiState) -> OpenApiRouter {
 #[serde(deny_unknown_fields)]
 struct Page {
     /// Only products in this status.
-    #[param(inline)]
-    status: Option<ProductStatus>,
+    #[param(value_type = Option<ProductStatus>)]
+    status: Option<String>,
     /// Products per page, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
@@ -129,7 +129,23 @@ async fn list(
         )
         .with("field", "after"));
     }
-    let products = store::list(&s.pool, page.status, page.after.as_deref(), limit).await?;
+    let status = match page.status.as_deref().map(str::parse::<ProductStatus>) {
+        None => None,
+        Some(Ok(status)) => Some(status),
+        Some(Err(_)) => {
+            let statuses: Vec<&str> = ProductStatus::ALL.iter().map(|s| s.as_str()).collect();
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "status `{}` is not one of {}",
+                    page.status.unwrap_or_default(),
+                    statuses.join(", ")
+                ),
+            )
+            .with("field", "status"));
+        }
+    };
+    let products = store::list(&s.pool, status, page.after.as_deref(), limit).await?;
     let next = (products.len() as i64 == limit).then(|| products.last().map(|p| p.id.clone()));
     Ok(Json(Products {
         products,
