@@ -252,12 +252,17 @@ where
     enum Given<T> {
         Number(T),
         Text(String),
+        Other(serde::de::IgnoredAny),
     }
+    let refused =
+        |given: &str| serde::de::Error::custom(format!("expected a whole number, got {given}"));
     match Given::<T>::deserialize(deserializer)? {
         Given::Number(n) => Ok(n),
-        Given::Text(text) => text.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!("expected a whole number, got `{text}`"))
-        }),
+        Given::Text(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| refused(&format!("`{text}`"))),
+        Given::Other(_) => Err(refused("a negative or fractional number")),
     }
 }
 
@@ -465,6 +470,13 @@ mod tests {
             error
                 .to_string()
                 .contains("expected a whole number, got `soon`"),
+            "{error}"
+        );
+        let error = read("", &[("KAPPA__SVC__STUCK_AFTER_MS", "-5")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("expected a whole number, got `-5`"),
             "{error}"
         );
         // A typo is still refused beside the flattened keys.
