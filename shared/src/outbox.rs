@@ -10,7 +10,8 @@
 //! with the same event id; readers deduplicate by id or version.
 //!
 //! An outbox table has `id bigserial`, the key column, `payload text`,
-//! `created_at` and `sent_at` (used by `users` and the product creator).
+//! `created_at` and `sent_at` (used by `users`, the product creator and the
+//! page-count coordinator).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -83,8 +83,8 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
-    /// The filter as sent, checked: 400 `empty_filter` or `invalid_filter`
-    /// naming the field.
+    /// The filter as sent, checked: 400 `empty_filter`, `invalid_filter`
+    /// naming the field, or `invalid_limit`.
     pub(crate) fn check(filter: RedriveFilter) -> Result<Self, DlqError> {
         let field =
             |field: &str, message: String| DlqError::invalid("invalid_filter", field, message);
