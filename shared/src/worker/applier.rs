@@ -36,8 +36,10 @@ struct Owned {
     committed: metrics::Gauge,
 }
 
-/// Runs the worker: the poll thread, the applier loop, the lag gauge.
-pub(super) async fn run<W>(
+/// Runs `worker` until `shutdown`, then commits what it holds (within the
+/// bound of a commit), leaves the group and returns: the poll thread, the
+/// applier loop, the lag gauge.
+pub async fn run<W>(
     mut worker: W,
     setup: Setup,
     health: Arc<Health>,

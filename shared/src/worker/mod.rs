@@ -103,7 +103,6 @@ mod rebalance;
 mod resolve;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
@@ -111,9 +110,9 @@ use sqlx::{PgConnection, PgPool};
 use crate::config::{KafkaConfig, WorkerConfig};
 use crate::consume::Received;
 use crate::event::{Event, EventType};
-use crate::shutdown::CancellationToken;
 
 pub use crate::kafka::Output;
+pub use applier::run;
 pub use health::Health;
 pub use offsets::Position;
 pub use outputs::Outputs;
@@ -276,21 +275,6 @@ pub struct Setup {
     pub kafka: KafkaConfig,
     pub pool: PgPool,
     pub options: Options,
-}
-
-/// Runs `worker` until `shutdown`, then commits what it holds (within the
-/// bound of a commit), leaves the group and returns.
-pub async fn run<W>(
-    worker: W,
-    setup: Setup,
-    health: Arc<Health>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()>
-where
-    W: Worker,
-    W::Mode: Start<W>,
-{
-    applier::run(worker, setup, health, shutdown).await
 }
 
 /// A mode worker `W` can run in: both of this crate's ([`Postgres`],
