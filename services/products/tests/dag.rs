@@ -103,7 +103,11 @@ async fn a_product_with_images_and_a_video_becomes_active_once() {
     assert_eq!(status, 404);
     assert_eq!(missing["error"], "not_found");
     let (status, bogus) = world.get(api, "/products?status=bogus").await;
-    assert_eq!((status, &bogus["field"]), (400, &json!("status")), "{bogus}");
+    assert_eq!(
+        (status, &bogus["field"]),
+        (400, &json!("status")),
+        "{bogus}"
+    );
 
     // The same result delivered again (a redrive), a contrary result for a
     // decided part, and the upload again: nothing changes. The result and
