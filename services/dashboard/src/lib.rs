@@ -10,6 +10,7 @@ mod page;
 mod reading;
 mod routes;
 pub mod runner;
+mod state;
 pub mod store;
 pub mod triggers;
 
@@ -22,9 +23,10 @@ use shared::config::Settings;
 use shared::http::Readiness;
 use shared::shutdown::CancellationToken;
 use shared::tasks::Tasks;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+
+pub use state::AppState;
 
 /// The `[dashboard]` configuration section.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,22 +70,6 @@ impl DashboardConfig {
         triggers::parse_interval(&self.interval)
             .map_err(|e| anyhow::anyhow!("dashboard.interval: {e}"))
     }
-}
-
-/// What the HTTP handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    /// `POST /api/mapreduce/jobs` forwards to this coordinator.
-    pub pagecount_url: String,
-    pub http: reqwest::Client,
-    pub registry: runner::Registry,
-    pub wake: Arc<Notify>,
-    pub triggers: triggers::SharedStatus,
-    /// `auth.public_metrics`: whether the daily metrics need no token.
-    pub public_metrics: bool,
-    pub auditor: audit::Auditor,
-    pub dead_letters: dead_letters::DeadLetters,
 }
 
 /// A built service: bound, connected, not yet running.

@@ -5,6 +5,9 @@
 mod dlq;
 mod publish;
 mod routes;
+mod state;
+
+pub use state::AppState;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,21 +29,6 @@ pub use publish::{Ack, Incoming, PublishError, Publisher};
 /// How long the gateway is quiet after ingest before it returns what the
 /// requests freed (request bodies, producer buffers) to the OS.
 const RELEASE_WHEN_QUIET: Duration = Duration::from_secs(2);
-
-/// What request handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub publisher: Arc<Publisher>,
-    pub claims: ClaimStore,
-    /// `POST /products`: the largest file accepted (413 beyond it).
-    pub max_file_bytes: usize,
-    pub max_events: usize,
-    /// `GET /dlq`, `POST /dlq/redrive`.
-    pub(crate) dlq: Arc<dlq::DeadLetterQueue>,
-    /// Each ingest request is noted: what a burst freed goes back to the
-    /// OS once the gateway is quiet.
-    pub(crate) idle: Arc<shared::memory::IdleRelease>,
-}
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {

@@ -8,6 +8,7 @@ pub mod model;
 pub mod query;
 mod recommender;
 mod routes;
+mod state;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub use recommender::Recommender;
+pub use state::AppState;
 
 /// The `[recommendation]` configuration section.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,17 +46,6 @@ impl RecommendationConfig {
     pub fn half_life_secs(&self) -> f64 {
         self.half_life_days * 86_400.0
     }
-}
-
-/// What the HTTP handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub consumer: String,
-    pub topic: String,
-    pub half_life_secs: f64,
-    /// The popular fill-in of the last committed position answered.
-    pub popular: Arc<query::PopularCache>,
 }
 
 /// A built service: bound, connected, not yet running.

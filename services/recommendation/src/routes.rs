@@ -11,8 +11,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::query;
 use crate::query::{AsOf, Day, Scored};
-use crate::{query, AppState};
+use crate::state::AppState;
 
 const MAX_LIMIT: usize = 100;
 

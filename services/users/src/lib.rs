@@ -4,7 +4,10 @@
 //! addresses; the stateful one builds its own store from the events.
 
 mod routes;
+mod state;
 pub mod store;
+
+pub use state::AppState;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +20,6 @@ use shared::kafka_batch::BatchProducer;
 use shared::outbox::Relay;
 use shared::shutdown::CancellationToken;
 use shared::tasks::Tasks;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -30,14 +32,6 @@ pub struct UsersConfig {
     pub relay: bool,
     /// How often the relay looks for rows other instances wrote.
     pub relay_interval_ms: u64,
-}
-
-/// What the HTTP handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    /// Wakes this process's relay after a write.
-    pub wake: Arc<Notify>,
 }
 
 /// A built service: bound, connected, not yet running.

@@ -13,8 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::state::AppState;
 use crate::store::{self, User, WriteError};
-use crate::AppState;
 
 pub fn router(state: AppState) -> OpenApiRouter {
     OpenApiRouter::new()

@@ -29,8 +29,8 @@ use shared::http::Query;
 
 use crate::aggregate::{conversion, Day};
 use crate::daily::Daily;
+use crate::state::AppState;
 use crate::store::{self, By, Run, RunState};
-use crate::AppState;
 use chart::{Chart, Unit};
 
 /// Escapes text for HTML.

@@ -27,8 +27,8 @@ use utoipa_axum::routes;
 use crate::aggregate::{conversion, Day};
 use crate::audit::{AuditError, AuditReport};
 use crate::daily::{Daily, Totals};
+use crate::state::AppState;
 use crate::store::{self, By, Run, RunState};
-use crate::AppState;
 
 mod replays;
 

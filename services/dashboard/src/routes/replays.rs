@@ -11,8 +11,8 @@ use shared::http::{self, Admin, ApiError, Path};
 use shared::replay::ProgressView;
 use utoipa::ToSchema;
 
+use crate::state::AppState;
 use crate::store::{self, Run, RunState, Trigger};
-use crate::AppState;
 
 /// A replay request.
 #[derive(Deserialize, ToSchema)]

@@ -17,7 +17,7 @@ use shared::event::{Event, Limits};
 use shared::http::ApiError;
 use uuid::Uuid;
 
-use crate::Incoming;
+use crate::publish::Incoming;
 
 /// At most this many line errors are listed in one answer.
 const MAX_LISTED_ERRORS: usize = 100;

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use shared::http::{Admin, ApiError, Path};
 use uuid::Uuid;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// The exact bytes of a claim-checked payload, with the content type they
 /// were stored with. A missing payload is 404; one that fails its integrity

@@ -10,7 +10,7 @@ use crate::dlq::filter::{Filter, RedriveFilter};
 use crate::dlq::list::{DeadLetterPage, ListRequest};
 use crate::dlq::redrive::RedriveAnswer;
 use crate::dlq::DlqError;
-use crate::AppState;
+use crate::state::AppState;
 
 impl From<DlqError> for ApiError {
     fn from(error: DlqError) -> Self {

@@ -9,7 +9,8 @@ use serde::Serialize;
 use shared::http::{Admin, ApiError};
 
 use super::body::{is_single_json, parse_events};
-use crate::{Ack, AppState, PublishError};
+use crate::publish::{Ack, PublishError};
+use crate::state::AppState;
 
 /// Bodies larger than this are parsed off the async workers.
 const INLINE_PARSE_LIMIT: usize = 64 * 1024;

@@ -9,7 +9,7 @@ mod products;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// `POST /events`, `POST /products`, `GET /claims/{token}`, `GET /dlq`,
 /// `POST /dlq/redrive` (all need the token: `Admin`).

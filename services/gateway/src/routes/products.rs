@@ -18,7 +18,8 @@ use shared::http::{Admin, ApiError};
 use uuid::Uuid;
 
 use super::events::publish_error;
-use crate::{AppState, Incoming};
+use crate::publish::Incoming;
+use crate::state::AppState;
 
 /// The metadata part is small JSON; anything larger is not metadata.
 const MAX_METADATA_BYTES: usize = 64 * 1024;
