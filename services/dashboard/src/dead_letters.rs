@@ -21,7 +21,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use shared::config::KafkaConfig;
-use shared::kafka::bounded::{self, Limits};
+use shared::kafka::bounded::{self, Limits, Reached};
 use shared::kafka::ReaderContext;
 
 /// Counts younger than this are served as they are.
@@ -90,38 +90,31 @@ impl DeadLetters {
         let read = tokio::task::spawn_blocking(move || read_new(&kafka, &topic, next, READ_BUDGET))
             .await
             .context("the dead-letter reader panicked")?;
-        let (new, complete) = read?;
+        let (days, reached) = read?;
         let snapshot = &mut state.snapshot;
-        for (day, codes) in new.days {
+        for (day, codes) in days {
             let counts = snapshot.days.entry(day).or_default();
             for (code, n) in codes {
                 *counts.entry(code).or_default() += n;
             }
         }
-        snapshot.next.extend(new.next);
-        snapshot.complete = complete;
+        snapshot.next.extend(reached.next);
+        snapshot.complete = reached.complete;
         snapshot.read_at = Some(Utc::now());
         state.looked = Some(Instant::now());
         Ok(state.snapshot.clone())
     }
 }
 
-/// What one look read: the counts of the new records and the offsets after them.
-#[derive(Default)]
-struct NewRecords {
-    days: ByDay,
-    next: BTreeMap<i32, i64>,
-}
-
 /// Reads `topic` from `from` (per partition; the low watermark where none)
-/// up to the end offsets as they are now, for at most `budget`. Returns what
-/// it read and whether it got to the end. Blocking.
+/// up to the end offsets as they are now, for at most `budget`. Returns the
+/// counts of what it read, and where it got to. Blocking.
 fn read_new(
     kafka: &KafkaConfig,
     topic: &str,
     from: BTreeMap<i32, i64>,
     budget: Duration,
-) -> anyhow::Result<(NewRecords, bool)> {
+) -> anyhow::Result<(ByDay, Reached)> {
     let deadline = Instant::now() + budget;
     let consumer: BaseConsumer<ReaderContext> =
         shared::kafka::reader_config(kafka, "kappa-dashboard-dlq", &[])
@@ -143,11 +136,7 @@ fn read_new(
             .date_naive();
         *days.entry(day).or_default().entry(code).or_default() += 1;
     })?;
-    let new = NewRecords {
-        days,
-        next: reached.next,
-    };
-    Ok((new, reached.complete))
+    Ok((days, reached))
 }
 
 /// A dead letter's reason as a key of the counts: its `dlq.code` if the

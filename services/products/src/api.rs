@@ -122,29 +122,27 @@ async fn list(
     Query(page): Query<Page>,
 ) -> Result<Json<Products>, ApiError> {
     let limit = Limit::new(50, 1000).check(page.limit)? as i64;
-    if page.after.as_deref().is_some_and(|a| a.contains('\0')) {
+    if page.after.as_deref().is_some_and(|a| !store::storable(a)) {
         return Err(ApiError::bad_request(
             "invalid_query",
             "after must be an id, as next_after gives it",
         )
         .with("field", "after"));
     }
-    let status = match page.status.as_deref().map(str::parse::<ProductStatus>) {
-        None => None,
-        Some(Ok(status)) => Some(status),
-        Some(Err(_)) => {
-            let statuses: Vec<&str> = ProductStatus::ALL.iter().map(|s| s.as_str()).collect();
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!(
-                    "status `{}` is not one of {}",
-                    page.status.unwrap_or_default(),
-                    statuses.join(", ")
-                ),
-            )
-            .with("field", "status"));
-        }
-    };
+    let status = page
+        .status
+        .as_deref()
+        .map(|text| {
+            text.parse::<ProductStatus>().map_err(|_| {
+                let statuses: Vec<&str> = ProductStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("status `{text}` is not one of {}", statuses.join(", ")),
+                )
+                .with("field", "status")
+            })
+        })
+        .transpose()?;
     let products = store::list(&s.pool, status, page.after.as_deref(), limit).await?;
     let next = (products.len() as i64 == limit).then(|| products.last().map(|p| p.id.clone()));
     Ok(Json(Products {

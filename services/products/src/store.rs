@@ -111,7 +111,7 @@ const PRODUCT_COLUMNS: &str =
 
 /// An id or cursor PostgreSQL text can hold (no NUL): anything else names
 /// no product.
-fn storable(value: &str) -> bool {
+pub fn storable(value: &str) -> bool {
     !value.contains('\0')
 }
 

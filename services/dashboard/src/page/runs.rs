@@ -94,7 +94,7 @@ fn row(
 /// What a run read: "full", "incremental after #base", the custom range,
 /// or, for an automatic run that has not started, what decides it.
 fn range(run: &Run) -> String {
-    match (run.kind(), run.base_run_id) {
+    match (run.kind, run.base_run_id) {
         (Some(RunKind::Full), _) => "full".to_owned(),
         (Some(RunKind::Incremental), Some(base)) => format!("incremental after #{base}"),
         (Some(RunKind::Incremental), None) => "incremental".to_owned(),

@@ -61,10 +61,6 @@ impl Run {
         self.from_time.is_none() && self.to_time.is_none()
     }
 
-    pub fn kind(&self) -> Option<RunKind> {
-        self.kind
-    }
-
     /// Per partition, the offset its range ended before.
     pub fn ends(&self) -> BTreeMap<i32, i64> {
         offsets(self.end_offsets.as_ref())
