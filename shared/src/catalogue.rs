@@ -52,6 +52,7 @@ pub const METRICS: &[Metric] = &[
     m("kappa_sink_commit_failures_total", Counter, "consumer", "Commits that failed and were retried (database or broker unavailable)."),
     m("kappa_sink_claim_check_failures_total", Counter, "consumer", "Reads of the claim-check store that failed and were retried (store unavailable): the batch waits, no payload is judged missing."),
     m("kappa_sink_fenced_total", Counter, "consumer", "Commits refused because a newer owner of the partition fenced this one."),
+    m("kappa_sink_producers_replaced_total", Counter, "consumer", "Kafka-transaction mode: transactions that did not finish within 45 s (librdkafka can wait forever for a group coordinator that left the cluster), their producer replaced by a new one under the same transactional id."),
     m("kappa_sink_batch_size", Histogram, "consumer", "Records per committed range (a count)."),
     m("kappa_sink_commit_seconds", Histogram, "consumer", "Time from a range's first apply to its commit."),
     m("kappa_sink_fetch_to_commit_seconds", Histogram, "consumer", "Time from a record's fetch to its commit (arrival latency, not event-time lag)."),

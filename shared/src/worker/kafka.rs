@@ -37,6 +37,13 @@ use crate::shutdown::CancellationToken;
 
 /// How long a transaction call may take before it counts as failed.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a whole transaction may take before its producer is given up.
+/// librdkafka does not check the timeout `send_offsets_to_transaction` is
+/// given, and waits forever once the group coordinator it cached has left
+/// the cluster's metadata, even after that broker is back
+/// (confluentinc/librdkafka#5456 and #5511; seen here when a node of the
+/// three-node cluster was killed).
+const TXN_DEADLINE: Duration = Duration::from_secs(45);
 
 pub struct KafkaCommit {
     producer: Arc<TxProducer>,
@@ -119,6 +126,20 @@ impl<W: Worker<Mode = KafkaTransactions>> Commit<W> for KafkaCommit {
     }
 }
 
+impl KafkaCommit {
+    /// A new transactional producer under the same id, in place of one that
+    /// is fenced or stuck (its earlier transactions aborted); on failure the
+    /// old one stays, and the next attempt fails and tries again.
+    async fn renew_producer(&mut self) {
+        match transactional(&self.kafka, &self.transactional_id).await {
+            Ok(producer) => self.producer = producer,
+            Err(error) => {
+                tracing::warn!(consumer = %self.name, %error, "recreating the producer failed")
+            }
+        }
+    }
+}
+
 impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
     fn name(&self) -> &str {
         &self.name
@@ -192,15 +213,26 @@ impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
             }
             producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)?;
             producer.commit_transaction(TXN_TIMEOUT)
-        })
-        .await;
-        let error = match transaction {
-            Ok(Ok(())) => {
+        });
+        let error = match tokio::time::timeout(TXN_DEADLINE, transaction).await {
+            Ok(Ok(Ok(()))) => {
                 ranges::record(&self.name, batch, range, started);
                 return Attempt::Committed;
             }
-            Ok(Err(error)) => error,
-            Err(join) => return Attempt::Failed(join.into()),
+            Ok(Ok(Err(error))) => error,
+            Ok(Err(join)) => return Attempt::Failed(join.into()),
+            Err(_) => {
+                // The blocked thread keeps the old producer until its call
+                // returns; the new one, with the same transactional id,
+                // fences it: its open transaction is aborted, and nothing
+                // it sends later can commit.
+                metrics::counter!("kappa_sink_producers_replaced_total", "consumer" => self.name.clone())
+                    .increment(1);
+                self.renew_producer().await;
+                return Attempt::Failed(anyhow::anyhow!(
+                    "the transaction did not finish within {TXN_DEADLINE:?}: its producer was replaced"
+                ));
+            }
         };
         // The group's generation moved on: this instance is a zombie now.
         let fenced = matches!(
@@ -214,12 +246,7 @@ impl<W: Worker<Mode = KafkaTransactions>> Ranged<W> for KafkaCommit {
         );
         if matches!(&error, KafkaError::Transaction(e) if e.is_fatal()) {
             // Unusable (fenced by its transactional id): start a new one.
-            match transactional(&self.kafka, &self.transactional_id).await {
-                Ok(producer) => self.producer = producer,
-                Err(error) => {
-                    tracing::warn!(consumer = %self.name, %error, "recreating the producer failed")
-                }
-            }
+            self.renew_producer().await;
         } else {
             let producer = self.producer.clone();
             let _ =
