@@ -149,6 +149,9 @@ pub fn admin(cfg: &KafkaConfig) -> anyhow::Result<AdminClient<DefaultClientConte
 }
 
 /// Creates `topic` unless it exists; `retention_ms = -1` keeps it forever.
+/// Its replication factor and `min.insync.replicas` are the cluster's
+/// defaults (`default.replication.factor`, `min.insync.replicas`): 1 on the
+/// single development broker, 3 and 2 on the three-broker cluster.
 pub async fn ensure_topic(
     cfg: &KafkaConfig,
     topic: &str,
@@ -157,7 +160,7 @@ pub async fn ensure_topic(
 ) -> anyhow::Result<()> {
     let admin = admin(cfg)?;
     let retention = retention_ms.to_string();
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
         .set("retention.ms", &retention);
     let results = admin
         .create_topics(
