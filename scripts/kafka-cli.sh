@@ -3,6 +3,7 @@
 # (there is no Kafka tarball/bin/ on this box).
 #   scripts/kafka-cli.sh <tool> [tool args...]
 #   tools: console-producer console-consumer topics consumer-groups get-offsets
+#          transactions metadata-quorum
 #   e.g. scripts/kafka-cli.sh console-consumer --bootstrap-server 127.0.0.1:9092 --topic events --from-beginning
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -12,7 +13,7 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
 KAFKA_LIBS="$CACHE_DIR/kafka/$KAFKA_VERSION/libs"
 
 usage() {
-  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -23,6 +24,8 @@ case "${1:-}" in
   topics)           class=org.apache.kafka.tools.TopicCommand ;;
   consumer-groups)  class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
   get-offsets)      class=org.apache.kafka.tools.GetOffsetShell ;;
+  transactions)     class=org.apache.kafka.tools.TransactionsCommand ;;
+  metadata-quorum)  class=org.apache.kafka.tools.MetadataQuorumCommand ;;
   *) usage ;;
 esac
 shift

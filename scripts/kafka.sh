@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
-# Run a real single-node Apache Kafka broker (KRaft) from the Maven Central jars:
-# Debian has no Kafka package and there is no Docker engine on dev/CI boxes.
-#   scripts/kafka.sh fetch|start|stop|kill|status|restart
-# `kill` is SIGKILL, no shutdown at all: what fault tests use to crash the broker.
+# Run real Apache Kafka (KRaft) from the Maven Central jars: Debian has no
+# Kafka package and there is no Docker engine on dev/CI boxes.
+#   scripts/kafka.sh fetch|start|stop|kill|status|restart [node]
+#   scripts/kafka.sh leaders <topic>     how many partitions each node leads
+# One broker by default. KAFKA_BROKERS=3 runs a cluster of three nodes on this
+# machine, each both broker and KRaft controller (a quorum of 3 voters: any
+# one node may die): node i answers on 127.0.0.1:9092+100*(i-1), its
+# controller on the port after; its data in .run/kafka-i/, its log
+# .run/kafka-i.log, its pid file .run/kafka-i.pid. Topics then default to
+# replication factor 3 and min.insync.replicas=2, the consumer offsets and
+# the transaction state alike. The number a start used is remembered in
+# .run/kafka-brokers, so later scripts find the same brokers without the
+# variable (scripts/lib.sh kafka_bootstrap).
+# `kill` is SIGKILL, no shutdown at all: what fault tests use to crash a
+# broker. With a node number, start, stop, kill and status act on that node
+# only (`scripts/kafka.sh kill 2`).
 # All knobs are env vars so a test can run a second, private broker next to
 # the main one (e.g. KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 KAFKA_DATA_DIR=...).
 set -euo pipefail
@@ -10,11 +22,14 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
-KAFKA_PORT=${KAFKA_PORT:-9092}
-KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
-KAFKA_DATA_DIR=${KAFKA_DATA_DIR:-$RUN_DIR/kafka-data}
-KAFKA_PID_FILE=${KAFKA_PID_FILE:-$RUN_DIR/kafka.pid}
-KAFKA_LOG_FILE=${KAFKA_LOG_FILE:-$RUN_DIR/kafka.log}
+NODES=$(kafka_brokers) || exit 2
+PRIVATE=${KAFKA_PORT:+1}   # a test's own broker: .run/kafka-brokers is not its to write
+BASE_PORT=${KAFKA_PORT:-9092}
+BASE_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((BASE_PORT + 1))}
+# A single broker keeps the files it always had, or the caller's.
+SINGLE_DATA_DIR=${KAFKA_DATA_DIR:-$RUN_DIR/kafka-data}
+SINGLE_PID_FILE=${KAFKA_PID_FILE:-$RUN_DIR/kafka.pid}
+SINGLE_LOG_FILE=${KAFKA_LOG_FILE:-$RUN_DIR/kafka.log}
 KAFKA_HEAP=${KAFKA_HEAP:-512m}
 KAFKA_LOG_LEVEL=${KAFKA_LOG_LEVEL:-WARN}        # root level of the broker log
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}  # seconds until metadata must answer
@@ -22,15 +37,35 @@ KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}  # seconds until metadata must an
 # git-ignored cache (and `rm -rf .cache` really is a cold start).
 KAFKA_MAVEN_REPO=${KAFKA_MAVEN_REPO:-$CACHE_DIR/m2}
 
-# Absolute paths: the broker's config must not depend on the caller's cwd.
-KAFKA_DATA_DIR=$(realpath -m "$KAFKA_DATA_DIR")
-KAFKA_PID_FILE=$(realpath -m "$KAFKA_PID_FILE")
-KAFKA_LOG_FILE=$(realpath -m "$KAFKA_LOG_FILE")
+# node <i>: the ports and files of node i (1-based), in the globals the
+# functions below use.
+node() {
+  NODE=$1
+  KAFKA_PORT=$((BASE_PORT + 100 * (NODE - 1)))
+  KAFKA_CONTROLLER_PORT=$((BASE_CONTROLLER_PORT + 100 * (NODE - 1)))
+  if ((NODES == 1)); then
+    KAFKA_DATA_DIR=$SINGLE_DATA_DIR KAFKA_PID_FILE=$SINGLE_PID_FILE KAFKA_LOG_FILE=$SINGLE_LOG_FILE
+  else
+    KAFKA_DATA_DIR=$RUN_DIR/kafka-$NODE KAFKA_PID_FILE=$RUN_DIR/kafka-$NODE.pid KAFKA_LOG_FILE=$RUN_DIR/kafka-$NODE.log
+  fi
+  # Absolute paths: the broker's config must not depend on the caller's cwd.
+  KAFKA_DATA_DIR=$(realpath -m "$KAFKA_DATA_DIR")
+  KAFKA_PID_FILE=$(realpath -m "$KAFKA_PID_FILE")
+  KAFKA_LOG_FILE=$(realpath -m "$KAFKA_LOG_FILE")
+  BOOTSTRAP="127.0.0.1:$KAFKA_PORT"   # not localhost: it may resolve to ::1
+}
+VOTERS=$(for ((i = 0; i < NODES; i++)); do printf '%s@127.0.0.1:%s,' $((i + 1)) $((BASE_CONTROLLER_PORT + 100 * i)); done)
+VOTERS=${VOTERS%,}
+ALL_BOOTSTRAP=$(kafka_bootstrap)
+# Replication: everything on every node up to 3; writes need 2 in sync once
+# there are 3 (one node may be down and nothing stops).
+REPLICAS=$((NODES < 3 ? NODES : 3))
+MIN_ISR=$((REPLICAS > 2 ? 2 : 1))
+node 1
 
 KAFKA_HOME="$CACHE_DIR/kafka/$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
 FETCH_MARKER="$KAFKA_HOME/.fetch-complete"   # written last: a half-done fetch is redone
-BOOTSTRAP="127.0.0.1:$KAFKA_PORT"            # not localhost: it may resolve to ::1
 
 fetch() {
   if [[ -f $FETCH_MARKER ]]; then
@@ -56,14 +91,14 @@ fetch() {
   log "fetched $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars"
 }
 
-# Ready = our process is alive AND the broker answers a metadata request listing itself.
+# Ready = our process is alive AND the node answers a metadata request listing itself.
 answers() {
   command -v kcat >/dev/null || return 1
-  kcat -L -b "$BOOTSTRAP" -m 2 2>/dev/null | grep -q "broker 1 at"
+  kcat -L -b "$BOOTSTRAP" -m 2 2>/dev/null | grep -q "broker $NODE at"
 }
 running() { pid_alive "$KAFKA_PID_FILE" && answers; }
 
-# Kafka's topic ids are 16 random bytes, base64url without padding, never
+# Kafka's cluster ids are 16 random bytes, base64url without padding, never
 # starting with '-'. Generating it in bash saves one JVM start (~1 s).
 random_cluster_id() {
   local id
@@ -80,8 +115,8 @@ write_configs() {
   cat >"$KAFKA_DATA_DIR/server.properties" <<PROPS
 # Generated by scripts/kafka.sh; edits are overwritten on start.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+node.id=$NODE
+controller.quorum.voters=$VOTERS
 listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -94,16 +129,18 @@ log.retention.ms=-1
 # Topics are created explicitly (scripts/topics.sh); a typo must not create one.
 auto.create.topics.enable=false
 num.partitions=6
-default.replication.factor=1
-min.insync.replicas=1
-# One broker: every internal topic must fit on it.
-offsets.topic.replication.factor=1
+# $NODES node(s): every topic and internal topic on $REPLICAS of them, writes
+# (acks=all) need $MIN_ISR in sync; a replica out of sync never becomes leader.
+default.replication.factor=$REPLICAS
+min.insync.replicas=$MIN_ISR
+unclean.leader.election.enable=false
+offsets.topic.replication.factor=$REPLICAS
 offsets.topic.num.partitions=12
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$REPLICAS
+transaction.state.log.min.isr=$MIN_ISR
 transaction.state.log.num.partitions=6
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$REPLICAS
+share.coordinator.state.topic.min.isr=$MIN_ISR
 # Tests create many consumer groups; do not wait 3 s for each first rebalance.
 group.initial.rebalance.delay.ms=0
 # 2-core dev box.
@@ -139,35 +176,39 @@ XML
 java_cp() { java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
   -Dlog4j2.configurationFile="$KAFKA_DATA_DIR/log4j2.xml" -cp "$KAFKA_LIBS/*" "$@"; }
 
-format_storage() {
+# The cluster id every node is formatted with: an already formatted node's,
+# else a new one.
+cluster_id() {
+  local i f
+  for ((i = 1; i <= NODES; i++)); do
+    f=$( (node "$i"; echo "$KAFKA_DATA_DIR/logs/meta.properties") )
+    [[ -f $f ]] && { sed -n 's/^cluster.id=//p' "$f"; return; }
+  done
+  random_cluster_id
+}
+
+format_storage() {  # format_storage <cluster id>
   # meta.properties exists once formatted; skipping the tool saves a JVM start.
   [[ -f $KAFKA_DATA_DIR/logs/meta.properties ]] && return 0
-  local cid
-  cid=$(random_cluster_id)
-  log "formatting KRaft storage in $(rel "$KAFKA_DATA_DIR") (cluster id $cid)"
+  log "formatting KRaft storage in $(rel "$KAFKA_DATA_DIR") (cluster id $1)"
   # Static controller.quorum.voters => format WITHOUT --standalone (4.x rejects it).
-  java_cp kafka.tools.StorageTool format --ignore-formatted -t "$cid" \
+  java_cp kafka.tools.StorageTool format --ignore-formatted -t "$1" \
     -c "$KAFKA_DATA_DIR/server.properties" >>"$KAFKA_LOG_FILE" 2>&1 \
     || die "storage format failed; see $KAFKA_LOG_FILE"
 }
 
-start() {
-  apt_install_if_missing kcat kcat
+# launch: start the current node's JVM (not waiting for it to answer);
+# returns 1 when it already runs.
+launch() {
   if pid_alive "$KAFKA_PID_FILE"; then
-    # Alive but maybe still starting (or a previous start timed out): wait for it.
-    if wait_until "$KAFKA_START_TIMEOUT" "Kafka on $BOOTSTRAP" answers; then
-      log "Kafka already running on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
-      return 0
-    fi
-    die "pid $(<"$KAFKA_PID_FILE") is alive but $BOOTSTRAP does not answer; run '$0 stop' and retry"
+    return 1
   fi
   if answers; then
     die "something else already answers on $BOOTSTRAP (not started via $KAFKA_PID_FILE)"
   fi
-  fetch
   write_configs
-  format_storage
-  log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (controller :$KAFKA_CONTROLLER_PORT, log $(rel "$KAFKA_LOG_FILE"))"
+  format_storage "$CLUSTER_ID"
+  log "starting Kafka $KAFKA_VERSION node $NODE on $BOOTSTRAP (controller :$KAFKA_CONTROLLER_PORT, log $(rel "$KAFKA_LOG_FILE"))"
   echo "=== $(date -Is) scripts/kafka.sh start ===" >>"$KAFKA_LOG_FILE"
   rm -f "$KAFKA_PID_FILE"   # a stale file would satisfy the wait below
   # setsid: own session, so the broker survives the calling shell/terminal.
@@ -181,61 +222,114 @@ start() {
       -Dlog4j2.configurationFile="$KAFKA_DATA_DIR/log4j2.xml" \
       -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DATA_DIR/server.properties" \
     </dev/null >>"$KAFKA_LOG_FILE" 2>&1 &
-  wait_until 10 "pid file $KAFKA_PID_FILE" test -s "$KAFKA_PID_FILE" || die "broker did not start"
+  wait_until 10 "pid file $KAFKA_PID_FILE" test -s "$KAFKA_PID_FILE" || die "node $NODE did not start"
+}
+
+# await: wait until the current node answers, or say why it did not.
+await() {
   # Stop waiting early if the JVM dies (port taken, bad config...).
   # shellcheck disable=SC2016
-  wait_until "$KAFKA_START_TIMEOUT" "Kafka on $BOOTSTRAP" \
-    bash -c '! kill -0 "$1" 2>/dev/null || kcat -L -b "$2" -m 2 2>/dev/null | grep -q "broker 1 at"' \
-      _ "$(<"$KAFKA_PID_FILE")" "$BOOTSTRAP" || true
+  wait_until "$KAFKA_START_TIMEOUT" "Kafka node $NODE on $BOOTSTRAP" \
+    bash -c '! kill -0 "$1" 2>/dev/null || kcat -L -b "$2" -m 2 2>/dev/null | grep -q "broker $3 at"' \
+      _ "$(<"$KAFKA_PID_FILE")" "$BOOTSTRAP" "$NODE" || true
   if ! running; then
     # First errors of this run (after our start marker) usually name the cause.
     awk '/^=== .* scripts\/kafka.sh start ===$/ { n = NR } { line[NR] = $0 }
          END { for (i = n; i <= NR; i++) print line[i] }' "$KAFKA_LOG_FILE" \
       | grep -E ' (ERROR|FATAL) ' | head -n 5 >&2 || true
     pid_alive "$KAFKA_PID_FILE" || rm -f "$KAFKA_PID_FILE"
-    die "Kafka did not come up on $BOOTSTRAP; see $KAFKA_LOG_FILE"
+    die "Kafka node $NODE did not come up on $BOOTSTRAP; see $KAFKA_LOG_FILE"
   fi
-  log "Kafka ready on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
+  log "Kafka node $NODE ready on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
+}
+
+# The nodes a verb acts on: the one named, or all.
+targets() {
+  if [[ -n ${1:-} ]]; then
+    [[ $1 =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= NODES)) || die "no node $1 (KAFKA_BROKERS=$NODES)"
+    echo "$1"
+  else
+    seq 1 "$NODES"
+  fi
+}
+
+start() {
+  apt_install_if_missing kcat kcat
+  fetch
+  local i nodes
+  nodes=$(targets "${1:-}")
+  # A quorum elects its controller only once most voters run: every node
+  # is launched before any is waited for.
+  CLUSTER_ID=$(cluster_id)
+  for i in $nodes; do
+    node "$i"
+    launch || log "Kafka node $NODE already running (pid $(<"$KAFKA_PID_FILE")); waiting for it to answer"
+  done
+  for i in $nodes; do node "$i"; await; done
+  [[ -n $PRIVATE ]] || echo "$NODES" >"$RUN_DIR/kafka-brokers"
+  ((NODES == 1)) || log "cluster of $NODES nodes ready: $ALL_BOOTSTRAP"
 }
 
 stop() {
-  if ! pid_alive "$KAFKA_PID_FILE"; then
-    rm -f "$KAFKA_PID_FILE"
-    log "Kafka on $BOOTSTRAP not running (no live pid in $(rel "$KAFKA_PID_FILE"))"
-    return 0
-  fi
-  log "stopping Kafka on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
-  stop_pidfile "$KAFKA_PID_FILE" 30
-  log "Kafka stopped"
+  local i
+  for i in $(targets "${1:-}"); do
+    node "$i"
+    if ! pid_alive "$KAFKA_PID_FILE"; then
+      rm -f "$KAFKA_PID_FILE"
+      log "Kafka node $NODE on $BOOTSTRAP not running (no live pid in $(rel "$KAFKA_PID_FILE"))"
+      continue
+    fi
+    log "stopping Kafka node $NODE on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
+    stop_pidfile "$KAFKA_PID_FILE" 30
+    log "Kafka node $NODE stopped"
+  done
 }
 
 # SIGKILL: the broker gets no chance to flush or close anything (a real crash).
 crash() {
-  if ! pid_alive "$KAFKA_PID_FILE"; then
-    rm -f "$KAFKA_PID_FILE"
-    log "Kafka on $BOOTSTRAP not running"
-    return 0
-  fi
-  log "killing Kafka on $BOOTSTRAP (SIGKILL pid $(<"$KAFKA_PID_FILE"))"
-  kill_pidfile "$KAFKA_PID_FILE"
+  local i
+  for i in $(targets "${1:-}"); do
+    node "$i"
+    if ! pid_alive "$KAFKA_PID_FILE"; then
+      rm -f "$KAFKA_PID_FILE"
+      log "Kafka node $NODE on $BOOTSTRAP not running"
+      continue
+    fi
+    log "killing Kafka node $NODE on $BOOTSTRAP (SIGKILL pid $(<"$KAFKA_PID_FILE"))"
+    kill_pidfile "$KAFKA_PID_FILE"
+  done
 }
 
 status() {
-  if running; then
-    log "Kafka running on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
-  elif pid_alive "$KAFKA_PID_FILE"; then
-    log "Kafka pid $(<"$KAFKA_PID_FILE") alive but $BOOTSTRAP does not answer"; return 1
-  else
-    log "Kafka not running on $BOOTSTRAP"; return 1
-  fi
+  local i rc=0
+  for i in $(targets "${1:-}"); do
+    node "$i"
+    if running; then
+      log "Kafka node $NODE running on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
+    elif pid_alive "$KAFKA_PID_FILE"; then
+      log "Kafka node $NODE pid $(<"$KAFKA_PID_FILE") alive but $BOOTSTRAP does not answer"; rc=1
+    else
+      log "Kafka node $NODE not running on $BOOTSTRAP"; rc=1
+    fi
+  done
+  return "$rc"
+}
+
+# leaders <topic>: "<node> <partitions it leads>" for every node, most first.
+leaders() {
+  [[ -n ${1:-} ]] || die "usage: $0 leaders <topic>"
+  kcat -L -b "$ALL_BOOTSTRAP" -t "$1" -m 5 2>/dev/null \
+    | awk -v n="$NODES" '$1 == "partition" { c[$4 + 0]++ }
+        END { for (i = 1; i <= n; i++) print i, c[i] + 0 }' | sort -k2,2nr -k1,1n
 }
 
 case "${1:-}" in
   fetch) fetch ;;
-  start) start ;;
-  stop) stop ;;
-  kill) crash ;;
-  restart) stop; start ;;
-  status) status ;;
-  *) echo "usage: $0 {fetch|start|stop|kill|restart|status}" >&2; exit 2 ;;
+  start) start "${2:-}" ;;
+  stop) stop "${2:-}" ;;
+  kill) crash "${2:-}" ;;
+  restart) stop "${2:-}"; start "${2:-}" ;;
+  status) status "${2:-}" ;;
+  leaders) leaders "${2:-}" ;;
+  *) echo "usage: $0 {fetch|start|stop|kill|restart|status} [node] | leaders <topic>" >&2; exit 2 ;;
 esac

@@ -19,6 +19,53 @@ SUITE_SERVICES=(gateway:8080 users:8081 recommendation:8082 dashboard:8083
   pagecount:8085 pagecount-map:8185 pagecount-reduce:8186
   mailer-stateless:8086 mailer-stateful:8087)
 
+# Instance i (2, 3, ...) of a suite process on port P is <name>-i on
+# P + 1000*(i-1) (scripts/up.sh INSTANCES_<NAME>=N).
+instance_port() { echo $(($1 + 1000 * ($2 - 1))); }
+# suite_processes: "<name> <port>" of every process of the suite, the extra
+# instances scripts/up.sh started (their pid files) included.
+suite_processes() {
+  local s name port f i
+  for s in "${SUITE_SERVICES[@]}"; do
+    name=${s%%:*} port=${s##*:}
+    echo "$name $port"
+    for f in "$RUN_DIR/$name"-[0-9]*.pid; do
+      [[ -e $f ]] || continue
+      i=${f##*-} && i=${i%.pid}
+      echo "$name-$i $(instance_port "$port" "$i")"
+    done
+  done
+}
+
+# kafka_brokers: how many Kafka nodes the suite runs on: KAFKA_BROKERS, else
+# what the last scripts/kafka.sh start used (.run/kafka-brokers), else 1. A
+# private broker of a test (KAFKA_PORT set) is one node unless told.
+kafka_brokers() {
+  local n=${KAFKA_BROKERS:-}
+  if [[ -z $n ]]; then
+    n=1
+    [[ -z ${KAFKA_PORT:-} && -s $RUN_DIR/kafka-brokers ]] && n=$(<"$RUN_DIR/kafka-brokers")
+  fi
+  [[ $n =~ ^[1-9]$ ]] || { echo "KAFKA_BROKERS must be a number from 1 to 9, not '$n'" >&2; return 1; }
+  echo "$n"
+}
+# kafka_bootstrap: every node's address, comma-separated: what each client
+# (the services, kcat, Kafka's tools) is given, so that any one node down
+# does not keep it from the cluster. Node i answers on 9092 + 100*(i-1).
+kafka_bootstrap() {
+  local n i list="" base=${KAFKA_PORT:-9092}
+  n=$(kafka_brokers) || return 1
+  for ((i = 0; i < n; i++)); do list+="${list:+,}127.0.0.1:$((base + 100 * i))"; done
+  echo "$list"
+}
+
+# kafka_cluster_id: the id the suite's Kafka nodes were formatted with.
+kafka_cluster_id() {
+  local dir=$RUN_DIR/kafka-data
+  (($(kafka_brokers) == 1)) || dir=$RUN_DIR/kafka-1
+  sed -n 's/^cluster.id=//p' "$dir/logs/meta.properties" 2>/dev/null | grep .
+}
+
 # One-line progress messages on stderr (stdout stays free for real output),
 # prefixed with the calling script's name so mixed logs stay readable.
 log() { printf '[%s] %s\n' "$(basename "${0:-lib}")" "$*" >&2; }

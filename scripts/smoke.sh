@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GATEWAY=${GATEWAY:-http://127.0.0.1:8080}
-BROKER=127.0.0.1:9092
+BROKER=$(kafka_bootstrap)   # every node of the suite's Kafka
 TOPIC=${EVENTS_TOPIC:-events}
 TOKEN=$(<"$RUN_DIR/token")
 passed=0 failed=0 failures=()

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Idempotently create the project's topics on the local broker.
-#   scripts/topics.sh          (KAFKA_PORT=9092 by default)
+# Idempotently create the project's topics on the local broker or cluster.
+#   scripts/topics.sh          (the brokers of scripts/kafka.sh: kafka_bootstrap)
+# Replication factor and min.insync.replicas are the brokers' defaults: 1 on
+# one broker, 3 and 2 on the three-node cluster (KAFKA_BROKERS=3).
 # Only missing topics are created: the cheap kcat metadata check avoids a
 # ~2 s JVM start per topic when everything already exists.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-KAFKA_PORT=${KAFKA_PORT:-9092}
-BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+BOOTSTRAP=$(kafka_bootstrap)
 EVENTS_TOPIC=${EVENTS_TOPIC:-events}
 DLQ_TOPIC=${DLQ_TOPIC:-events.dlq}
 ACCESS_LOGS_TOPIC=${ACCESS_LOGS_TOPIC:-access-logs}
@@ -38,10 +39,10 @@ for spec in "${TOPICS[@]}"; do
     log "topic $name exists"
     continue
   fi
-  log "creating topic $name ($parts partitions, retention.ms=-1)"
+  log "creating topic $name ($parts partitions, retention.ms=-1, the brokers' replication)"
   # Parallel JVMs: TopicCommand creates one topic per run.
   "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
-    --topic "$name" --partitions "$parts" --replication-factor 1 --config retention.ms=-1 \
+    --topic "$name" --partitions "$parts" --config retention.ms=-1 \
     >/dev/null &
   pids+=($!) names+=("$name")
 done

@@ -6,30 +6,44 @@
 # Env: KAPPA_PROFILE=release|dev (build profile, default release),
 #      KAPPA_NO_BUILD=1 (start from the binaries already built),
 #      KAPPA_READY_TIMEOUT (seconds per service, default 60),
-#      RECOMMENDATION_INSTANCES (default 1): more instances share the
-#      partitions through the consumer group; instance i listens on
-#      8082 + 100*(i-1) and writes .run/recommendation-i.pid;
-#      IMAGE_INSTANCES (default 1): image workers of the product DAG,
-#      instance i on 8088 + 100*(i-1), .run/products-image-i.pid;
-#      MAP_INSTANCES, REDUCE_INSTANCES (default 1): MapReduce mappers and
-#      reducers, instance i on 8185 / 8186 + 100*(i-1).
+#      KAFKA_BROKERS=3: a three-node Kafka cluster instead of one broker
+#      (scripts/kafka.sh); every service is given all of its nodes,
+#      INSTANCES_<NAME>=N (default 1) for any process of the suite, <NAME> its
+#      name in upper case with '_' for '-' (INSTANCES_RECOMMENDATION,
+#      INSTANCES_PRODUCTS_IMAGE, INSTANCES_PAGECOUNT_MAP, INSTANCES_MAILER_STATEFUL,
+#      ...): instance i listens on the first one's port + 1000*(i-1) and
+#      writes .run/<name>-i.pid; the instances of a worker share its
+#      partitions through its consumer group.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 started_at=$SECONDS
 
-SERVICES=("${SUITE_SERVICES[@]}")
-for ((i = 2; i <= ${RECOMMENDATION_INSTANCES:-1}; i++)); do
-  SERVICES+=("recommendation-$i:$((8082 + 100 * (i - 1)))")
+SERVICES=()
+for spec in "${SUITE_SERVICES[@]}"; do
+  name=${spec%%:*} port=${spec##*:}
+  SERVICES+=("$spec")
+  var=INSTANCES_$(tr 'a-z-' 'A-Z_' <<<"$name")
+  count=${!var:-1}
+  [[ $count =~ ^[1-9][0-9]?$ ]] || die "$var must be a number from 1 to 99, not '$count'"
+  for ((i = 2; i <= count; i++)); do
+    SERVICES+=("$name-$i:$(instance_port "$port" "$i")")
+  done
 done
-for ((i = 2; i <= ${IMAGE_INSTANCES:-1}; i++)); do
-  SERVICES+=("products-image-$i:$((8088 + 100 * (i - 1)))")
-done
-for ((i = 2; i <= ${MAP_INSTANCES:-1}; i++)); do
-  SERVICES+=("pagecount-map-$i:$((8185 + 100 * (i - 1)))")
-done
-for ((i = 2; i <= ${REDUCE_INSTANCES:-1}; i++)); do
-  SERVICES+=("pagecount-reduce-$i:$((8186 + 100 * (i - 1)))")
-done
+# The database holds positions in the stream (the workers' offsets, the
+# replays' windows and ends, the jobs' offsets): they mean something for one
+# Kafka cluster's topics only. The database is stamped with the cluster's id
+# on first use; a start on another cluster (one broker after three, say)
+# stops here instead of reading the new topics at the old positions.
+stream_guard() {
+  local id stamp psql=("$(pg_bin)/psql" -X -At -v ON_ERROR_STOP=1 postgres://kappa:kappa@127.0.0.1:5432/kappa)
+  id=$(kafka_cluster_id) || die "no Kafka cluster id: is the broker formatted?"
+  stamp=$("${psql[@]}" -c "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = current_database()")
+  if [[ -z $stamp ]]; then
+    "${psql[@]}" -c "COMMENT ON DATABASE kappa IS 'kafka cluster $id'" >/dev/null
+  elif [[ $stamp != "kafka cluster $id" ]]; then
+    die "the database kappa holds the state of another stream (${stamp}; these brokers are kafka cluster $id): start that Kafka again (KAFKA_BROKERS=1 or 3), or begin afresh with scripts/down.sh --reset"
+  fi
+}
 PROFILE=${KAPPA_PROFILE:-release}
 READY_TIMEOUT=${KAPPA_READY_TIMEOUT:-60}
 
@@ -37,6 +51,8 @@ READY_TIMEOUT=${KAPPA_READY_TIMEOUT:-60}
 "$ROOT/scripts/postgres.sh" start
 "$ROOT/scripts/kafka.sh" start
 "$ROOT/scripts/topics.sh"
+BROKERS=$(kafka_bootstrap)
+stream_guard
 "$ROOT/scripts/mailpit.sh" start
 apt_install_if_missing curl curl
 
@@ -62,9 +78,10 @@ fi
 
 ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/readyz"; }
 
-# The binary a process runs, and the settings it needs beyond the defaults.
+# The binary a process runs, and the settings it needs beyond the defaults;
+# <name>-<i> is instance i of <name>.
 binary_of() {
-  case $1 in
+  case ${1%-[0-9]*} in
     mailer-*) echo mailer ;;
     products*) echo products ;;
     pagecount*) echo pagecount ;;
@@ -72,21 +89,21 @@ binary_of() {
   esac
 }
 settings_of() {  # settings_of <name>: extra KAPPA__ variables, one per line
-  case $1 in
+  local base=$1 instance=1
+  [[ $1 =~ ^(.*)-([0-9]+)$ ]] && base=${BASH_REMATCH[1]} instance=${BASH_REMATCH[2]}
+  case $base in
     mailer-stateless) echo "KAPPA__MAILER__MODE=stateless" ;;
-    products) echo "KAPPA__PRODUCTS__ROLE=api" ;;
-    pagecount) echo "KAPPA__PAGECOUNT__ROLE=coordinator" ;;
-    pagecount-*)  # pagecount-<map|reduce>[-<instance>]
-      local role=${1#pagecount-}
-      echo "KAPPA__PAGECOUNT__ROLE=${role%%-*}"
-      [[ $role == *-* ]] && echo "KAPPA__PAGECOUNT__INSTANCE=${role##*-}" ;;
-    products-*)  # products-<role>[-<instance>]
-      local rest=${1#products-}
-      echo "KAPPA__PRODUCTS__ROLE=${rest%%-*}"
-      [[ $rest == *-* ]] && echo "KAPPA__PRODUCTS__INSTANCE=${rest##*-}" ;;
-    mailer-stateful)
+    mailer-stateful)  # each instance keeps its own address store
       echo "KAPPA__MAILER__MODE=stateful"
-      echo "KAPPA__MAILER__DATA_DIR=$RUN_DIR/mailer-stateful" ;;
+      echo "KAPPA__MAILER__DATA_DIR=$RUN_DIR/$1" ;;
+    products) echo "KAPPA__PRODUCTS__ROLE=api" ;;
+    products-*)  # the DAG's workers; a branch's transactional id names its instance
+      echo "KAPPA__PRODUCTS__ROLE=${base#products-}"
+      echo "KAPPA__PRODUCTS__INSTANCE=$instance" ;;
+    pagecount) echo "KAPPA__PAGECOUNT__ROLE=coordinator" ;;
+    pagecount-*)
+      echo "KAPPA__PAGECOUNT__ROLE=${base#pagecount-}"
+      echo "KAPPA__PAGECOUNT__INSTANCE=$instance" ;;
   esac
 }
 
@@ -110,7 +127,7 @@ for spec in "${SERVICES[@]}"; do
   section=$(echo "$binary" | tr '[:lower:]' '[:upper:]')
   # setsid: the service outlives this shell; the pid file names the process itself.
   mapfile -t extra < <(settings_of "$name")
-  env "KAPPA__${section}__ADDR=127.0.0.1:$port" KAPPA__AUTH__ADMIN_TOKEN="$(<"$TOKEN_FILE")" "${extra[@]}" \
+  env "KAPPA__${section}__ADDR=127.0.0.1:$port" KAPPA__KAFKA__BROKERS="$BROKERS" KAPPA__AUTH__ADMIN_TOKEN="$(<"$TOKEN_FILE")" "${extra[@]}" \
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidfile" "$BIN_DIR/$binary" \
     </dev/null >>"$logfile" 2>&1 &
   wait_until 10 "pid file of $name" test -s "$pidfile" || die "$name did not start"
@@ -135,7 +152,7 @@ cat <<MSG
   mailpit         http://127.0.0.1:8025   (the mails sent; SMTP on 127.0.0.1:1025)
   recommendation  http://127.0.0.1:8082   (GET /users/{id}/recommendations, /products/{id}/similar, /stats)
   dashboard       http://127.0.0.1:8083   (POST /api/replays, GET /api/metrics/daily, /api/products/top)
-  kafka           127.0.0.1:9092          (topics: events, events.dlq, access-logs)
+  kafka           $BROKERS   (topics: events, events.dlq, access-logs)
   postgres        postgres://kappa:kappa@127.0.0.1:5432/kappa
   admin token     $(rel "$TOKEN_FILE")   (curl -H "Authorization: Bearer \$(cat .run/token)" ...)
   logs, pids      .run/

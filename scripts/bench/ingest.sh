@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 EVENTS=${1:-400000}
 BATCH=${2:-10000}
 PARALLEL=${3:-4}
-BROKER=127.0.0.1:9092
+BROKER=$(kafka_bootstrap)   # every node of the suite's Kafka
 PORT=${BENCH_GATEWAY_PORT:-8099}
 RUN_ID=$(date +%s)
 WORK="$RUN_DIR/bench-ingest"
@@ -42,7 +42,7 @@ TOPICS=()
 new_topic() {  # sets $t; not called in $(...), so TOPICS is kept for cleanup
   t="bench-$1-$RUN_ID-$2"
   "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$t" \
-    --partitions 6 --replication-factor 1 --config retention.ms=-1 >/dev/null
+    --partitions 6 --config retention.ms=-1 >/dev/null
   TOPICS+=("$t")
 }
 cleanup() {

@@ -49,7 +49,7 @@ trap 'for t in "${ROUND_TOPICS[@]}"; do "$ROOT/scripts/kafka-cli.sh" topics --bo
 round() {  # round <label> <image_instances>
   local label=$1 images=$2 port=8300 pids_before=${#SCRATCH_PIDS[@]} topic=$TOPIC-$1
   "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$topic" \
-    --partitions 6 --replication-factor 1 >/dev/null
+    --partitions 6 >/dev/null
   ROUND_TOPICS+=("$topic")
   psql -h 127.0.0.1 -U kappa -d "$DB" -qc "TRUNCATE products, product_parts, products_outbox" >/dev/null
   start "$label-gateway" gateway KAPPA__GATEWAY__ADDR=127.0.0.1:$GATEWAY_PORT KAPPA__KAFKA__EVENTS_TOPIC=$topic

@@ -5,7 +5,8 @@
 #                                       TOPIC, DB, DB_URL, WORK (.run/<name>)
 #   start_recommendation <port>, committed, wait_committed <count> <deadline>
 #                                       a recommendation service on them
-BROKER=127.0.0.1:9092
+BROKER=$(kafka_bootstrap)   # every node of the suite's Kafka
+export KAPPA__KAFKA__BROKERS=$BROKER   # and the services the benchmarks start
 export PGPASSWORD=kappa
 SCRATCH_PIDS=()
 
@@ -22,7 +23,7 @@ scratch() {
   for p in "$@"; do packages+=(-p "$p"); done
   (cd "$ROOT" && cargo build --release --quiet "${packages[@]}")
   "$ROOT/scripts/kafka-cli.sh" topics --bootstrap-server "$BROKER" --create --topic "$TOPIC" \
-    --partitions 6 --replication-factor 1 --config retention.ms=-1 >/dev/null
+    --partitions 6 --config retention.ms=-1 >/dev/null
   psql -h 127.0.0.1 -U kappa -d kappa -qc "CREATE DATABASE $DB" >/dev/null
   trap scratch_cleanup EXIT
 }

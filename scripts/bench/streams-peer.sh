@@ -41,7 +41,7 @@ PEERS="$ROOT/bench/peers"
   || die "no such Streams peer: STREAMS_PEER='$PEER' (count or cooc)"
 NAME=streams-$PEER                # Maven module, jar and the report's first word
 
-BROKER=127.0.0.1:9092
+BROKER=$(kafka_bootstrap)   # every node of the suite's Kafka
 KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
 DEADLINE=${STREAMS_PEER_DEADLINE:-600}
 BUILD="$CACHE_DIR/streams-peer"   # one directory per module (-Dpeer.build.root)
