@@ -9,7 +9,8 @@
 # Quick (each well under a minute, the suite keeps serving): poison, oversize,
 # duplicates, lag, missing-asset, mixed-load. Destructive (kill or stop parts of the
 # suite; leave it up again with scripts/up.sh): worker-kill, broker-restart,
-# db-restart, users-down.
+# db-restart, users-down. The long one, on the three-node cluster only
+# (KAFKA_BROKERS=3 scripts/up.sh; not in --all): cluster-failover.
 # Prints one table row per scenario (what was done, expected, observed,
 # verdict, seconds) and exits non-zero if any failed.
 # Every run uses its own keys (users, products, pages scn-<run>-..., and a UTC
@@ -19,14 +20,17 @@
 # the binaries that are running, it never rebuilds them.
 # Env: WORKER_KILL_EVENTS (200000), RESTART_EVENTS (100000, broker-restart and
 # db-restart), LAG_EVENTS (60000), MIXED_EVENTS (100000), SCENARIO_TIMEOUT (seconds a scenario waits
-# for an outcome, 180), RECOVERY_SECONDS (30).
+# for an outcome, 180), RECOVERY_SECONDS (30); cluster-failover: FAILOVER_EVENTS
+# (200000), FAILOVER_LINES (100000), FAILOVER_BATCH (1000 events a request),
+# FAILOVER_PAUSE (1 s between requests: the load outlasts the three
+# failovers), FAILOVER_DOWN_SECONDS (10).
 # Helpers defined inside a scenario are called through quiet_until:
 # shellcheck disable=SC2317
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-BROKER=127.0.0.1:9092
+BROKER=$(kafka_bootstrap)   # every node of the suite's Kafka
 TOPIC=${EVENTS_TOPIC:-events}
 DATABASE_URL=postgres://kappa:kappa@127.0.0.1:5432/kappa
 DLQ_TOPIC=${DLQ_TOPIC:-events.dlq}
@@ -34,10 +38,9 @@ ACCESS_TOPIC=${ACCESS_TOPIC:-access-logs}
 export EVENTS_TOPIC=$TOPIC KAPPA_TOKEN_FILE=$RUN_DIR/token
 TIMEOUT=${SCENARIO_TIMEOUT:-180}
 RECOVERY=${RECOVERY_SECONDS:-30}
-# Ports of the workers that consume the events topic, by consumer group.
-EVENT_CONSUMERS=(mailer-stateless=http://127.0.0.1:8086 mailer-stateful=http://127.0.0.1:8087
-  products-image=http://127.0.0.1:8088 products-video=http://127.0.0.1:8089
-  products-metadata=http://127.0.0.1:8090 products-creator=http://127.0.0.1:8091)
+# The workers that consume the events topic, by consumer group (each
+# instance's /metrics is asked: urls_of).
+EVENT_CONSUMERS=(mailer-stateless mailer-stateful products-image products-video products-metadata products-creator)
 # Every worker kind, by pid file name (extra instances are found in .run/),
 # and the products API (killed with them while uploads are in flight).
 WORKERS=(recommendation products-image products-video products-metadata products-creator
@@ -45,6 +48,7 @@ WORKERS=(recommendation products-image products-video products-metadata products
 
 QUICK=(poison oversize duplicates redrive lag missing-asset mixed-load)
 DESTRUCTIVE=(worker-kill broker-restart db-restart job-crash users-down users-hang)
+CLUSTER=(cluster-failover)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '/^# \(shellcheck\|Helpers defined\)/d; $d; s/^# \{0,1\}//' >&2; exit 2; }
 selected=()
@@ -55,7 +59,7 @@ for arg in "$@"; do
     --all) selected+=("${QUICK[@]}" "${DESTRUCTIVE[@]}") ;;
     -h | --help) usage ;;
     *)
-      [[ " ${QUICK[*]} ${DESTRUCTIVE[*]} " == *" $arg "* ]] || { log "unknown scenario '$arg'"; usage; }
+      [[ " ${QUICK[*]} ${DESTRUCTIVE[*]} ${CLUSTER[*]} " == *" $arg "* ]] || { log "unknown scenario '$arg'"; usage; }
       selected+=("$arg") ;;
   esac
 done
@@ -142,18 +146,24 @@ mails_are() {  # mails_are <address> <stateless> <stateful>
 }
 all_past() {  # all_past <acks>: every events consumer committed past them
   local args=(recommendation) c
-  for c in "${EVENT_CONSUMERS[@]}"; do args+=("$c"); done
+  for c in "${EVENT_CONSUMERS[@]}"; do args+=("$c=$(urls_of "$c")"); done
   kit passed "$1" "${args[@]}"
 }
-service_ports() { local s; for s in "${SUITE_SERVICES[@]}"; do echo "${s%%:*} ${s##*:}"; done; }
+urls_of() {  # urls_of <name>: the base url of each of its instances, comma-separated
+  local n p urls=""
+  while read -r n p; do
+    [[ $n == "$1" || $n =~ ^$1-[0-9]+$ ]] && urls+="${urls:+,}http://127.0.0.1:$p"
+  done < <(suite_processes)
+  echo "$urls"
+}
 not_ready() {  # prints the services whose /readyz is not 200
   local name port
   while read -r name port; do
     curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz" || echo "$name"
-  done < <(service_ports)
+  done < <(suite_processes)
 }
 all_ready() { [[ -z $(not_ready) ]]; }
-suite_pids() { local s; for s in "${SUITE_SERVICES[@]}"; do printf '%s=%s ' "${s%%:*}" "$(cat "$RUN_DIR/${s%%:*}.pid" 2>/dev/null)"; done; }
+suite_pids() { local n p; while read -r n p; do printf '%s=%s ' "$n" "$(cat "$RUN_DIR/$n.pid" 2>/dev/null)"; done < <(suite_processes); }
 # scripts/up.sh without its build: it starts what is not running from the
 # binaries in target/ (a scenario never rebuilds what it tests).
 up_nobuild() { KAPPA_NO_BUILD=1 "$ROOT/scripts/up.sh" >>"$TMP/up.log" 2>&1; }
@@ -538,6 +548,29 @@ check_counts() {
   fi
   ((ok))
 }
+# replay_exact <name> <day>: a full replay's daily metrics of the day equal
+# the run's expected counters.
+replay_exact() {
+  local run state totals expected
+  expected=$(expected_of "$TMP/$1.expected" day)
+  run=$(post_json http://127.0.0.1:8083/api/replays '{"from":"earliest"}' | field '["id"]')
+  replay_done() { state=$(get "http://127.0.0.1:8083/api/replays/$run" | field '["state"]'); [[ $state == succeeded || $state == failed ]]; }
+  quiet_until "$TIMEOUT" replay_done || true
+  totals=$(get "http://127.0.0.1:8083/api/metrics/daily?run=$run&from=$2&to=$2" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["totals"]
+print(json.dumps({k: t.get(k, 0) for k in ("views", "clicks", "add_to_cart", "purchases", "revenue_cents")}, sort_keys=True))' || echo "replay $state")
+  if [[ $totals == "$expected" ]]; then saw "replay $run exact"; else saw "replay $run: $(tr -d '{}"' <<<"$totals")"; return 1; fi
+}
+# job_exact <job> <name>: the page-count job succeeds with every page of
+# $TMP/<name>.expected counted exactly.
+job_exact() {
+  local id=$1 state pages
+  job_done() { state=$(get "http://127.0.0.1:8085/jobs/$id" | field '["state"]'); [[ $state != running ]]; }
+  quiet_until "$TIMEOUT" job_done || true
+  [[ $state == succeeded ]] || { saw "job $id ${state:-unknown}: $(get "http://127.0.0.1:8085/jobs/$id" | field '["chunks"]')"; return 1; }
+  if pages=$(kit check-pages "$id" "$TMP/$2.expected"); then saw "page-count job $id: $pages"; else saw "page-count job $id: $pages"; return 1; fi
+}
 kill_workers() {  # SIGKILL every worker process; prints what it killed
   local worker f
   for worker in "${WORKERS[@]}"; do
@@ -626,15 +659,8 @@ scn_worker_kill() {
   # Counted since the restart: mails sent again (the crash hit between SMTP
   # and the log; same Message-ID, so Mailpit keeps one).
   saw "resent after the crash: stateless $(kit metric http://127.0.0.1:8086/metrics kappa_mailer_resent_total), stateful $(kit metric http://127.0.0.1:8087/metrics kappa_mailer_resent_total)"
-  local state
-  jd() { state=$(get "http://127.0.0.1:8085/jobs/$job" | field '["state"]'); [[ $state != running ]]; }
   phase "waiting for job $job"
-  quiet_until "$TIMEOUT" jd || true
-  if [[ $state == succeeded ]]; then
-    local pages
-    if pages=$(kit check-pages "$job" "$TMP/wk-pages.expected"); then saw "page-count job $job: $pages"
-    else ok=0; saw "page-count job $job: $pages"; fi
-  else ok=0; saw "job $job $state: $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]')"; fi
+  job_exact "$job" wk-pages || ok=0
   no_dead_letters "$t0" "$TMP/wk.acks"
   saw "no event dead-lettered"
   ((ok))
@@ -674,16 +700,7 @@ restart_scenario() {
   local ok=1
   [[ $waited != never && $same == 1 ]] || ok=0
   check_counts "$name" "$prefix" "$day" 5 8 || ok=0
-  local run state totals expected
-  expected=$(expected_of "$TMP/$name.expected" day)
-  run=$(post_json http://127.0.0.1:8083/api/replays '{"from":"earliest"}' | field '["id"]')
-  replay_done() { state=$(get "http://127.0.0.1:8083/api/replays/$run" | field '["state"]'); [[ $state == succeeded || $state == failed ]]; }
-  quiet_until "$TIMEOUT" replay_done || true
-  totals=$(get "http://127.0.0.1:8083/api/metrics/daily?run=$run&from=$day&to=$day" | python3 -c '
-import json, sys
-t = json.load(sys.stdin)["totals"]
-print(json.dumps({k: t.get(k, 0) for k in ("views", "clicks", "add_to_cart", "purchases", "revenue_cents")}, sort_keys=True))' || echo "replay $state")
-  if [[ $totals == "$expected" ]]; then saw "replay $run exact"; else ok=0; saw "replay $run: $(tr -d '{}"' <<<"$totals")"; fi
+  replay_exact "$name" "$day" || ok=0
   no_dead_letters "$t0" "$TMP/$name.acks"
   saw "no event dead-lettered"
   ((ok))
@@ -700,7 +717,7 @@ scn_db_restart() {
 }
 
 scn_job_crash() {
-  local lines=${JOB_CRASH_LINES:-200000} offsets job old state t_back
+  local lines=${JOB_CRASH_LINES:-200000} offsets job old t_back
   did "$(fmt "$lines") access-log lines of the run's own and a page-count job over exactly them; once it maps (some chunks done, the job running: checked), SIGKILL of the pagecount coordinator and of the broker (scripts/kafka.sh kill); the broker started again 5 s later, then scripts/up.sh"
   expect "the coordinator is started again with a new pid; the job succeeds, every page of the run counted exactly (nothing lost, nothing counted twice across the crash)"
   offsets=$(access_log_run jc "$lines")
@@ -719,11 +736,7 @@ scn_job_crash() {
   restored
   local not_restarted; not_restarted=$(restarted_all "pagecount:$old") || fail "after up.sh: $not_restarted"
   saw "broker back and the coordinator restarted (pid $old -> $(<"$RUN_DIR/pagecount.pid")) in $((SECONDS - t_back)) s"
-  job_done() { state=$(get "http://127.0.0.1:8085/jobs/$job" | field '["state"]'); [[ $state != running ]]; }
-  quiet_until "$TIMEOUT" job_done || fail "job $job still running $TIMEOUT s after the crash"
-  [[ $state == succeeded ]] || fail "job $job $state"
-  local pages; pages=$(kit check-pages "$job" "$TMP/jc.expected") || fail "page-count job $job: $pages"
-  saw "page-count job $job: $pages"
+  job_exact "$job" jc
 }
 
 scn_users_down() { users_unavailable down; }
@@ -780,6 +793,116 @@ users_unavailable() {
   c=$(mail_count "$user@example.com")
   saw "Mailpit: $(field '["distinct_stateless"]' <<<"$c") stateless, $(field '["distinct_stateful"]' <<<"$c") stateful; no dead letter; circuit closed"
   [[ $open == 1 ]] || exit 1
+}
+
+# ------------------------------------------------------------ the cluster
+
+# Every worker kind: the processes a consumer group of its own runs in.
+KINDS=(recommendation products-image products-video products-metadata products-creator
+  mailer-stateless mailer-stateful pagecount-map pagecount-reduce)
+scale_env() {  # scale_env <n>: INSTANCES_<KIND>=n for every worker kind
+  local k; for k in "${KINDS[@]}"; do printf 'INSTANCES_%s=%s\n' "$(tr 'a-z-' 'A-Z_' <<<"$k")" "$1"; done
+}
+second_instances() {  # the pid files of the worker kinds' instances past the first
+  local k f; for k in "${KINDS[@]}"; do for f in "$RUN_DIR/$k"-[0-9]*.pid; do [[ -e $f ]] && echo "$f"; done; done; true
+}
+# under_replicated: "topic:partition" of each partition, internal topics
+# included, with fewer replicas in sync than it has.
+under_replicated() {
+  kcat -L -b "$BROKER" -m 5 2>/dev/null | awk '
+    $1 == "topic" { t = $2 }
+    $1 == "partition" {
+      r = ""; i = ""
+      for (k = 1; k <= NF; k++) { if ($k == "replicas:") r = $(k + 1); if ($k == "isrs:") i = $(k + 1) }
+      sub(/,$/, "", r); sub(/,$/, "", i)
+      if (split(r, a, ",") != split(i, b, ",")) print t ":" $2
+    }' | tr -d '",' | tr '\n' ' '
+}
+in_sync() { [[ -z $(under_replicated) ]]; }
+most_leader() { "$ROOT/scripts/kafka.sh" leaders "$1" | awk 'NR == 1 && $2 > 0 { print $1 }'; }
+# tx_coordinator <transactional id>: the node that coordinates its transactions.
+tx_coordinator() {
+  "$ROOT/scripts/kafka-cli.sh" transactions --bootstrap-server "$BROKER" describe --transactional-id "$1" 2>/dev/null \
+    | awk 'NR == 2 { print $1 }'
+}
+# fail_over <what> <node>: SIGKILL of that node while the load runs, started
+# again FAILOVER_DOWN_SECONDS later; every process of the suite ready within
+# RECOVERY s of its return, none restarted.
+fail_over() {
+  local what=$1 node=$2 at waited
+  [[ $node =~ ^[1-3]$ ]] || fail "precondition: no node found for $what (got '$node')"
+  quiet_until 120 in_sync || fail "precondition: partitions not in sync before killing node $node: $(under_replicated)"
+  kill -0 "$SENDER" 2>/dev/null || fail "precondition: the load had ended before node $node ($what) was to be killed (raise FAILOVER_EVENTS)"
+  at=$(cut -d' ' -f1 "$TMP/cf.progress")
+  phase "killing node $node: $what"
+  on_fail_restore "$ROOT/scripts/kafka.sh" start "$node"
+  "$ROOT/scripts/kafka.sh" kill "$node" >>"$TMP/infra.log" 2>&1 || fail "kafka.sh kill $node failed: $(tail -n 2 "$TMP/infra.log")"
+  sleep "${FAILOVER_DOWN_SECONDS:-10}"
+  "$ROOT/scripts/kafka.sh" start "$node" >>"$TMP/infra.log" 2>&1 || fail "kafka.sh start $node failed: $(tail -n 2 "$TMP/infra.log")"
+  local t_back=$SECONDS
+  if quiet_until "$RECOVERY" all_ready; then
+    waited=$((SECONDS - t_back))
+  else
+    fail "node $node ($what) back, but not ready $RECOVERY s later: $(not_ready | tr '\n' ' ')"
+  fi
+  saw "node $node ($what) SIGKILLed at $(fmt "$at") sent, back ${FAILOVER_DOWN_SECONDS:-10} s later, every process ready ${waited} s after"
+}
+
+scn_cluster_failover() {
+  local prefix="scn-$RUN-cf" day n=${FAILOVER_EVENTS:-200000} lines=${FAILOVER_LINES:-100000} t0 offsets job pids node
+  (($(kafka_brokers) == 3)) || fail "precondition: needs the three-node cluster (KAFKA_BROKERS=3 scripts/up.sh); the suite runs on $(kafka_brokers) broker"
+  day=$(kit free-day "$RUN-cf")
+  did "$(fmt "$n") events of day $day through the gateway, 8 product uploads, mail requests of 10 users, a page-count job over $(fmt "$lines") access-log lines; at 10% sent, a second instance of each of the ${#KINDS[@]} worker kinds started (every group rebalances under load); at 20%, the first instance of each SIGKILLed and started again; then SIGKILL of the node leading most events partitions, of the node coordinating products-image-1's transactions, of the node leading most pagecount-shuffle partitions (while the job maps), each started again ${FAILOVER_DOWN_SECONDS:-10} s later once the previous one was back in sync"
+  expect "every process ready within $RECOVERY s of each node's return, none restarted by the failovers; exact counts: the day's counters, a replay's daily metrics, one mail per request and mailer, 8 products active, the job's page counts; no event dead-lettered"
+  prepare_run cf "$prefix" "$day" "$n" 10
+  # The second instances join while events flow: if some run already,
+  # they are stopped first.
+  local f; for f in $(second_instances); do stop_pidfile "$f" 30; done
+  t0=$(kit now-ms)
+  offsets=$(access_log_run cf-pages "$lines")
+  phase "sending"
+  start_sender cf "${FAILOVER_BATCH:-1000}" "${FAILOVER_PAUSE:-1}"
+  upload_products "$prefix" 0 8 >"$TMP/uploads.log" 2>&1 &
+  local uploads=$!
+  quiet_until 120 sent_at_least cf 10 || fail "sending stalled: $(cat "$TMP/cf.progress")"
+  phase "second instances"
+  local t_scale=$SECONDS
+  env $(scale_env 2) KAPPA_NO_BUILD=1 "$ROOT/scripts/up.sh" >>"$TMP/up.log" 2>&1 || fail "scaling out failed: $(tail -n 3 "$TMP/up.log")"
+  (($(second_instances | wc -l) == ${#KINDS[@]})) || fail "precondition: $(second_instances | wc -l) second instances running, expected ${#KINDS[@]}"
+  saw "second instances of ${#KINDS[@]} worker kinds ready in $((SECONDS - t_scale)) s at $(fmt "$(cut -d' ' -f1 "$TMP/cf.progress")") sent"
+  # A rebalance by crash: the first instance of every kind SIGKILLed (its
+  # partitions move to the second), then started again (they move back).
+  quiet_until 120 sent_at_least cf 20 || fail "sending stalled: $(cat "$TMP/cf.progress")"
+  local killed k
+  killed=$(for k in "${KINDS[@]}"; do printf '%s:%s ' "$k" "$(<"$RUN_DIR/$k.pid")"; kill_pidfile "$RUN_DIR/$k.pid"; done)
+  up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")"
+  local not_restarted; not_restarted=$(restarted_all "$killed") || fail "after up.sh: $not_restarted"
+  saw "first instances SIGKILLed at $(fmt "$(cut -d' ' -f1 "$TMP/cf.progress")") sent and started again"
+
+  pids=$(suite_pids)
+  quiet_until 120 sent_at_least cf 30 || fail "sending stalled: $(cat "$TMP/cf.progress")"
+  fail_over "leader of most events partitions" "$(most_leader events)"
+  quiet_until 120 sent_at_least cf 50 || fail "sending stalled: $(cat "$TMP/cf.progress")"
+  node=$(tx_coordinator products-image-1)
+  fail_over "transaction coordinator of products-image-1" "$node"
+  job=$(post_json http://127.0.0.1:8085/jobs "{\"offsets\":$offsets,\"chunk_lines\":2000}" | field '["id"]')
+  quiet_until 60 job_mid "$job" || fail "precondition: job $job was not mapping: $(get "http://127.0.0.1:8085/jobs/$job" | head -c 300)"
+  fail_over "leader of most pagecount-shuffle partitions, job $job mapping" "$(most_leader pagecount-shuffle)"
+  restored
+
+  wait "$uploads" || fail "uploads failed: $(tail -n 2 "$TMP/uploads.log")"
+  wait_sender cf
+  local ok=1
+  if [[ $(suite_pids) != "$pids" ]]; then
+    ok=0; saw "processes restarted: $(diff <(tr ' ' '\n' <<<"$pids") <(suite_pids | tr ' ' '\n') | grep '^>' | tr '\n' ' ')"
+  fi
+  phase "checking the counts"
+  check_counts cf "$prefix" "$day" 10 8 || ok=0
+  replay_exact cf "$day" || ok=0
+  job_exact "$job" cf-pages || ok=0
+  no_dead_letters "$t0" "$TMP/cf.acks"
+  saw "no event dead-lettered"
+  ((ok))
 }
 
 # ------------------------------------------------------------ run and report

@@ -150,9 +150,12 @@ def cmd_free_day(seed):
 def cmd_passed(acks_file, *consumers):
     """Have the consumers committed past every acknowledged event in the file?
     `recommendation` is asked for its committed next offsets (/stats); any
-    other `name=url` by its kappa_sink_committed_offset gauge on the
-    partitions the events are in (not the lag gauge: that is refreshed every
-    2 s, and a 0 from before the events were sent would pass). Prints what lags."""
+    other `name=url[,url...]` (one url per instance) by its
+    kappa_sink_committed_offset gauge on the partitions the events are in
+    (not the lag gauge: that is refreshed every 2 s, and a 0 from before the
+    events were sent would pass). A partition that moved between instances is
+    past once one of them committed past: a group's offsets only go forward.
+    Prints what lags."""
     last = {}
     for line in open(acks_file):
         a = json.loads(line)
@@ -165,11 +168,13 @@ def cmd_passed(acks_file, *consumers):
             if late:
                 behind.append(f"recommendation behind on partitions {sorted(late)}")
         else:
-            name, url = consumer.split("=", 1)
+            name, urls = consumer.split("=", 1)
             committed = {}
-            for n, labels, v in metric_samples(url + "/metrics"):
-                if n == "kappa_sink_committed_offset" and labels.get("consumer") == name:
-                    committed[int(labels["partition"])] = int(v)
+            for url in urls.split(","):
+                for n, labels, v in metric_samples(url + "/metrics"):
+                    if n == "kappa_sink_committed_offset" and labels.get("consumer") == name:
+                        p = int(labels["partition"])
+                        committed[p] = max(committed.get(p, -1), int(v))
             late = [f"{p}:{committed.get(p, 'none')}<={o}" for p, o in sorted(last.items())
                     if committed.get(p, -1) <= o]
             if late:
