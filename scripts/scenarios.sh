@@ -852,7 +852,7 @@ scn_cluster_failover() {
   local prefix="scn-$RUN-cf" day n=${FAILOVER_EVENTS:-200000} lines=${FAILOVER_LINES:-100000} t0 offsets job pids node
   (($(kafka_brokers) == 3)) || fail "precondition: needs the three-node cluster (KAFKA_BROKERS=3 scripts/up.sh); the suite runs on $(kafka_brokers) broker"
   day=$(kit free-day "$RUN-cf")
-  did "$(fmt "$n") events of day $day through the gateway, 8 product uploads, mail requests of 10 users, a page-count job over $(fmt "$lines") access-log lines; at 10% sent, a second instance of each of the ${#KINDS[@]} worker kinds started (every group rebalances under load); at 20%, the first instance of each SIGKILLed and started again; then SIGKILL of the node leading most events partitions, of the node coordinating products-image-1's transactions, of the node leading most pagecount-shuffle partitions (while the job maps), each started again ${FAILOVER_DOWN_SECONDS:-10} s later once the previous one was back in sync"
+  did "$(fmt "$n") events of day $day through the gateway, 8 product uploads, mail requests of 10 users, a page-count job over $(fmt "$lines") access-log lines; at 10% sent, a second instance of each of the ${#KINDS[@]} worker kinds started (every group rebalances under load); at 20%, with the recommendation's instances waiting inside their commit (its day table locked), the first instance of each kind SIGKILLed and started again; then SIGKILL of the node leading most events partitions, of the node coordinating products-image-1's transactions, of the node leading most pagecount-shuffle partitions (while the job maps), each started again ${FAILOVER_DOWN_SECONDS:-10} s later once the previous one was back in sync"
   expect "every process ready within $RECOVERY s of each node's return, none restarted by the failovers; exact counts: the day's counters, a replay's daily metrics, one mail per request and mailer, 8 products active, the job's page counts; no event dead-lettered"
   prepare_run cf "$prefix" "$day" "$n" 10
   # The second instances join while events flow: if some run already,
@@ -870,14 +870,28 @@ scn_cluster_failover() {
   env $(scale_env 2) KAPPA_NO_BUILD=1 "$ROOT/scripts/up.sh" >>"$TMP/up.log" 2>&1 || fail "scaling out failed: $(tail -n 3 "$TMP/up.log")"
   (($(second_instances | wc -l) == ${#KINDS[@]})) || fail "precondition: $(second_instances | wc -l) second instances running, expected ${#KINDS[@]}"
   saw "second instances of ${#KINDS[@]} worker kinds ready in $((SECONDS - t_scale)) s at $(fmt "$(cut -d' ' -f1 "$TMP/cf.progress")") sent"
-  # A rebalance by crash: the first instance of every kind SIGKILLed (its
-  # partitions move to the second), then started again (they move back).
+  # A rebalance by crash, in the middle of a commit: the recommendation's
+  # day table locked, so both of its instances wait inside their batch's
+  # transaction; then the first instance of every kind SIGKILLed (its
+  # partitions move to the second), the lock released, the first ones
+  # started again (the partitions move back). A worker that committed its
+  # offsets before its effect loses the killed batch here.
   quiet_until 120 sent_at_least cf 20 || fail "sending stalled: $(cat "$TMP/cf.progress")"
-  local killed k
+  local app="kappa-scn-cf-$RUN" psql killed k
+  psql="$(pg_bin)/psql"
+  local release="SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '$app'"
+  on_fail_restore "$psql" -X -q "$DATABASE_URL" -c "$release"
+  PGAPPNAME=$app "$psql" -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "BEGIN" \
+    -c "LOCK TABLE rec_daily IN EXCLUSIVE MODE" -c "SELECT pg_sleep(300)" >"$TMP/cf-lock.log" 2>&1 &
+  waiting() {  # both recommendation instances wait for the day table
+    (($("$psql" -X -qAt "$DATABASE_URL" -c "SELECT count(*) FROM pg_locks WHERE relation = 'rec_daily'::regclass AND NOT granted") >= 2))
+  }
+  quiet_until 60 waiting || fail "precondition: the recommendation's instances did not both wait on the locked day table within 60 s: $(cat "$TMP/cf-lock.log")"
   killed=$(for k in "${KINDS[@]}"; do printf '%s:%s ' "$k" "$(<"$RUN_DIR/$k.pid")"; kill_pidfile "$RUN_DIR/$k.pid"; done)
+  "$psql" -X -q "$DATABASE_URL" -c "$release" >/dev/null
   up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")"
   local not_restarted; not_restarted=$(restarted_all "$killed") || fail "after up.sh: $not_restarted"
-  saw "first instances SIGKILLed at $(fmt "$(cut -d' ' -f1 "$TMP/cf.progress")") sent and started again"
+  saw "first instances SIGKILLed at $(fmt "$(cut -d' ' -f1 "$TMP/cf.progress")") sent, the recommendation's inside its commit, and started again"
 
   pids=$(suite_pids)
   quiet_until 120 sent_at_least cf 30 || fail "sending stalled: $(cat "$TMP/cf.progress")"
