@@ -3,7 +3,7 @@
 # (there is no Kafka tarball/bin/ on this box).
 #   scripts/kafka-cli.sh <tool> [tool args...]
 #   tools: console-producer console-consumer topics consumer-groups get-offsets
-#          transactions metadata-quorum
+#          transactions metadata-quorum leader-election
 #   e.g. scripts/kafka-cli.sh console-consumer --bootstrap-server 127.0.0.1:9092 --topic events --from-beginning
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -26,6 +26,7 @@ case "${1:-}" in
   get-offsets)      class=org.apache.kafka.tools.GetOffsetShell ;;
   transactions)     class=org.apache.kafka.tools.TransactionsCommand ;;
   metadata-quorum)  class=org.apache.kafka.tools.MetadataQuorumCommand ;;
+  leader-election)  class=org.apache.kafka.tools.LeaderElectionCommand ;;
   *) usage ;;
 esac
 shift

@@ -270,33 +270,25 @@ start() {
   ((NODES == 1)) || log "cluster of $NODES nodes ready: $ALL_BOOTSTRAP"
 }
 
-stop() {
-  local i
-  for i in $(targets "${1:-}"); do
+# halt stop|kill [node]: SIGTERM (a clean shutdown, SIGKILL after 30 s) or
+# SIGKILL (the broker gets no chance to flush or close anything: a real crash).
+halt() {
+  local how=$1 i
+  for i in $(targets "${2:-}"); do
     node "$i"
     if ! pid_alive "$KAFKA_PID_FILE"; then
       rm -f "$KAFKA_PID_FILE"
       log "Kafka node $NODE on $BOOTSTRAP not running (no live pid in $(rel "$KAFKA_PID_FILE"))"
       continue
     fi
-    log "stopping Kafka node $NODE on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
-    stop_pidfile "$KAFKA_PID_FILE" 30
-    log "Kafka node $NODE stopped"
-  done
-}
-
-# SIGKILL: the broker gets no chance to flush or close anything (a real crash).
-crash() {
-  local i
-  for i in $(targets "${1:-}"); do
-    node "$i"
-    if ! pid_alive "$KAFKA_PID_FILE"; then
-      rm -f "$KAFKA_PID_FILE"
-      log "Kafka node $NODE on $BOOTSTRAP not running"
-      continue
+    if [[ $how == kill ]]; then
+      log "killing Kafka node $NODE on $BOOTSTRAP (SIGKILL pid $(<"$KAFKA_PID_FILE"))"
+      kill_pidfile "$KAFKA_PID_FILE"
+    else
+      log "stopping Kafka node $NODE on $BOOTSTRAP (pid $(<"$KAFKA_PID_FILE"))"
+      stop_pidfile "$KAFKA_PID_FILE" 30
+      log "Kafka node $NODE stopped"
     fi
-    log "killing Kafka node $NODE on $BOOTSTRAP (SIGKILL pid $(<"$KAFKA_PID_FILE"))"
-    kill_pidfile "$KAFKA_PID_FILE"
   done
 }
 
@@ -326,9 +318,8 @@ leaders() {
 case "${1:-}" in
   fetch) fetch ;;
   start) start "${2:-}" ;;
-  stop) stop "${2:-}" ;;
-  kill) crash "${2:-}" ;;
-  restart) stop "${2:-}"; start "${2:-}" ;;
+  stop | kill) halt "$1" "${2:-}" ;;
+  restart) halt stop "${2:-}"; start "${2:-}" ;;
   status) status "${2:-}" ;;
   leaders) leaders "${2:-}" ;;
   *) echo "usage: $0 {fetch|start|stop|kill|restart|status} [node] | leaders <topic>" >&2; exit 2 ;;
