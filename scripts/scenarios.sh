@@ -576,7 +576,7 @@ kill_workers() {  # SIGKILL every worker process; prints what it killed
   for worker in "${WORKERS[@]}"; do
     for f in "$RUN_DIR/$worker.pid" "$RUN_DIR/$worker"-[0-9]*.pid; do
       if [[ -e $f ]] && pid_alive "$f"; then
-        printf '%s:%s ' "$(basename "$f" .pid)" "$(<"$f")"
+        killed_entry "$(basename "$f" .pid)" "$f"
         kill_pidfile "$f"
       fi
     done
@@ -602,13 +602,18 @@ b = dict(l.split() for l in sys.argv[1].splitlines()); a = dict(l.split() for l 
 print(json.dumps({p: [int(b[p]), int(a[p])] for p in a if int(a[p]) > int(b[p])}))' "$before" "$after"
 }
 
-# restarted_all <name:pid ...>: every process killed is gone and its pid
-# file names a new, live process (up.sh started it again).
+# proc_start <pid>: when the process started (clock ticks since boot), which
+# tells it from a later process given the same pid (pids are reused).
+proc_start() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+# killed_entry <name> <pidfile>: "name:pid@start" of the process it names.
+killed_entry() { local pid; pid=$(<"$2"); printf '%s:%s@%s ' "$1" "$pid" "$(proc_start "$pid")"; }
+# restarted_all <name:pid@start ...>: every process killed is gone and its
+# pid file names a new, live process (up.sh started it again).
 restarted_all() {
-  local entry name pid now problems=""
+  local entry name pid start now problems=""
   for entry in $1; do
-    name=${entry%%:*} pid=${entry##*:}
-    if kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]; then
+    name=${entry%%:*} pid=${entry##*:} start=${pid##*@} pid=${pid%@*}
+    if [[ -n $start && $(proc_start "$pid") == "$start" && $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]; then
       problems+="$name (pid $pid) still alive; "
     fi
     now=$(cat "$RUN_DIR/$name.pid" 2>/dev/null || true)
@@ -717,14 +722,14 @@ scn_db_restart() {
 }
 
 scn_job_crash() {
-  local lines=${JOB_CRASH_LINES:-200000} offsets job old t_back
+  local lines=${JOB_CRASH_LINES:-200000} offsets job old entry t_back
   did "$(fmt "$lines") access-log lines of the run's own and a page-count job over exactly them; once it maps (some chunks done, the job running: checked), SIGKILL of the pagecount coordinator and of the broker (scripts/kafka.sh kill); the broker started again 5 s later, then scripts/up.sh"
   expect "the coordinator is started again with a new pid; the job succeeds, every page of the run counted exactly (nothing lost, nothing counted twice across the crash)"
   offsets=$(access_log_run jc "$lines")
   job=$(post_json http://127.0.0.1:8085/jobs "{\"offsets\":$offsets,\"chunk_lines\":2000}" | field '["id"]')
   quiet_until 30 job_mid "$job" || fail "precondition: job $job was not mapping when it was to be crashed: $(get "http://127.0.0.1:8085/jobs/$job" | head -c 300)"
   saw "job $job at $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["done"]') of $(get "http://127.0.0.1:8085/jobs/$job" | field '["chunks"]["total"]') chunks when crashed"
-  old=$(<"$RUN_DIR/pagecount.pid")
+  old=$(<"$RUN_DIR/pagecount.pid") entry=$(killed_entry pagecount "$RUN_DIR/pagecount.pid")
   on_fail_restore "$ROOT/scripts/kafka.sh" start
   on_fail_restore up_nobuild
   kill_pidfile "$RUN_DIR/pagecount.pid"
@@ -734,7 +739,7 @@ scn_job_crash() {
   "$ROOT/scripts/kafka.sh" start >>"$TMP/broker.log" 2>&1 || fail "the broker did not start: $(tail -n 3 "$TMP/broker.log")"
   up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")"
   restored
-  local not_restarted; not_restarted=$(restarted_all "pagecount:$old") || fail "after up.sh: $not_restarted"
+  local not_restarted; not_restarted=$(restarted_all "$entry") || fail "after up.sh: $not_restarted"
   saw "broker back and the coordinator restarted (pid $old -> $(<"$RUN_DIR/pagecount.pid")) in $((SECONDS - t_back)) s"
   job_exact "$job" jc
 }
@@ -887,7 +892,7 @@ scn_cluster_failover() {
     (($("$psql" -X -qAt "$DATABASE_URL" -c "SELECT count(*) FROM pg_locks WHERE relation = 'rec_daily'::regclass AND NOT granted") >= 2))
   }
   quiet_until 60 waiting || fail "precondition: the recommendation's instances did not both wait on the locked day table within 60 s: $(cat "$TMP/cf-lock.log")"
-  killed=$(for k in "${KINDS[@]}"; do printf '%s:%s ' "$k" "$(<"$RUN_DIR/$k.pid")"; kill_pidfile "$RUN_DIR/$k.pid"; done)
+  killed=$(for k in "${KINDS[@]}"; do killed_entry "$k" "$RUN_DIR/$k.pid"; kill_pidfile "$RUN_DIR/$k.pid"; done)
   "$psql" -X -q "$DATABASE_URL" -c "$release" >/dev/null
   up_nobuild || fail "scripts/up.sh failed: $(tail -n 3 "$TMP/up.log")"
   local not_restarted; not_restarted=$(restarted_all "$killed") || fail "after up.sh: $not_restarted"
