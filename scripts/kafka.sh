@@ -3,6 +3,7 @@
 # Kafka package and there is no Docker engine on dev/CI boxes.
 #   scripts/kafka.sh fetch|start|stop|kill|status|restart [node]
 #   scripts/kafka.sh leaders <topic>     how many partitions each node leads
+#   scripts/kafka.sh cluster-id          the id the nodes were formatted with
 # One broker by default. KAFKA_BROKERS=3 runs a cluster of three nodes on this
 # machine, each both broker and KRaft controller (a quorum of 3 voters: any
 # one node may die): node i answers on 127.0.0.1:9092+100*(i-1), its
@@ -176,15 +177,15 @@ XML
 java_cp() { java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
   -Dlog4j2.configurationFile="$KAFKA_DATA_DIR/log4j2.xml" -cp "$KAFKA_LIBS/*" "$@"; }
 
-# The cluster id every node is formatted with: an already formatted node's,
-# else a new one.
-cluster_id() {
+# formatted_id: the cluster id the nodes were formatted with (the first
+# formatted node's); fails when none is.
+formatted_id() {
   local i f
   for ((i = 1; i <= NODES; i++)); do
     f=$( (node "$i"; echo "$KAFKA_DATA_DIR/logs/meta.properties") )
     [[ -f $f ]] && { sed -n 's/^cluster.id=//p' "$f"; return; }
   done
-  random_cluster_id
+  return 1
 }
 
 format_storage() {  # format_storage <cluster id>
@@ -260,7 +261,7 @@ start() {
   nodes=$(targets "${1:-}")
   # A quorum elects its controller only once most voters run: every node
   # is launched before any is waited for.
-  CLUSTER_ID=$(cluster_id)
+  CLUSTER_ID=$(formatted_id || random_cluster_id)
   for i in $nodes; do
     node "$i"
     launch || log "Kafka node $NODE already running (pid $(<"$KAFKA_PID_FILE")); waiting for it to answer"
@@ -322,5 +323,6 @@ case "${1:-}" in
   restart) halt stop "${2:-}"; start "${2:-}" ;;
   status) status "${2:-}" ;;
   leaders) leaders "${2:-}" ;;
-  *) echo "usage: $0 {fetch|start|stop|kill|restart|status} [node] | leaders <topic>" >&2; exit 2 ;;
+  cluster-id) formatted_id || die "no node is formatted yet" ;;
+  *) echo "usage: $0 {fetch|start|stop|kill|restart|status} [node] | leaders <topic> | cluster-id" >&2; exit 2 ;;
 esac

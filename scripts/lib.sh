@@ -59,13 +59,6 @@ kafka_bootstrap() {
   echo "$list"
 }
 
-# kafka_cluster_id: the id the suite's Kafka nodes were formatted with.
-kafka_cluster_id() {
-  local dir=$RUN_DIR/kafka-data
-  (($(kafka_brokers) == 1)) || dir=$RUN_DIR/kafka-1
-  sed -n 's/^cluster.id=//p' "$dir/logs/meta.properties" 2>/dev/null | grep .
-}
-
 # One-line progress messages on stderr (stdout stays free for real output),
 # prefixed with the calling script's name so mixed logs stay readable.
 log() { printf '[%s] %s\n' "$(basename "${0:-lib}")" "$*" >&2; }

@@ -41,10 +41,13 @@ RECOVERY=${RECOVERY_SECONDS:-30}
 # The workers that consume the events topic, by consumer group (each
 # instance's /metrics is asked: urls_of).
 EVENT_CONSUMERS=(mailer-stateless mailer-stateful products-image products-video products-metadata products-creator)
-# Every worker kind, by pid file name (extra instances are found in .run/),
-# and the products API (killed with them while uploads are in flight).
-WORKERS=(recommendation products-image products-video products-metadata products-creator
-  products pagecount pagecount-map pagecount-reduce mailer-stateless mailer-stateful)
+# Every worker kind, by pid file name: the processes a consumer group of its
+# own runs in (extra instances are found in .run/).
+KINDS=(recommendation products-image products-video products-metadata products-creator
+  mailer-stateless mailer-stateful pagecount-map pagecount-reduce)
+# What worker-kill kills: the kinds, the products API (killed with them while
+# uploads are in flight) and the pagecount coordinator.
+WORKERS=("${KINDS[@]}" products pagecount)
 
 QUICK=(poison oversize duplicates redrive lag missing-asset mixed-load)
 DESTRUCTIVE=(worker-kill broker-restart db-restart job-crash users-down users-hang)
@@ -802,9 +805,6 @@ users_unavailable() {
 
 # ------------------------------------------------------------ the cluster
 
-# Every worker kind: the processes a consumer group of its own runs in.
-KINDS=(recommendation products-image products-video products-metadata products-creator
-  mailer-stateless mailer-stateful pagecount-map pagecount-reduce)
 scale_env() {  # scale_env <n>: INSTANCES_<KIND>=n for every worker kind
   local k; for k in "${KINDS[@]}"; do printf 'INSTANCES_%s=%s\n' "$(tr 'a-z-' 'A-Z_' <<<"$k")" "$1"; done
 }

@@ -36,7 +36,7 @@ done
 # stops here instead of reading the new topics at the old positions.
 stream_guard() {
   local id stamp psql=("$(pg_bin)/psql" -X -At -v ON_ERROR_STOP=1 postgres://kappa:kappa@127.0.0.1:5432/kappa)
-  id=$(kafka_cluster_id) || die "no Kafka cluster id: is the broker formatted?"
+  id=$("$ROOT/scripts/kafka.sh" cluster-id) || die "no Kafka cluster id"
   stamp=$("${psql[@]}" -c "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = current_database()")
   if [[ -z $stamp ]]; then
     "${psql[@]}" -c "COMMENT ON DATABASE kappa IS 'kafka cluster $id'" >/dev/null
